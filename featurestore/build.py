@@ -1,0 +1,329 @@
+"""The feature build: a catalog in, its tracks' tiles committed into the store, on Dask.
+
+The driver (this process) validates the catalog, takes the store's writer lock, plans what
+changed, and submits one extract task per batch of tracks. As a batch's tile counts come back it
+hands out a chunk-aligned region of tile slots and submits the write, which runs on the worker
+holding the tiles. When a write is done, the batch's rows and the feature set's updated
+statistics are committed (see :mod:`featurestore.manifest`): only then are its tracks visible.
+A build killed at any point leaves only whole, committed tracks, and the next build does the rest.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import pandas as pd
+from distributed import Client, as_completed
+from tqdm.auto import tqdm
+
+from catalogs.reader import Catalog, read_catalog
+from featurestore import layout
+from featurestore.build_tasks import TrackMeta, batch_meta, extract_batch, write_batch
+from featurestore.cluster import connect
+from featurestore.errors import FAILURE_STATUSES, OK, REMOVED, StoreError
+from featurestore.lock import WriterLock
+from featurestore.manifest import SCHEMA, ManifestState
+from featurestore.planning import BuildPlan, is_live, make_batches, plan_build, stat_files
+from featurestore.spec import FeatureSpec, TileEncoding
+from featurestore.store import FeatureSet, Store
+from featurestore.tile_arrays import Moments, round_up
+
+#: Seconds between commits while batches keep finishing (each commit is one small file).
+COMMIT_INTERVAL_S = 1.0
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CATALOG = 3
+EXIT_TRACKS_FAILED = 4
+EXIT_STORE = 5
+
+
+@dataclass
+class BuildReport:
+    """What a build did. ``failures`` lists every track of the catalog whose current status is
+    a failure (this run's and earlier unchanged ones), as (track_id, status, reason)."""
+
+    catalog: str
+    feature_set: str
+    run_id: str
+    n_tracks: int = 0
+    built: int = 0
+    unchanged: int = 0
+    refreshed: int = 0
+    removed: int = 0
+    audio_seconds: float = 0.0
+    tiles_written: int = 0
+    wall_seconds: float = 0.0
+    commits: int = 0
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TRACKS_FAILED if self.failures else EXIT_OK
+
+    def summary(self, max_failures: int = 20) -> str:
+        lines = [
+            f"catalog {self.catalog!r}, feature set {self.feature_set}, run {self.run_id}",
+            f"  {self.n_tracks} tracks: {self.built} extracted, {self.refreshed} touched but "
+            f"unchanged, {self.unchanged} skipped (up to date), {self.removed} removed, "
+            f"{len(self.failures)} failed",
+            f"  {self.audio_seconds / 3600:.3f} h of audio, {self.tiles_written} tiles written, "
+            f"{self.commits} commits, {self.wall_seconds:.1f} s",
+        ]
+        if self.built == 0 and self.removed == 0 and self.refreshed == 0:
+            lines.append("  nothing to do: the store is up to date")
+        for track_id, status, reason in self.failures[:max_failures]:
+            lines.append(f"  FAILED {track_id}: {status}: {reason}")
+        if len(self.failures) > max_failures:
+            lines.append(f"  ... and {len(self.failures) - max_failures} more failures "
+                         "(see `featurestore.open(store).tracks()`)")
+        return "\n".join(lines)
+
+
+class _Committer:
+    """Accumulates finished rows and commits them as numbered manifest entries."""
+
+    def __init__(self, fset: FeatureSet, state: ManifestState, run_id: str):
+        self.fset, self.run_id = fset, run_id
+        self.frame = state.frame
+        self.seq, self.high_water = state.seq, state.high_water
+        self.moments = fset.read_moments(state.seq)
+        self.rows: list[dict] = []
+        self.delta = Moments.zeros(fset.spec.tile_shape)
+        self.region_end = state.high_water
+        self.last = time.monotonic()
+        self.commits = 0
+
+    def add(self, rows: list[dict], added: Moments, replaced: Moments, region_end: int) -> None:
+        self.rows.extend(rows)
+        self.delta = self.delta + added - replaced
+        self.region_end = max(self.region_end, region_end)
+
+    def commit(self, force: bool = False) -> None:
+        if not self.rows or (not force and time.monotonic() - self.last < COMMIT_INTERVAL_S):
+            return
+        now = pd.Timestamp.now(tz="UTC")
+        rows = pd.DataFrame(self.rows).assign(built_at=now, run_id=self.run_id, seq=self.seq + 1)
+        rows = rows[SCHEMA.names]
+        moments = self.moments + self.delta
+        high = max(self.high_water, self.region_end)
+        # Statistics first: a manifest entry must never exist without its statistics.
+        self.fset.write_moments(self.seq + 1, moments)
+        self.fset.manifest.append(rows, self.seq + 1, high)
+        self.seq, self.high_water, self.moments = self.seq + 1, high, moments
+        self.frame = pd.concat([self.frame, rows], ignore_index=True).drop_duplicates(
+            ["catalog", "track_id"], keep="last")
+        self.rows, self.delta = [], Moments.zeros(self.fset.spec.tile_shape)
+        self.last = time.monotonic()
+        self.commits += 1
+
+    def compact(self) -> None:
+        state = ManifestState(self.frame.reset_index(drop=True), self.seq, self.high_water)
+        self.fset.manifest.compact(state)
+        self.fset.prune_moments(self.seq)
+
+
+def _row(catalog: str, track_id: str, path: str, fingerprint: str, meta: TrackMeta | None,
+         tile_start: int = -1, **overrides) -> dict:
+    row = {"catalog": catalog, "track_id": track_id, "path": path, "fingerprint": fingerprint,
+           "content_hash": "", "status": "", "error": "", "n_tiles": 0, "tile_start": tile_start,
+           "duration_s": 0.0, "source_rate": 0, "channels": 0}
+    if meta is not None:
+        row.update(content_hash=meta.content_hash, status=meta.status, error=meta.error,
+                   n_tiles=meta.n_tiles, duration_s=meta.duration_s,
+                   source_rate=meta.source_rate, channels=meta.channels)
+    row.update(overrides)
+    return row
+
+
+def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None,
+          spec: FeatureSpec | None = None, encoding: TileEncoding | None = None,
+          client: Client | None = None, scheduler: str | None = None,
+          scheduler_file: str | None = None, n_workers: int | None = None,
+          storage_options: dict | None = None, rebuild: bool = False,
+          progress: bool = True, log=None) -> BuildReport:
+    """Build (or bring up to date) the tiles of one catalog in a store.
+
+    Parameters
+    ----------
+    catalog : str or Catalog
+        Catalog file (path or URL) or an already read :class:`~catalogs.reader.Catalog`.
+    store : str or Store
+        Store URL (created if new) or an open :class:`Store`.
+    name : str, optional
+        Catalog name in the store (default: the catalog's own name, i.e. its file stem).
+    spec, encoding : optional
+        Feature spec (default: the study's) and tile encoding (used when the feature set is new).
+    client, scheduler, scheduler_file, n_workers : optional
+        A Dask client to use; else an address or scheduler file to connect to; else a
+        LocalCluster of ``n_workers`` processes (default one per core). ``memory://`` stores
+        run on a LocalCluster of threads, since they live in this process only.
+    storage_options : dict, optional
+        fsspec options for the store and the audio files (endpoint, credentials).
+    rebuild : bool
+        Extract every track again even if unchanged.
+    progress : bool
+        Show a progress bar of tracks and audio hours.
+
+    Returns
+    -------
+    BuildReport
+        Its ``exit_code`` is 0, or 4 when tracks failed. A bad catalog raises
+        :class:`~catalogs.reader.CatalogError` before anything is written.
+    """
+    started = time.monotonic()
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    spec, encoding = spec or FeatureSpec(), encoding or TileEncoding()
+    if not isinstance(catalog, Catalog):
+        catalog = read_catalog(catalog, name, storage_options=storage_options)
+    cat_name = layout.check_name("catalog", name or catalog.name)
+    store = store if isinstance(store, Store) else Store(store, storage_options)
+    run_id = f"{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    report = BuildReport(cat_name, spec.hash, run_id, n_tracks=len(catalog))
+
+    store.initialize()
+    with WriterLock(store.fs, layout.writer_lock(store.root), purpose="build"):
+        fset = store.create_feature_set(spec, encoding)
+        state = fset.state()
+        tracks = catalog.frame
+        stats = stat_files(tracks["path"].tolist(), storage_options)
+        plan = plan_build(cat_name, tracks, state.frame, stats, rebuild=rebuild)
+        store.write_catalog(cat_name, tracks)
+        committer = _Committer(fset, state, run_id)
+        _commit_driver_side(committer, fset, cat_name, tracks, plan, state, stats)
+        report.unchanged, report.removed = len(plan.skipped), len(plan.removed)
+        if plan.to_build:
+            _run_batches(committer, fset, cat_name, tracks, plan, stats, report, client,
+                         scheduler, scheduler_file, n_workers, store, progress, log)
+        committer.commit(force=True)
+        if committer.commits:
+            committer.compact()
+        report.commits = committer.commits
+        current = committer.frame[committer.frame["catalog"] == cat_name]
+        failed = current[current["status"].isin(list(FAILURE_STATUSES))
+                         & current["track_id"].isin(set(tracks["track_id"]))]
+        report.failures = list(zip(failed["track_id"], failed["status"], failed["error"]))
+    report.wall_seconds = time.monotonic() - started
+    return report
+
+
+def _commit_driver_side(committer: _Committer, fset: FeatureSet, cat_name: str,
+                        tracks: pd.DataFrame, plan: BuildPlan, state: ManifestState,
+                        stats: dict) -> None:
+    """Commit what needs no worker: removed tracks and files that are not there."""
+    previous = state.frame[state.frame["catalog"] == cat_name].set_index("track_id").to_dict(
+        "index")
+    paths = dict(zip(tracks["track_id"], tracks["path"]))
+    rows, dead = [], []
+    for track_id in plan.removed:
+        prev = previous[track_id]
+        rows.append({**prev, "catalog": cat_name, "track_id": track_id, "status": REMOVED,
+                     "error": "no longer in the catalog"})
+        if is_live(prev):
+            dead.append((int(prev["tile_start"]), int(prev["n_tiles"])))
+    for track_id in plan.missing:
+        prev = previous.get(track_id)
+        rows.append(_row(cat_name, track_id, paths[track_id], "", None, status="missing",
+                         error=f"no such file: {paths[track_id]}"))
+        if prev is not None and is_live(prev):
+            dead.append((int(prev["tile_start"]), int(prev["n_tiles"])))
+    if not rows:
+        return
+    shape = fset.spec.tile_shape
+    replaced = Moments.of(fset.arrays().read_ranges(dead), shape) if dead else Moments.zeros(shape)
+    for row in rows:
+        row.pop("built_at", None), row.pop("run_id", None), row.pop("seq", None)
+    committer.add(rows, Moments.zeros(shape), replaced, 0)
+    committer.commit(force=True)
+
+
+def _run_batches(committer, fset, cat_name, tracks, plan, stats, report, client, scheduler,
+                 scheduler_file, n_workers, store, progress, log) -> None:
+    local_only = store.url.startswith("memory://")
+    if local_only and (scheduler or scheduler_file):
+        raise StoreError("a memory:// store lives in this process only; it cannot be built "
+                         "on a remote cluster")
+    if client is not None:
+        _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, store,
+                    progress, log)
+        return
+    with connect(scheduler, scheduler_file, n_workers, processes=not local_only) as client:
+        _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, store,
+                    progress, log)
+
+
+def _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, store,
+                progress, log) -> None:
+    spec = fset.spec
+    log(f"dask dashboard: {client.dashboard_link}")
+    n_workers = max(len(client.scheduler_info(n_workers=-1)["workers"]), 1)
+    chunk = fset.arrays().chunk_tiles
+    batches = make_batches(plan.to_build, plan.estimated_seconds, n_workers,
+                           chunk * spec.tile_seconds)
+    paths = dict(zip(tracks["track_id"], tracks["path"]))
+    previous = committer.frame[committer.frame["catalog"] == cat_name].set_index(
+        "track_id").to_dict("index")
+    so = store.storage_options
+    arrays = fset.arrays(read_only=False)
+    next_free = round_up(committer.high_water, chunk)
+
+    extracts, metas = {}, {}
+    for i, batch in enumerate(batches):
+        ext = client.submit(extract_batch, batch, spec, so, pure=False,
+                            key=f"extract-{report.run_id}-{i}")
+        meta = client.submit(batch_meta, ext, pure=False, key=f"meta-{report.run_id}-{i}")
+        extracts[i], metas[meta] = ext, i
+    writes: dict[str, tuple] = {}
+    bar = tqdm(total=len(plan.to_build), unit="track", desc=f"build {cat_name}",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    pending = as_completed(list(metas))
+    try:
+        for future in pending:
+            if future in metas:
+                i = metas.pop(future)
+                info: list[TrackMeta] = future.result()
+                n = sum(m.n_tiles for m in info if m.status == OK)
+                start = next_free
+                next_free += round_up(n, chunk)
+                arrays.ensure_capacity(next_free)
+                old = []
+                for task, m in zip(batches[i], info):
+                    prev = previous.get(task.track_id)
+                    old.append((int(prev["tile_start"]), int(prev["n_tiles"]))
+                               if prev is not None and is_live(prev) and not m.unchanged
+                               else None)
+                w = client.submit(write_batch, extracts[i], fset.tiles_url, so, start, old,
+                                  spec.tile_shape, pure=False, key=f"write-{report.run_id}-{i}")
+                writes[w] = (i, info, start, next_free)
+                pending.add(w)
+                bar.update(len(info))
+                report.audio_seconds += sum(m.duration_s for m in info)
+                bar.set_postfix_str(f"{report.audio_seconds / 3600:.2f} h audio")
+            else:
+                i, info, start, end = writes.pop(future)
+                added, replaced = future.result()
+                del extracts[i]
+                rows, cursor = [], start
+                for task, m in zip(batches[i], info):
+                    fp = stats[paths[task.track_id]].fingerprint
+                    if m.unchanged:
+                        prev = dict(previous[task.track_id])
+                        for key in ("built_at", "run_id", "seq"):
+                            prev.pop(key, None)
+                        rows.append({**prev, "catalog": cat_name, "track_id": task.track_id,
+                                     "path": task.path, "fingerprint": fp})
+                        report.refreshed += 1
+                        continue
+                    tile_start = cursor if m.status == OK else -1
+                    cursor += m.n_tiles if m.status == OK else 0
+                    rows.append(_row(cat_name, task.track_id, task.path, fp, m, tile_start))
+                    report.built += 1
+                report.tiles_written += added.count
+                committer.add(rows, added, replaced, end)
+                committer.commit()
+    finally:
+        bar.close()

@@ -1,0 +1,100 @@
+"""MFCC computed as ``librosa.feature.mfcc`` defines it, streamed block by block.
+
+librosa is the reference: the mel filterbank and window come from librosa/scipy themselves, and
+``tests/test_mfcc.py`` proves this path equals ``librosa.feature.mfcc`` to 1e-3. It is faster
+because it frames the signal once in float32 and uses one real FFT and one matrix product per
+block; it is streaming because ``power_to_db(top_db=...)`` clips relative to the whole track's
+maximum, so the mel power is kept (small: n_mels values per frame) and the log, clip and DCT
+happen once the track has ended.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import scipy.fft
+import scipy.signal
+
+from featurestore.spec import FeatureSpec
+
+_AMIN = 1e-10
+
+
+@functools.lru_cache(maxsize=8)
+def _kernels(spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    import librosa  # imported here: it is slow to import and only the filterbank is needed
+
+    window = scipy.signal.get_window(spec.window, spec.n_fft, fftbins=True).astype(np.float32)
+    mel = librosa.filters.mel(sr=spec.sample_rate, n_fft=spec.n_fft, n_mels=spec.n_mels,
+                              fmin=spec.fmin, fmax=spec.fmax, htk=False, norm="slaney",
+                              dtype=np.float32)
+    return window, mel
+
+
+class MfccStream:
+    """Feed mono samples at ``spec.sample_rate`` with :meth:`push`; :meth:`finish` returns the
+    MFCC of everything pushed, shaped ``(spec.n_coefficients, n_frames)``, float32.
+
+    Frames are centred as in librosa (``n_fft // 2`` zeros of padding at each end), so a signal
+    of ``n`` samples gives ``1 + n // hop_length`` frames.
+    """
+
+    def __init__(self, spec: FeatureSpec):
+        self.spec = spec
+        self._window, self._mel = _kernels(spec)
+        self._buffer = np.zeros(spec.n_fft // 2, dtype=np.float32)
+        self._mel_frames: list[np.ndarray] = []
+        self.n_samples = 0
+        self._finished = False
+
+    def push(self, samples: np.ndarray) -> None:
+        """Add mono float32 samples; complete frames are turned into mel power right away."""
+        if self._finished:
+            raise RuntimeError("MfccStream.push after finish")
+        self.n_samples += len(samples)
+        self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
+        self._drain()
+
+    def _drain(self) -> None:
+        n_fft, hop = self.spec.n_fft, self.spec.hop_length
+        if len(self._buffer) < n_fft:
+            return
+        count = 1 + (len(self._buffer) - n_fft) // hop
+        frames = np.lib.stride_tricks.sliding_window_view(self._buffer, n_fft)[::hop][:count]
+        spectrum = scipy.fft.rfft(frames * self._window, axis=1)
+        power = spectrum.real ** 2 + spectrum.imag ** 2
+        self._mel_frames.append(self._mel @ power.T.astype(np.float32, copy=False))
+        self._buffer = self._buffer[count * hop:].copy()
+
+    def mel_power(self) -> np.ndarray:
+        """Mel power spectrogram of what was pushed, after :meth:`finish`: (n_mels, frames)."""
+        if not self._mel_frames:
+            return np.zeros((self.spec.n_mels, 0), dtype=np.float32)
+        return np.concatenate(self._mel_frames, axis=1)
+
+    def finish(self) -> np.ndarray:
+        """End the signal and return its MFCC, ``(n_coefficients, n_frames)`` float32."""
+        if not self._finished:
+            self._buffer = np.concatenate(
+                [self._buffer, np.zeros(self.spec.n_fft // 2, dtype=np.float32)])
+            self._drain()
+            self._finished = True
+        return mel_to_mfcc(self.mel_power(), self.spec)
+
+
+def mel_to_mfcc(mel_power: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """librosa's ``power_to_db(ref=1.0, amin=1e-10, top_db)`` then orthonormal DCT-II, keeping
+    coefficients ``drop_first .. n_mfcc - 1``."""
+    log_spec = 10.0 * np.log10(np.maximum(_AMIN, mel_power))
+    if spec.top_db is not None and log_spec.size:
+        log_spec = np.maximum(log_spec, log_spec.max() - spec.top_db)
+    coefficients = scipy.fft.dct(log_spec, axis=0, type=2, norm="ortho")[: spec.n_mfcc]
+    return np.ascontiguousarray(coefficients[spec.drop_first:], dtype=np.float32)
+
+
+def mfcc(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """MFCC of a whole mono signal at ``spec.sample_rate``: ``(n_coefficients, n_frames)``."""
+    stream = MfccStream(spec)
+    stream.push(np.asarray(y, dtype=np.float32))
+    return stream.finish()

@@ -1,0 +1,138 @@
+"""Deciding what a build must do: which tracks changed, which were removed, and the batches.
+
+A track is skipped when its stored row has the same path and file fingerprint (size plus
+modification time or ETag) as now: a rebuild with nothing to do reads no audio. A changed
+fingerprint sends the track to a worker with its old content hash, so a touched but unchanged
+file costs one hash and no decoding.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from featurestore.build_tasks import TrackTask
+from featurestore.errors import OK, REMOVED
+from featurestore.urls import filesystem, is_local, strip_file_scheme
+
+#: Rough bytes per second of audio per container, to balance batches before decoding.
+_BYTES_PER_SECOND = {".wav": 176_400, ".aif": 176_400, ".aiff": 176_400, ".flac": 100_000,
+                     ".mp3": 24_000, ".ogg": 20_000, ".opus": 16_000}
+_DEFAULT_BPS = 60_000
+# Failures that a rerun should retry even when the file did not change.
+_RETRY = {"error", REMOVED, "missing"}
+
+
+@dataclass(frozen=True)
+class FileStat:
+    fingerprint: str
+    size: int
+
+
+def stat_files(paths: list[str], storage_options: dict | None = None) -> dict[str, FileStat | None]:
+    """Fingerprint every path; ``None`` for a missing file. Remote folders are listed once
+    each (one request per folder, not per file)."""
+    out: dict[str, FileStat | None] = {}
+    remote: dict[str, list[str]] = defaultdict(list)
+    for path in paths:
+        if is_local(path):
+            try:
+                st = os.stat(strip_file_scheme(path))
+            except (FileNotFoundError, NotADirectoryError):
+                out[path] = None
+                continue
+            out[path] = FileStat(f"{st.st_size}:{st.st_mtime_ns}", st.st_size)
+        else:
+            remote[posixpath.dirname(path)].append(path)
+    for directory, members in remote.items():
+        fs, dir_path = filesystem(directory, storage_options)
+        try:
+            listing = {posixpath.basename(i["name"].rstrip("/")): i
+                       for i in fs.ls(dir_path, detail=True)}
+        except FileNotFoundError:
+            listing = {}
+        for path in members:
+            info = listing.get(posixpath.basename(path))
+            if info is None or info.get("type") == "directory":
+                out[path] = None
+                continue
+            stamp = next((str(info[k]) for k in ("ETag", "etag", "mtime", "LastModified",
+                                                 "last_modified", "created") if k in info), "")
+            out[path] = FileStat(f"{info.get('size', 0)}:{stamp}", int(info.get("size") or 0))
+    return out
+
+
+def estimate_seconds(path: str, size: int) -> float:
+    ext = os.path.splitext(path)[1].lower()
+    return size / _BYTES_PER_SECOND.get(ext, _DEFAULT_BPS)
+
+
+@dataclass
+class BuildPlan:
+    """What one build of one catalog does."""
+
+    to_build: list[TrackTask] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    estimated_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def plan_build(catalog: str, tracks: pd.DataFrame, state: pd.DataFrame,
+               stats: dict[str, FileStat | None], rebuild: bool = False) -> BuildPlan:
+    """Compare a catalog with the stored manifest rows of that catalog."""
+    plan = BuildPlan()
+    mine = state[state["catalog"] == catalog].set_index("track_id")
+    previous = mine.to_dict("index")
+    for track_id, path in zip(tracks["track_id"], tracks["path"]):
+        prev = previous.get(track_id)
+        stat = stats.get(path)
+        same_path = prev is not None and prev["path"] == path
+        if stat is None:
+            if not (same_path and prev["status"] == "missing") or rebuild:
+                plan.missing.append(track_id)
+            else:
+                plan.skipped.append(track_id)
+            continue
+        if (not rebuild and same_path and prev["status"] not in _RETRY
+                and prev["fingerprint"] == stat.fingerprint):
+            plan.skipped.append(track_id)
+            continue
+        known = (prev["content_hash"] or None) if (
+            prev is not None and same_path and not rebuild
+            and prev["status"] not in _RETRY) else None
+        plan.to_build.append(TrackTask(track_id, path, known))
+        plan.estimated_seconds[track_id] = estimate_seconds(path, stat.size)
+    listed = set(tracks["track_id"])
+    plan.removed = [t for t, row in previous.items()
+                    if t not in listed and row["status"] != REMOVED]
+    return plan
+
+
+def make_batches(tasks: list[TrackTask], seconds: dict[str, float], n_workers: int,
+                 chunk_seconds: float, max_tracks: int = 256) -> list[list[TrackTask]]:
+    """Group tracks into batches of roughly equal audio: several per worker for balance, at
+    most 8 chunks of audio each (seconds of work), at least a chunk's worth when there is
+    enough audio (every batch pads its last chunk)."""
+    if not tasks:
+        return []
+    total = sum(seconds[t.track_id] for t in tasks)
+    low = min(chunk_seconds, total / (2 * n_workers))
+    target = min(max(total / (4 * n_workers), low), 8 * chunk_seconds)
+    batches: list[list[TrackTask]] = [[]]
+    acc = 0.0
+    for task in tasks:
+        if batches[-1] and (acc >= target or len(batches[-1]) >= max_tracks):
+            batches.append([])
+            acc = 0.0
+        batches[-1].append(task)
+        acc += seconds[task.track_id]
+    return batches
+
+
+def is_live(row: dict) -> bool:
+    return row.get("status") == OK and int(row.get("n_tiles") or 0) > 0

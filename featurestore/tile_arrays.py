@@ -1,0 +1,161 @@
+"""The Zarr v3 arrays that hold a feature set's tiles.
+
+Group ``tiles.zarr``:
+
+- ``mfcc``   (tile, coefficient, frame) float32, ``chunk_tiles`` tiles a chunk;
+- ``entry``  (tile,) int64: the first tile index of the track that owns the slot, -1 if unused;
+- ``offset`` (tile,) int32: the tile's position within its track, -1 if unused;
+- ``coefficient`` and ``frame``: index coordinates, so xarray shows real coefficient numbers.
+
+Slots are handed out chunk-aligned, one region per build task, so no two writers ever touch one
+chunk (concurrent unaligned writes to a chunk lose data). A region's tail may stay unused; the
+manifest, not the array, says which slots are live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+import zarr.codecs
+import zarr.storage
+
+from featurestore.spec import FeatureSpec, TileEncoding
+from featurestore.urls import is_local, normalize_url
+
+
+def zarr_store(url: str, storage_options: dict | None = None, read_only: bool = False):
+    """A zarr store for ``url``: LocalStore for local paths (atomic chunk writes), else fsspec."""
+    if is_local(url):
+        return zarr.storage.LocalStore(normalize_url(url), read_only=read_only)
+    return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options or {},
+                                             read_only=read_only)
+
+
+def round_up(n: int, chunk: int) -> int:
+    return -(-n // chunk) * chunk
+
+
+@dataclass
+class TileArrays:
+    """Open handles on one feature set's arrays."""
+
+    mfcc: zarr.Array
+    entry: zarr.Array
+    offset: zarr.Array
+
+    @property
+    def chunk_tiles(self) -> int:
+        return self.mfcc.chunks[0]
+
+    @property
+    def capacity(self) -> int:
+        return self.mfcc.shape[0]
+
+    @classmethod
+    def create(cls, url: str, spec: FeatureSpec, encoding: TileEncoding,
+               storage_options: dict | None = None) -> TileArrays:
+        group = zarr.open_group(zarr_store(url, storage_options), mode="a", zarr_format=3)
+        if "mfcc" in group:
+            return cls.open(url, storage_options, read_only=False)
+        n = encoding.chunk_tiles
+        n_coef, frames = spec.tile_shape
+        blosc = zarr.codecs.BloscCodec(cname=encoding.codec, clevel=encoding.clevel,
+                                       shuffle=encoding.shuffle)
+        group.attrs.update({"spec_hash": spec.hash, "spec": spec.to_dict(),
+                            "tile_seconds": spec.tile_seconds})
+        group.create_array("coefficient", data=np.arange(spec.drop_first, spec.n_mfcc,
+                                                         dtype=np.int32),
+                           dimension_names=("coefficient",))
+        group.create_array("frame", data=np.arange(frames, dtype=np.int32),
+                           dimension_names=("frame",))
+        group.create_array("entry", shape=(0,), chunks=(n,), dtype="int64", fill_value=-1,
+                           dimension_names=("tile",))
+        group.create_array("offset", shape=(0,), chunks=(n,), dtype="int32", fill_value=-1,
+                           dimension_names=("tile",))
+        group.create_array("mfcc", shape=(0, n_coef, frames), chunks=(n, n_coef, frames),
+                           dtype="float32", fill_value=0.0, compressors=blosc,
+                           dimension_names=("tile", "coefficient", "frame"),
+                           attributes={"units": "MFCC (dB-scaled mel cepstrum)"})
+        return cls(group["mfcc"], group["entry"], group["offset"])
+
+    @classmethod
+    def open(cls, url: str, storage_options: dict | None = None,
+             read_only: bool = True) -> TileArrays:
+        group = zarr.open_group(zarr_store(url, storage_options, read_only=read_only),
+                                mode="r" if read_only else "r+", zarr_format=3)
+        return cls(group["mfcc"], group["entry"], group["offset"])
+
+    def ensure_capacity(self, n_tiles: int) -> None:
+        """Grow the arrays to hold at least ``n_tiles`` slots (geometrically, to rewrite the
+        arrays' metadata rarely)."""
+        if n_tiles <= self.capacity:
+            return
+        new = round_up(max(n_tiles, 2 * self.capacity), self.chunk_tiles)
+        self.mfcc.resize((new, *self.mfcc.shape[1:]))
+        self.entry.resize((new,))
+        self.offset.resize((new,))
+
+    def write_region(self, start: int, tiles: np.ndarray, entries: np.ndarray,
+                     offsets: np.ndarray) -> None:
+        """Write whole chunks from ``start`` (chunk-aligned), padding unused slots."""
+        chunk = self.chunk_tiles
+        if start % chunk:
+            raise ValueError(f"region start {start} is not aligned to chunks of {chunk}")
+        n = len(tiles)
+        if n == 0:
+            return
+        end = start + round_up(n, chunk)
+        if end > self.capacity:
+            raise ValueError(f"region {start}:{end} beyond capacity {self.capacity}")
+        pad = end - start - n
+        self.mfcc[start:end] = np.concatenate(
+            [tiles, np.zeros((pad, *tiles.shape[1:]), dtype=np.float32)]) if pad else tiles
+        self.entry[start:end] = np.concatenate([entries, np.full(pad, -1, dtype=np.int64)])
+        self.offset[start:end] = np.concatenate([offsets, np.full(pad, -1, dtype=np.int32)])
+
+    def read_ranges(self, ranges: list[tuple[int, int]]) -> np.ndarray:
+        """Tiles of ``[(start, count), ...]`` concatenated, in order."""
+        parts = [self.mfcc[s:s + c] for s, c in ranges if c > 0]
+        if not parts:
+            return np.zeros((0, *self.mfcc.shape[1:]), dtype=np.float32)
+        return np.concatenate(parts)
+
+
+@dataclass
+class Moments:
+    """Count, sum and sum of squares of tiles, per value, in float64: they add and subtract
+    exactly enough to keep a feature set's mean and standard deviation current."""
+
+    count: int
+    total: np.ndarray
+    squares: np.ndarray
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, int]) -> Moments:
+        return cls(0, np.zeros(shape), np.zeros(shape))
+
+    @classmethod
+    def of(cls, tiles: np.ndarray, shape: tuple[int, int]) -> Moments:
+        if len(tiles) == 0:
+            return cls.zeros(shape)
+        t = tiles.astype(np.float64)
+        return cls(len(tiles), t.sum(axis=0), np.square(t).sum(axis=0))
+
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(self.count + other.count, self.total + other.total,
+                       self.squares + other.squares)
+
+    def __sub__(self, other: Moments) -> Moments:
+        return Moments(self.count - other.count, self.total - other.total,
+                       self.squares - other.squares)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / max(self.count, 1)
+
+    @property
+    def std(self) -> np.ndarray:
+        var = self.squares / max(self.count, 1) - np.square(self.mean)
+        return np.sqrt(np.maximum(var, 0.0))
