@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 
 import numpy as np
+import scipy.signal
 import soundfile as sf
 
 Synth = Callable[[np.random.Generator, int, float], np.ndarray]
@@ -43,9 +44,14 @@ def _envelope_hits(sr: int, seconds: float, bpm: float, decay: float, swing: flo
     return env
 
 
-def _saw(freq: np.ndarray | float, t: np.ndarray, partials: int = 12) -> np.ndarray:
-    phase = 2 * np.pi * np.cumsum(np.broadcast_to(freq, t.shape)) / (1 / (t[1] - t[0]))
-    return sum(np.sin(k * phase) / k for k in range(1, partials + 1))
+def _saw(freq: np.ndarray | float, t: np.ndarray, brightness: float = 1.0) -> np.ndarray:
+    """A sawtooth (its harmonics give strings and brass their edge), softened by a one-pole
+    low-pass as ``brightness`` drops below 1."""
+    cycles = np.cumsum(np.broadcast_to(freq, t.shape)) * (t[1] - t[0])
+    wave = 2.0 * (cycles % 1.0) - 1.0
+    if brightness < 1.0:
+        wave = scipy.signal.lfilter([brightness], [1.0, brightness - 1.0], wave)
+    return wave
 
 
 def _noise(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -57,7 +63,7 @@ def _action(rng, sr, seconds):
     root = rng.choice([55.0, 61.7, 65.4])
     pattern = np.repeat(rng.choice([1, 1.5, 1.2, 2], 16), int(sr * 60 / 170 / 2) + 1)
     freq = root * np.resize(pattern, len(t))
-    ostinato = _saw(freq, t, 16) * _envelope_hits(sr, seconds, 340, 0.08)
+    ostinato = _saw(freq, t) * _envelope_hits(sr, seconds, 340, 0.08)
     kick = np.sin(2 * np.pi * 50 * t) * _envelope_hits(sr, seconds, 170, 0.05)
     snare = _noise(rng, len(t)) * _envelope_hits(sr, seconds, 85, 0.04) * 0.6
     return ostinato * 0.5 + kick + snare
@@ -66,7 +72,7 @@ def _action(rng, sr, seconds):
 def _adventure(rng, sr, seconds):
     t = _t(sr, seconds)
     base = rng.choice([196.0, 220.0, 233.1])
-    chord = sum(_saw(base * r, t, 10) for r in (1, 1.26, 1.5, 2))
+    chord = sum(_saw(base * r, t, 0.5) for r in (1, 1.26, 1.5, 2))
     swell = 0.6 + 0.4 * np.sin(2 * np.pi * 0.25 * t)
     march = _envelope_hits(sr, seconds, 120, 0.12)
     cymbal = _noise(rng, len(t)) * _envelope_hits(sr, seconds, 30, 0.5) * 0.3
@@ -78,7 +84,7 @@ def _comedy(rng, sr, seconds):
     notes = rng.choice([660, 784, 880, 988, 1175, 1319], size=int(seconds * 5) + 1)
     freq = np.resize(np.repeat(notes, int(sr / 4.6) + 1), len(t))
     pluck = np.sin(2 * np.pi * np.cumsum(freq) / sr) * _envelope_hits(sr, seconds, 280, 0.03)
-    bassoon = _saw(rng.choice([110.0, 146.8]), t, 6) * _envelope_hits(sr, seconds, 140, 0.06)
+    bassoon = _saw(rng.choice([110.0, 146.8]), t, 0.2) * _envelope_hits(sr, seconds, 140, 0.06)
     return pluck + 0.4 * bassoon
 
 
@@ -97,7 +103,7 @@ def _drama(rng, sr, seconds):
     t = _t(sr, seconds)
     base = rng.choice([146.8, 164.8, 174.6])
     vibrato = 1 + 0.006 * np.sin(2 * np.pi * 5.5 * t)
-    strings = sum(_saw(base * r * vibrato, t, 14) for r in (1, 1.2, 1.5))
+    strings = sum(_saw(base * r * vibrato, t, 0.3) for r in (1, 1.2, 1.5))
     swell = 0.3 + 0.7 * np.sin(np.pi * t / max(seconds, 1)) ** 2 * (0.6 + 0.4 * np.sin(
         2 * np.pi * 0.1 * t))
     return strings * swell * 0.35
@@ -131,7 +137,7 @@ def _musical(rng, sr, seconds):
     for j, i in enumerate(range(0, len(t), seg)):
         formants = vowels[rng.integers(len(vowels))] if j % 2 == 0 else formants
         sl = slice(i, min(i + seg, len(t)))
-        harmonics = np.arange(1, 40)
+        harmonics = np.arange(1, 20)
         ff = f0[sl][:, None] * harmonics[None, :]
         gain = sum(1 / (1 + ((ff - fm) / (80 + 0.05 * fm)) ** 2) for fm in formants)
         out[sl] = (np.sin(2 * np.pi * phase[sl][:, None] * harmonics) * gain).sum(axis=1)
@@ -160,7 +166,7 @@ def _scifi(rng, sr, seconds):
 
 def _thriller(rng, sr, seconds):
     t = _t(sr, seconds)
-    drone = sum(_saw(f, t, 20) for f in (55.0, 58.3, 61.7)) * 0.25
+    drone = sum(_saw(f, t, 0.1) for f in (55.0, 58.3, 61.7)) * 0.25
     heart = np.sin(2 * np.pi * 45 * t) * (_envelope_hits(sr, seconds, 75, 0.06) +
                                           np.roll(_envelope_hits(sr, seconds, 75, 0.05),
                                                   int(0.25 * sr)))

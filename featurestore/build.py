@@ -145,7 +145,7 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
           client: Client | None = None, scheduler: str | None = None,
           scheduler_file: str | None = None, n_workers: int | None = None,
           storage_options: dict | None = None, rebuild: bool = False,
-          progress: bool = True, log=None) -> BuildReport:
+          batch_seconds: float | None = None, progress: bool = True, log=None) -> BuildReport:
     """Build (or bring up to date) the tiles of one catalog in a store.
 
     Parameters
@@ -166,6 +166,8 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
         fsspec options for the store and the audio files (endpoint, credentials).
     rebuild : bool
         Extract every track again even if unchanged.
+    batch_seconds : float, optional
+        Audio seconds per task (default: sized from the library and the number of workers).
     progress : bool
         Show a progress bar of tracks and audio hours.
 
@@ -197,8 +199,9 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
         _commit_driver_side(committer, fset, cat_name, tracks, plan, state, stats)
         report.unchanged, report.removed = len(plan.skipped), len(plan.removed)
         if plan.to_build:
-            _run_batches(committer, fset, cat_name, tracks, plan, stats, report, client,
-                         scheduler, scheduler_file, n_workers, store, progress, log)
+            options = _RunOptions(client, scheduler, scheduler_file, n_workers, batch_seconds,
+                                  progress, log)
+            _run_batches(committer, fset, cat_name, tracks, plan, stats, report, store, options)
         committer.commit(force=True)
         if committer.commits:
             committer.compact()
@@ -241,29 +244,41 @@ def _commit_driver_side(committer: _Committer, fset: FeatureSet, cat_name: str,
     committer.commit(force=True)
 
 
-def _run_batches(committer, fset, cat_name, tracks, plan, stats, report, client, scheduler,
-                 scheduler_file, n_workers, store, progress, log) -> None:
+@dataclass
+class _RunOptions:
+    client: Client | None
+    scheduler: str | None
+    scheduler_file: str | None
+    n_workers: int | None
+    batch_seconds: float | None
+    progress: bool
+    log: object
+
+
+def _run_batches(committer, fset, cat_name, tracks, plan, stats, report, store,
+                 options: _RunOptions) -> None:
     local_only = store.url.startswith("memory://")
-    if local_only and (scheduler or scheduler_file):
+    if local_only and (options.scheduler or options.scheduler_file):
         raise StoreError("a memory:// store lives in this process only; it cannot be built "
                          "on a remote cluster")
-    if client is not None:
-        _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, store,
-                    progress, log)
+    if options.client is not None:
+        _submit_all(options.client, committer, fset, cat_name, tracks, plan, stats, report,
+                    store, options)
         return
-    with connect(scheduler, scheduler_file, n_workers, processes=not local_only) as client:
+    with connect(options.scheduler, options.scheduler_file, options.n_workers,
+                 processes=not local_only) as client:
         _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, store,
-                    progress, log)
+                    options)
 
 
 def _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, store,
-                progress, log) -> None:
+                options: _RunOptions) -> None:
     spec = fset.spec
-    log(f"dask dashboard: {client.dashboard_link}")
+    options.log(f"dask dashboard: {client.dashboard_link}")
     n_workers = max(len(client.scheduler_info(n_workers=-1)["workers"]), 1)
     chunk = fset.arrays().chunk_tiles
     batches = make_batches(plan.to_build, plan.estimated_seconds, n_workers,
-                           chunk * spec.tile_seconds)
+                           chunk * spec.tile_seconds, options.batch_seconds)
     paths = dict(zip(tracks["track_id"], tracks["path"]))
     previous = committer.frame[committer.frame["catalog"] == cat_name].set_index(
         "track_id").to_dict("index")
@@ -279,7 +294,7 @@ def _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, 
         extracts[i], metas[meta] = ext, i
     writes: dict[str, tuple] = {}
     bar = tqdm(total=len(plan.to_build), unit="track", desc=f"build {cat_name}",
-               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+               disable=not options.progress, file=sys.stderr, dynamic_ncols=True)
     pending = as_completed(list(metas))
     try:
         for future in pending:

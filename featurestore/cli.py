@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--storage-option", action="append", metavar="KEY=VALUE", default=[],
                    help="fsspec option for the store and audio, e.g. "
                         "client_kwargs.endpoint_url=http://127.0.0.1:9000 (repeatable)")
+    b.add_argument("--batch-seconds", type=float, metavar="S",
+                   help="audio seconds per Dask task (default: sized from library and workers)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_cluster_args(b)
     _add_spec_args(b)
@@ -107,7 +109,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
                    scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                    n_workers=args.workers,
                    storage_options=_storage_options(args.storage_option) or None,
-                   rebuild=args.rebuild, progress=not args.no_progress)
+                   rebuild=args.rebuild, batch_seconds=args.batch_seconds,
+                   progress=not args.no_progress)
     print(report.summary())
     return report.exit_code
 

@@ -114,15 +114,16 @@ def plan_build(catalog: str, tracks: pd.DataFrame, state: pd.DataFrame,
 
 
 def make_batches(tasks: list[TrackTask], seconds: dict[str, float], n_workers: int,
-                 chunk_seconds: float, max_tracks: int = 256) -> list[list[TrackTask]]:
-    """Group tracks into batches of roughly equal audio: several per worker for balance, at
-    most 8 chunks of audio each (seconds of work), at least a chunk's worth when there is
-    enough audio (every batch pads its last chunk)."""
+                 chunk_seconds: float, target_seconds: float | None = None,
+                 max_tracks: int = 256) -> list[list[TrackTask]]:
+    """Group tracks into batches of roughly equal audio (``target_seconds`` each if given):
+    several per worker for balance, at most 8 chunks of audio each (seconds of work), at least a
+    chunk's worth when there is enough audio (every batch pads its last chunk)."""
     if not tasks:
         return []
     total = sum(seconds[t.track_id] for t in tasks)
     low = min(chunk_seconds, total / (2 * n_workers))
-    target = min(max(total / (4 * n_workers), low), 8 * chunk_seconds)
+    target = target_seconds or min(max(total / (4 * n_workers), low), 8 * chunk_seconds)
     batches: list[list[TrackTask]] = [[]]
     acc = 0.0
     for task in tasks:

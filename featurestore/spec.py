@@ -23,6 +23,9 @@ class FeatureSpec:
     padding, Slaney mel filters, ``power_to_db(ref=1.0, top_db=top_db)`` over the whole track,
     orthonormal DCT-II). The first ``drop_first`` coefficients are dropped, and the rest cut
     into tiles of ``tile_frames`` frames, starting every ``tile_hop`` frames.
+
+    ``top_db=None`` disables the clip; frames of near-silence then sit at the 1e-10 power floor,
+    where float32 rounding differs between FFT implementations by up to ~0.2 (dB-cepstrum units).
     """
 
     sample_rate: int = 22050

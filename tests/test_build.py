@@ -1,0 +1,172 @@
+"""The Dask build on a real LocalCluster: incremental, rebuilds, removals, statistics, locks."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+import featurestore
+from featurestore import layout
+from featurestore.errors import StoreBusyError, StoreError
+from featurestore.lock import WriterLock
+from featurestore.spec import FeatureSpec, TileEncoding
+from featurestore.store import Store
+from tests.conftest import small_library, track_tiles, write_audio, write_catalog
+
+
+def _log_files(store_url: str) -> list[str]:
+    fset = featurestore.open(store_url).feature_set()
+    log_dir = os.path.join(fset.url, "manifest", "log")
+    return sorted(os.listdir(log_dir)) if os.path.exists(log_dir) else []
+
+
+def test_build_then_noop_then_changed_file(tmp_path, dask_client):
+    lib = small_library(tmp_path / "lib", n=5, seconds=20.0)
+    url = str(tmp_path / "store")
+    first = featurestore.build(lib, url, client=dask_client, progress=False)
+    assert first.exit_code == 0 and first.built == 5 and first.failures == []
+    tracks = featurestore.open(url).tracks()
+    assert list(tracks["status"]) == ["ok"] * 5
+    assert list(tracks["n_tiles"]) == [2] * 5  # 20 s = 2 tiles of 9.29 s
+    assert tracks.loc[0, "genres"].tolist() == ["Drama", "Romance"]
+    tiles_before = track_tiles(url)
+    snapshot = os.path.join(featurestore.open(url).feature_set().url, "manifest",
+                            "snapshot.parquet")
+    mtime = os.path.getmtime(snapshot)
+
+    again = featurestore.build(lib, url, client=dask_client, progress=False)
+    assert (again.built, again.unchanged, again.commits) == (0, 5, 0)
+    assert "nothing to do" in again.summary()
+    assert os.path.getmtime(snapshot) == mtime
+
+    # Touch without change: hashed, not decoded, tiles kept.
+    path = os.path.join(tmp_path, "lib", "audio", "s001.wav")
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    touched = featurestore.build(lib, url, client=dask_client, progress=False)
+    assert (touched.built, touched.refreshed) == (0, 1)
+    # A changed file is rebuilt; its old tiles stop being served.
+    write_audio(path, 30.0, seed=99)
+    changed = featurestore.build(lib, url, client=dask_client, progress=False)
+    assert changed.built == 1 and changed.unchanged == 4
+    after = track_tiles(url)
+    assert after[("catalog", "s001")].shape == (3, 40, 100)
+    assert not np.allclose(after[("catalog", "s001")][:2], tiles_before[("catalog", "s001")])
+    for key in tiles_before:
+        if key[1] != "s001":
+            np.testing.assert_array_equal(after[key], tiles_before[key])
+    assert featurestore.open(url).tiles().sizes["tile"] == 11
+
+
+def test_statistics_follow_live_tiles_exactly(tmp_path, dask_client):
+    lib = small_library(tmp_path / "lib", n=4, seconds=20.0)
+    url = str(tmp_path / "store")
+    featurestore.build(lib, url, client=dask_client, progress=False)
+    write_audio(tmp_path / "lib" / "audio" / "s002.wav", 40.0, seed=42)  # changed
+    rows = [r for r in _catalog_rows(lib) if r["track_id"] != "s003"]   # s003 removed
+    write_catalog(lib, rows)
+    report = featurestore.build(lib, url, client=dask_client, progress=False)
+    assert report.removed == 1 and report.built == 1
+    store = featurestore.open(url)
+    live = store.tiles().values.astype(np.float64)
+    mean, std, count = store.feature_set().statistics()
+    assert count == len(live) == 2 + 2 + 4
+    np.testing.assert_allclose(mean, live.mean(axis=0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(std, live.std(axis=0), rtol=1e-4, atol=1e-3)
+    everything = store.tracks(include_removed=True)
+    assert everything.set_index("track_id").loc["s003", "status"] == "removed"
+    assert "s003" not in set(store.tracks()["track_id"])
+
+
+def _catalog_rows(path: str) -> list[dict]:
+    import csv
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_two_catalogs_do_not_touch_each_other(tmp_path, dask_client):
+    a = small_library(tmp_path / "a", n=3, seconds=12.0, name="alpha.csv")
+    b = small_library(tmp_path / "b", n=2, seconds=12.0, start_seed=50, name="beta.csv")
+    url = str(tmp_path / "store")
+    featurestore.build(a, url, client=dask_client, progress=False)
+    featurestore.build(b, url, client=dask_client, progress=False)
+    before = track_tiles(url, "alpha")
+    write_catalog(b, _catalog_rows(b)[:1])  # beta shrinks; same track ids as alpha's
+    featurestore.build(b, url, client=dask_client, progress=False)
+    store = featurestore.open(url)
+    assert store.catalog_names() == ["alpha", "beta"]
+    tracks = store.tracks()
+    assert len(tracks[tracks["catalog"] == "alpha"]) == 3
+    assert list(tracks[tracks["catalog"] == "beta"]["track_id"]) == ["s000"]
+    after = track_tiles(url, "alpha")
+    assert before.keys() == after.keys()
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key])
+
+
+def test_local_cluster_of_two_processes_from_build(tmp_path):
+    """No client given: build starts its own LocalCluster of worker processes."""
+    lib = small_library(tmp_path / "lib", n=4, seconds=12.0)
+    report = featurestore.build(lib, str(tmp_path / "store"), n_workers=2, progress=False,
+                                batch_seconds=12.0)
+    assert report.built == 4 and report.exit_code == 0
+    assert report.commits >= 1
+
+
+def test_memory_store_builds_on_threads(tmp_path):
+    lib = small_library(tmp_path / "lib", n=2, seconds=12.0)
+    report = featurestore.build(lib, "memory://fs-test/store", n_workers=1, progress=False)
+    assert report.built == 2
+    tracks = featurestore.open("memory://fs-test/store").tracks()
+    assert list(tracks["status"]) == ["ok", "ok"]
+    assert featurestore.open("memory://fs-test/store").tiles().compute().shape == (2, 40, 100)
+    with pytest.raises(StoreError, match="memory:// store lives in this process"):
+        featurestore.build(lib, "memory://fs-test/store2", scheduler="tcp://127.0.0.1:1",
+                           progress=False)
+
+
+def test_specs_never_mix_and_chunks_are_task_owned(tmp_path, dask_client):
+    lib = small_library(tmp_path / "lib", n=3, seconds=20.0)
+    url = str(tmp_path / "store")
+    featurestore.build(lib, url, client=dask_client, progress=False,
+                       encoding=TileEncoding(chunk_tiles=4), batch_seconds=1.0)
+    other = FeatureSpec(hop_length=1024, tile_frames=50, tile_hop=50)
+    featurestore.build(lib, url, client=dask_client, progress=False, spec=other)
+    store = featurestore.open(url)
+    assert set(store.feature_set_hashes()) == {FeatureSpec().hash, other.hash}
+    assert store.tiles(feature_set=other).shape[1:] == (40, 50)
+    assert store.tiles(feature_set=FeatureSpec()).shape[1:] == (40, 100)
+    assert store.feature_set().hash == FeatureSpec().hash  # the default spec's, of several
+    state = store.feature_set(FeatureSpec()).state().frame
+    # Each batch (one track here) starts on its own chunk of 4 tiles.
+    assert sorted(state["tile_start"] % 4) == [0, 0, 0]
+
+
+def test_second_writer_refused_and_stale_lock_taken_over(tmp_path, dask_client):
+    lib = small_library(tmp_path / "lib", n=1, seconds=12.0)
+    url = str(tmp_path / "store")
+    featurestore.build(lib, url, client=dask_client, progress=False)
+    store = Store(url)
+    with WriterLock(store.fs, layout.writer_lock(store.root), purpose="build"):
+        with pytest.raises(StoreBusyError, match="being written by another build"):
+            featurestore.build(lib, url, client=dask_client, progress=False)
+    # A lock left by a dead process (SIGKILLed build) does not block the next build.
+    with open(layout.writer_lock(store.root), "w") as f:
+        json.dump({"token": "x", "host": os.uname().nodename, "pid": 2 ** 22 + 7,
+                   "purpose": "build", "heartbeat": time.time()}, f)
+    assert featurestore.build(lib, url, client=dask_client, progress=False).exit_code == 0
+    assert not os.path.exists(layout.writer_lock(store.root))
+
+
+def test_store_of_another_layout_is_refused(tmp_path):
+    url = tmp_path / "store"
+    url.mkdir()
+    (url / "featurestore.json").write_text(json.dumps({"format": "featurestore",
+                                                       "layout_version": 99}))
+    with pytest.raises(StoreError, match="layout version 99"):
+        featurestore.open(str(url))
+    with pytest.raises(StoreError, match="not a feature store"):
+        featurestore.open(str(tmp_path))

@@ -1,0 +1,125 @@
+"""Catalog reading and validation: formats, genres, and errors that name row and column."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import warnings
+
+import pandas as pd
+import pytest
+
+from catalogs import CatalogError, UnknownGenreWarning, normalize_genres, read_catalog
+from catalogs.reader import catalog_name
+from tests.conftest import cli, small_library, write_audio, write_catalog
+
+
+def test_genre_strings_lists_and_aliases_normalize_to_imdb_names():
+    assert normalize_genres("drama|ROMANCE") == (["Drama", "Romance"], [])
+    assert normalize_genres("Science Fiction, thriller") == (["Sci-Fi", "Thriller"], [])
+    assert normalize_genres(["SciFi", "sci-fi", "Film Noir"]) == (["Sci-Fi", "Film-Noir"], [])
+    assert normalize_genres("Drama; Giallo") == (["Drama", "Giallo"], ["Giallo"])
+    assert normalize_genres(None) == ([], [])
+    assert normalize_genres(float("nan")) == ([], [])
+    assert normalize_genres(" | ,") == ([], [])
+
+
+def test_csv_catalog_resolves_paths_and_keeps_extra_columns(tmp_path):
+    write_audio(tmp_path / "a.wav", 1.0)
+    path = write_catalog(tmp_path / "lib.csv", [
+        {"track_id": "1", "path": "a.wav", "title": "Main Title", "film": "F", "composer": "C",
+         "year": "1999", "genres": "Drama|Romance", "mood": "tense"},
+        {"track_id": "2", "path": "/abs/b.wav", "title": "", "film": "F", "composer": "C",
+         "year": "", "genres": "", "mood": ""},
+    ])
+    cat = read_catalog(path)
+    assert cat.name == "lib"
+    f = cat.frame
+    assert f["path"].tolist() == [str(tmp_path / "a.wav"), "/abs/b.wav"]
+    assert f["year"].tolist()[0] == 1999 and pd.isna(f["year"].tolist()[1])
+    assert f["genres"].tolist() == [["Drama", "Romance"], []]
+    assert f["mood"].tolist()[0] == "tense"
+    assert pd.isna(f["title"].tolist()[1])
+
+
+def test_parquet_and_jsonl_catalogs_with_list_genres(tmp_path):
+    frame = pd.DataFrame({"track_id": [10, 11], "path": ["x.flac", "y.flac"],
+                          "genres": [["drama", "Sci-Fi"], ["Comedy"]], "year": [1960, 1961]})
+    frame.to_parquet(tmp_path / "c.parquet")
+    cat = read_catalog(str(tmp_path / "c.parquet"))
+    assert cat.frame["track_id"].tolist() == ["10", "11"]
+    assert cat.frame["genres"].tolist() == [["Drama", "Sci-Fi"], ["Comedy"]]
+    with open(tmp_path / "c.jsonl", "w") as f:
+        for rec in frame.to_dict("records"):
+            f.write(json.dumps(rec) + "\n")
+    assert read_catalog(str(tmp_path / "c.jsonl")).frame["genres"].tolist() == [
+        ["Drama", "Sci-Fi"], ["Comedy"]]
+
+
+def test_unknown_genres_are_kept_with_one_warning(tmp_path):
+    path = write_catalog(tmp_path / "c.csv", [
+        {"path": "a.wav", "genres": "Drama|Giallo"}, {"path": "b.wav", "genres": "Giallo|Kaiju"}])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cat = read_catalog(path)
+    ours = [w for w in caught if issubclass(w.category, UnknownGenreWarning)]
+    assert len(ours) == 1 and "Giallo" in str(ours[0].message) and "Kaiju" in str(ours[0].message)
+    assert cat.frame["genres"].tolist() == [["Drama", "Giallo"], ["Giallo", "Kaiju"]]
+    assert cat.unknown_genres == ["Giallo", "Kaiju"]
+
+
+@pytest.mark.parametrize("rows, needle", [
+    ([{"file": "a.wav"}], "no 'path' column"),
+    ([{"path": "a.wav", "year": "1999"}, {"path": "b.wav", "year": "nineteen"}],
+     "row 3, column 'year': year 'nineteen' is not a number"),
+    ([{"path": "a.wav", "year": "19999"}], "row 2, column 'year': year 19999 is outside"),
+    ([{"path": "a.wav", "year": "1999.5"}], "is not a whole year"),
+    ([{"track_id": "x", "path": "a.wav"}, {"track_id": "x", "path": "b.wav"}],
+     "row 3, column 'track_id': duplicate track_id 'x', first at row 2"),
+    ([{"path": "a.wav"}, {"path": ""}], "row 3, column 'path': empty path"),
+    ([{"path": "a.wav"}, {"path": "a.wav"}], "duplicate path 'a.wav'"),
+])
+def test_catalog_errors_name_file_row_and_column(tmp_path, rows, needle):
+    path = write_catalog(tmp_path / "bad.csv", rows)
+    with pytest.raises(CatalogError) as err:
+        read_catalog(path)
+    assert needle in str(err.value)
+    assert str(err.value).startswith(path)
+
+
+def test_empty_unreadable_and_missing_catalogs(tmp_path):
+    (tmp_path / "empty.csv").write_text("path,genres\n")
+    with pytest.raises(CatalogError, match="no rows"):
+        read_catalog(str(tmp_path / "empty.csv"))
+    with pytest.raises(CatalogError, match="file not found"):
+        read_catalog(str(tmp_path / "nope.csv"))
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(CatalogError, match="cannot read"):
+        read_catalog(str(tmp_path / "junk.parquet"))
+    with pytest.raises(CatalogError, match="unknown catalog format"):
+        read_catalog(str(tmp_path / "catalog.xlsx"))
+
+
+def test_catalog_name_is_the_file_stem():
+    assert catalog_name("/data/score-library.csv") == "score-library"
+    assert catalog_name("s3://b/x/lib.v2.parquet") == "lib.v2"
+
+
+def test_cli_invalid_catalog_exits_3_and_changes_nothing(tmp_path):
+    lib = small_library(tmp_path / "lib", n=2)
+    store = tmp_path / "store"
+    ok = subprocess.run(cli("build", lib, "--store", str(store), "--workers", "1",
+                            "--no-progress"), capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    before = {os.path.join(d, p): os.path.getmtime(os.path.join(d, p))
+              for d, _, files in os.walk(store) for p in files}
+    bad = write_catalog(tmp_path / "lib" / "catalog.csv",
+                        [{"track_id": "s000", "path": "audio/s000.wav", "year": "MCMLX"}])
+    res = subprocess.run(cli("build", bad, "--store", str(store), "--no-progress"),
+                         capture_output=True, text=True)
+    assert res.returncode == 3
+    assert "row 2, column 'year'" in res.stderr
+    after = {os.path.join(d, p): os.path.getmtime(os.path.join(d, p))
+             for d, _, files in os.walk(store) for p in files}
+    assert before == after

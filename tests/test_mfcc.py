@@ -1,0 +1,120 @@
+"""The fast MFCC path equals librosa's, streamed or not, and tiles are cut as specified."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+
+from featurestore.extract import extract_track
+from featurestore.mfcc import MfccStream, mfcc
+from featurestore.spec import FeatureSpec
+from featurestore.tiles import count_tiles, cut_tiles
+from tests.conftest import tone, write_audio
+
+
+def librosa_mfcc(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    kwargs = dict(sr=spec.sample_rate, n_mfcc=spec.n_mfcc, n_fft=spec.n_fft,
+                  hop_length=spec.hop_length, n_mels=spec.n_mels, fmin=spec.fmin, fmax=spec.fmax)
+    if spec.top_db == 80.0:  # librosa's own default: the plain call is the reference
+        return librosa.feature.mfcc(y=y, **kwargs)[spec.drop_first:]
+    mel = librosa.feature.melspectrogram(y=y, sr=spec.sample_rate, n_fft=spec.n_fft,
+                                         hop_length=spec.hop_length, n_mels=spec.n_mels,
+                                         fmin=spec.fmin, fmax=spec.fmax)
+    S = librosa.power_to_db(mel, top_db=spec.top_db)
+    return librosa.feature.mfcc(S=S, n_mfcc=spec.n_mfcc)[spec.drop_first:]
+
+
+SPECS = [
+    FeatureSpec(),
+    FeatureSpec(sample_rate=16000, n_fft=1024, hop_length=512, n_mels=64, n_mfcc=20,
+                drop_first=0, tile_frames=50, tile_hop=25),
+    FeatureSpec(n_fft=2048, hop_length=512, fmin=50.0, fmax=8000.0, top_db=60.0),
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["study", "small", "fmax-topdb60"])
+@pytest.mark.parametrize("signal", ["tone", "noise", "chirp-with-silence"])
+def test_mfcc_equals_librosa(spec, signal):
+    sr = spec.sample_rate
+    rng = np.random.default_rng(1)
+    if signal == "tone":
+        y = tone(17.3, sr)
+    elif signal == "noise":
+        y = (0.2 * rng.standard_normal(int(13.1 * sr))).astype(np.float32)
+    else:
+        y = librosa.chirp(fmin=60, fmax=sr / 3, sr=sr, duration=11.0).astype(np.float32) * 0.5
+        y[: sr * 2] = 0.0  # the -80 dB floor must be taken from the whole track
+    expected = librosa_mfcc(y, spec)
+    ours = mfcc(y, spec)
+    assert ours.shape == expected.shape == (spec.n_coefficients, spec.n_frames(len(y)))
+    np.testing.assert_allclose(ours, expected, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("block", [1, 777, 2048, 4096, 100_000])
+def test_streamed_mfcc_equals_whole_signal(block):
+    spec = FeatureSpec()
+    y = tone(12.0, spec.sample_rate, seed=3)
+    stream = MfccStream(spec)
+    for i in range(0, len(y), block if block > 1 else 997):
+        stream.push(y[i:i + (block if block > 1 else 997)])
+    np.testing.assert_allclose(stream.finish(), mfcc(y, spec), atol=1e-4)
+
+
+@pytest.mark.parametrize("ext, sr, channels", [
+    ("wav", 22050, 1), ("wav", 44100, 2), ("flac", 48000, 2), ("mp3", 44100, 2),
+    ("ogg", 32000, 1), ("fwav", 8000, 1), ("wav", 96000, 8),
+])
+def test_track_tiles_equal_librosa_load_and_mfcc(tmp_path, ext, sr, channels):
+    """End to end: decode, downmix, resample, MFCC, tiles == librosa.load + feature.mfcc."""
+    spec = FeatureSpec()
+    path = write_audio(tmp_path / f"x.{'wav' if ext == 'fwav' else ext}", 21.0, sr, channels,
+                       seed=5, kind=ext)
+    result = extract_track(path, spec)
+    assert result.status == "ok", result.error
+    y, _ = librosa.load(path, sr=spec.sample_rate)
+    expected = cut_tiles(librosa_mfcc(y, spec), spec)
+    assert result.tiles.shape == expected.shape == (2, 40, 100)
+    np.testing.assert_allclose(result.tiles, expected, atol=1e-3, rtol=0)
+    assert result.source_rate == sr and result.channels == channels
+    assert abs(result.duration_s - 21.0) < 0.1
+
+
+def test_tiles_cut_edges():
+    spec = FeatureSpec(tile_frames=100, tile_hop=100)
+    feats = np.arange(40 * 350, dtype=np.float32).reshape(40, 350)
+    tiles = cut_tiles(feats, spec)
+    assert tiles.shape == (3, 40, 100)  # the trailing 50 frames are dropped
+    np.testing.assert_array_equal(tiles[2], feats[:, 200:300])
+    assert tiles.flags["C_CONTIGUOUS"] and not np.shares_memory(tiles, feats)
+    assert count_tiles(99, spec) == 0 and count_tiles(100, spec) == 1
+    assert count_tiles(199, spec) == 1 and count_tiles(200, spec) == 2
+    assert cut_tiles(feats[:, :99], spec).shape == (0, 40, 100)
+    overlap = FeatureSpec(tile_frames=100, tile_hop=50)
+    tiles = cut_tiles(feats, overlap)
+    assert tiles.shape == (count_tiles(350, overlap), 40, 100) == (6, 40, 100)
+    np.testing.assert_array_equal(tiles[5], feats[:, 250:350])
+    with pytest.raises(ValueError, match="coefficients"):
+        cut_tiles(feats[:39], spec)
+
+
+def test_track_exactly_one_tile_long(tmp_path):
+    spec = FeatureSpec()
+    # 99 hops of audio give 1 + 99 = 100 frames: exactly one tile; one hop less gives none.
+    write_audio(tmp_path / "one.wav", 99 * 2048 / 22050 + 1e-3, 22050)
+    write_audio(tmp_path / "short.wav", 98 * 2048 / 22050 + 1e-3, 22050)
+    assert extract_track(str(tmp_path / "one.wav"), spec).tiles.shape == (1, 40, 100)
+    short = extract_track(str(tmp_path / "short.wav"), spec)
+    assert short.status == "too_short" and "one tile needs 9.29 s" in short.error
+
+
+def test_spec_hash_names_the_feature_set():
+    assert FeatureSpec().hash == FeatureSpec().hash
+    assert FeatureSpec().hash != FeatureSpec(tile_hop=50).hash
+    assert FeatureSpec.from_dict(FeatureSpec().to_dict()) == FeatureSpec()
+    assert FeatureSpec().tile_shape == (40, 100)
+    assert abs(FeatureSpec().tile_seconds - 9.2880) < 1e-3
+    with pytest.raises(ValueError, match="n_fft"):
+        FeatureSpec(n_fft=0)
+    with pytest.raises(ValueError, match="unknown FeatureSpec fields"):
+        FeatureSpec.from_dict({"hop": 3})
