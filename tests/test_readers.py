@@ -1,0 +1,77 @@
+"""The store is readable without featurestore: pandas, pyarrow, DuckDB, zarr and xarray."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import xarray as xr
+import zarr
+
+import featurestore
+from tests.conftest import small_library
+
+
+@pytest.fixture(scope="module")
+def built_store(tmp_path_factory, dask_client):
+    root = tmp_path_factory.mktemp("readers")
+    lib = small_library(root / "lib", n=5, seconds=20.0)
+    url = str(root / "store")
+    featurestore.build(lib, url, client=dask_client, progress=False, batch_seconds=1.0)
+    return url
+
+
+def test_parquet_readers(built_store):
+    fset_dir = glob.glob(os.path.join(built_store, "features", "*"))[0]
+    snapshot = os.path.join(fset_dir, "manifest", "snapshot.parquet")
+    catalog = os.path.join(built_store, "catalogs", "catalog", "tracks.parquet")
+    manifest = pd.read_parquet(snapshot)
+    assert len(manifest) == 5 and set(manifest["status"]) == {"ok"}
+    assert {"content_hash", "tile_start", "n_tiles", "built_at", "run_id"} <= set(manifest)
+    meta = pq.read_table(catalog).to_pandas()
+    assert meta["genres"].iloc[0].tolist() == ["Drama", "Romance"]
+    joined = duckdb.sql(f"""
+        SELECT c.track_id, c.film, m.n_tiles
+        FROM '{catalog}' c JOIN '{snapshot}' m USING (track_id)
+        WHERE list_contains(c.genres, 'Drama') ORDER BY c.track_id""").df()
+    assert joined["track_id"].tolist() == ["s000", "s004"]
+    assert joined["n_tiles"].tolist() == [2, 2]
+
+
+def test_zarr_and_xarray_read_tiles_with_named_dimensions(built_store):
+    fset_dir = glob.glob(os.path.join(built_store, "features", "*"))[0]
+    group_path = os.path.join(fset_dir, "tiles.zarr")
+    manifest = pd.read_parquet(os.path.join(fset_dir, "manifest", "snapshot.parquet"))
+    group = zarr.open_group(group_path, mode="r")
+    assert group["mfcc"].metadata.dimension_names == ("tile", "coefficient", "frame")
+    ds = xr.open_zarr(group_path, consolidated=False)
+    assert ds["mfcc"].dims == ("tile", "coefficient", "frame")
+    assert ds["coefficient"].values.tolist() == list(range(1, 41))
+    ours = featurestore.open(built_store).tiles()
+    for row in manifest.itertuples():
+        start, n = row.tile_start, row.n_tiles
+        raw = group["mfcc"][start:start + n]
+        assert (group["entry"][start:start + n] == start).all()
+        assert group["offset"][start:start + n].tolist() == list(range(n))
+        via_xarray = ds["mfcc"].isel(tile=slice(start, start + n)).values
+        via_api = ours.where(ours["track_id"] == row.track_id, drop=True).values
+        np.testing.assert_array_equal(raw, via_xarray)
+        np.testing.assert_array_equal(raw, via_api)
+
+
+def test_api_tiles_are_lazy_with_track_coordinates(built_store):
+    store = featurestore.open(built_store)
+    tracks = store.tracks()
+    some = tracks[tracks["track_id"].isin(["s001", "s003"])]
+    tiles = store.tiles(some)
+    assert hasattr(tiles.data, "dask")  # not loaded
+    assert tiles.sizes == {"tile": 4, "coefficient": 40, "frame": 100}
+    assert tiles["track_id"].values.tolist() == ["s001", "s001", "s003", "s003"]
+    assert tiles["offset"].values.tolist() == [0, 1, 0, 1]
+    mean, std, count = store.feature_set().statistics()
+    assert mean.shape == std.shape == (40, 100) and count == 10
