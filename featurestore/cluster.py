@@ -17,11 +17,15 @@ import dask
 from distributed import Client, LocalCluster
 
 #: Environment of LocalCluster worker processes. One BLAS/FFT thread per process: the
-#: parallelism is the processes. glibc's default mmap threshold grows with freed blocks and,
-#: with Dask's MALLOC_TRIM_THRESHOLD_, costs ~30% on audio work; pinning it removes that.
+#: parallelism is the processes (small matrix products with 2 BLAS threads on a busy machine
+#: were 50x slower). Dask sets MALLOC_TRIM_THRESHOLD_=65536, and setting any trim threshold
+#: turns off glibc's adaptive mmap threshold, so every ~1 MB decode block is mmapped and
+#: page-faulted afresh: 92 ms instead of 51 ms a 60 s MP3 (benchmarks/build_throughput.py).
+#: A 16 MiB mmap threshold keeps those blocks on the heap; a 64 MiB trim threshold still hands
+#: memory back to the OS.
 WORKER_ENVIRON = {
-    "MALLOC_TRIM_THRESHOLD_": "65536",
-    "MALLOC_MMAP_THRESHOLD_": "65536",
+    "MALLOC_TRIM_THRESHOLD_": str(64 << 20),
+    "MALLOC_MMAP_THRESHOLD_": str(16 << 20),
     "OMP_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",

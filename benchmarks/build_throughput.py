@@ -1,0 +1,155 @@
+"""Build throughput, scaling, worker memory and no-op rebuild time (run by hand).
+
+    python benchmarks/build_throughput.py [--minutes 60] [--out benchmarks/out]
+
+Prints, for a generated library of MP3 film cues (the demo's synthesis, 44.1 kHz stereo):
+1. audio seconds per wall second per core: a plain loop of ``librosa.load(sr=22050)`` +
+   ``librosa.feature.mfcc`` over the same files, then our build on 1 and on 2 worker processes,
+   and the ratios (targets: ours/loop >= 1.5 per core; 2 workers / 1 >= 1.8);
+2. peak RSS per worker during a build with a 60-minute MP3 in the library (target < 1 GiB);
+3. the wall time of a rebuild with nothing to do, for a catalog of 10,000 tracks (target < 10 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import resource
+import shutil
+import time
+
+import numpy as np
+import soundfile as sf
+
+from catalogs.demo import FILMS, synthesize
+
+
+def make_library(directory: str, minutes: float, seconds_each: float = 60.0) -> str:
+    """MP3 cues of ``seconds_each`` s until ``minutes`` of audio; reused when present."""
+    os.makedirs(directory, exist_ok=True)
+    n = int(np.ceil(minutes * 60 / seconds_each))
+    rows = []
+    for i in range(n):
+        path = os.path.join(directory, f"cue{i:04d}.mp3")
+        film, composer, year, genres = FILMS[i % len(FILMS)]
+        if not os.path.exists(path):
+            y = synthesize(genres, seconds_each, 44100, np.random.default_rng(i))
+            sf.write(path + ".part", np.stack([y, y * 0.9], axis=1), 44100, format="MP3")
+            os.replace(path + ".part", path)
+        rows.append({"track_id": f"cue{i:04d}", "path": path, "film": film, "year": year,
+                     "genres": "|".join(genres)})
+    return _write_catalog(os.path.join(directory, "catalog.csv"), rows)
+
+
+def _write_catalog(path: str, rows: list[dict]) -> str:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def librosa_loop(paths: list[str]) -> tuple[float, float]:
+    """(audio seconds, wall seconds) of the obvious alternative, in this one process."""
+    import librosa
+
+    librosa.feature.mfcc(y=np.zeros(22050, dtype=np.float32), sr=22050)  # warm numba once
+    audio = 0.0
+    start = time.perf_counter()
+    for p in paths:
+        y, sr = librosa.load(p, sr=22050)
+        librosa.feature.mfcc(y=y, sr=sr, n_mfcc=41, n_fft=2048, hop_length=2048)
+        audio += len(y) / sr
+    return audio, time.perf_counter() - start
+
+
+def timed_build(catalog: str, store: str, workers: int, **kwargs):
+    """Build on a fresh LocalCluster of ``workers`` processes; time only the build itself."""
+    import featurestore
+    from featurestore.cluster import connect
+
+    shutil.rmtree(store, ignore_errors=True)
+    with connect(n_workers=workers) as client:
+        client.run(lambda: __import__("featurestore.extract"))  # imports, not work, excluded
+        start = time.perf_counter()
+        report = featurestore.build(catalog, store, client=client, progress=False, **kwargs)
+        wall = time.perf_counter() - start
+        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return report, wall, max(peaks.values()) / 1024  # ru_maxrss is KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
+    parser.add_argument("--noop-tracks", type=int, default=10_000)
+    args = parser.parse_args()
+    lib_dir = os.path.join(args.out, "mp3-library")
+    t0 = time.perf_counter()
+    catalog = make_library(lib_dir, args.minutes)
+    with open(catalog) as f:
+        paths = [r["path"] for r in csv.DictReader(f)]
+    print(f"library: {len(paths)} MP3 files, {args.minutes:.0f} min "
+          f"(ready in {time.perf_counter() - t0:.0f} s)")
+
+    audio, wall = librosa_loop(paths)
+    loop_rate = audio / wall
+    print(f"librosa loop (1 process):   {loop_rate:7.1f} audio s / wall s per core "
+          f"({audio:.0f} s audio in {wall:.1f} s)")
+    rates = {}
+    for workers in (1, 2):
+        report, wall, peak = timed_build(catalog, os.path.join(args.out, f"store-{workers}"),
+                                         workers)
+        rates[workers] = report.audio_seconds / wall
+        print(f"featurestore build, {workers} worker(s): {rates[workers] / workers:7.1f} audio s "
+              f"/ wall s per core ({report.audio_seconds:.0f} s audio in {wall:.1f} s; "
+              f"peak worker RSS {peak:.0f} MiB)")
+    print(f"per core, build / librosa loop: {rates[1] / loop_rate:.2f}x (target >= 1.5x)")
+    print(f"2 workers / 1 worker:           {rates[2] / rates[1]:.2f}x (target >= 1.8x)")
+
+    # Memory with a 60-minute track in the library.
+    long_path = os.path.join(lib_dir, "long-60min.mp3")
+    if not os.path.exists(long_path):
+        with sf.SoundFile(long_path + ".part", "w", 44100, 2, format="MP3") as out:
+            for k in range(60):
+                y = synthesize(FILMS[k % len(FILMS)][3], 60.0, 44100, np.random.default_rng(k))
+                out.write(np.stack([y, y], axis=1))
+        os.replace(long_path + ".part", long_path)
+    with open(catalog) as f:
+        rows = list(csv.DictReader(f))
+    rows.append({"track_id": "long", "path": long_path, "film": "Long", "year": 2000,
+                 "genres": "Drama"})
+    mem_catalog = _write_catalog(os.path.join(lib_dir, "catalog-with-long.csv"), rows)
+    report, wall, peak = timed_build(mem_catalog, os.path.join(args.out, "store-mem"), 2)
+    print(f"with a 60-minute MP3: peak worker RSS {peak:.0f} MiB (target < 1024), "
+          f"{report.audio_seconds / 3600:.2f} h in {wall:.1f} s")
+
+    # No-op rebuild of a 10,000-track catalog (1 s WAV files, tiles of 10 frames).
+    from featurestore.spec import FeatureSpec
+
+    many_dir = os.path.join(args.out, "many")
+    os.makedirs(many_dir, exist_ok=True)
+    y = (0.1 * np.sin(2 * np.pi * 440 * np.arange(22050) / 22050)).astype(np.float32)
+    rows = []
+    for i in range(args.noop_tracks):
+        p = os.path.join(many_dir, f"m{i:05d}.wav")
+        if not os.path.exists(p):
+            sf.write(p, y * (1 + i % 7) / 8, 22050, subtype="PCM_16")
+        rows.append({"track_id": f"m{i:05d}", "path": p, "genres": "Drama"})
+    many = _write_catalog(os.path.join(many_dir, "catalog.csv"), rows)
+    spec = FeatureSpec(tile_frames=10, tile_hop=10)
+    report, wall, _ = timed_build(many, os.path.join(args.out, "store-many"), 2, spec=spec,
+                                  batch_seconds=200.0)
+    print(f"first build of {args.noop_tracks} tracks: {wall:.1f} s, {report.built} extracted")
+    import featurestore
+    store = os.path.join(args.out, "store-many")
+    start = time.perf_counter()
+    again = featurestore.build(many, store, spec=spec, progress=False)
+    noop = time.perf_counter() - start
+    print(f"rebuild with nothing to do, {args.noop_tracks} tracks: {noop:.2f} s "
+          f"({again.unchanged} skipped, {again.built} extracted; target < 10 s)")
+
+
+if __name__ == "__main__":
+    main()
