@@ -75,15 +75,17 @@ def mono_blocks(sound: sf.SoundFile, target_rate: int, info: AudioInfo,
                                           f"{exc}") from None
         last = len(block) < block_frames
         if len(block):
-            if not np.isfinite(block).all():
+            # min and max carry everything needed: NaN and Inf propagate into them, and they
+            # give the peak for the silence check, without a full-size temporary.
+            lo, hi = float(block.min()), float(block.max())
+            if not (np.isfinite(lo) and np.isfinite(hi)):
                 bad = int((~np.isfinite(block)).any(axis=1).argmax()) + info.source_frames
                 raise TrackFailure("invalid_samples",
                                    f"NaN or infinite sample at frame {bad} "
                                    f"({bad / sound.samplerate:.2f} s)")
             info.source_frames += len(block)
-            info.peak = max(info.peak, float(np.abs(block).max()))
-            info.minimum = min(info.minimum, float(block.min()))
-            info.maximum = max(info.maximum, float(block.max()))
+            info.minimum, info.maximum = min(info.minimum, lo), max(info.maximum, hi)
+            info.peak = max(info.peak, abs(lo), abs(hi))
             mono = block[:, 0] if channels == 1 else (block @ downmix)[:, 0]
         else:
             mono = np.zeros(0, dtype=np.float32)

@@ -290,7 +290,10 @@ def _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, 
     for i, batch in enumerate(batches):
         ext = client.submit(extract_batch, batch, spec, so, pure=False,
                             key=f"extract-{report.run_id}-{i}")
-        meta = client.submit(batch_meta, ext, pure=False, key=f"meta-{report.run_id}-{i}")
+        # Metas and writes jump the queue of extractions: tiles are written (and leave worker
+        # memory) as soon as they exist, not after every extraction has run.
+        meta = client.submit(batch_meta, ext, pure=False, key=f"meta-{report.run_id}-{i}",
+                             priority=10)
         extracts[i], metas[meta] = ext, i
     writes: dict[str, tuple] = {}
     bar = tqdm(total=len(plan.to_build), unit="track", desc=f"build {cat_name}",
@@ -312,7 +315,8 @@ def _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, 
                                if prev is not None and is_live(prev) and not m.unchanged
                                else None)
                 w = client.submit(write_batch, extracts[i], fset.tiles_url, so, start, old,
-                                  spec.tile_shape, pure=False, key=f"write-{report.run_id}-{i}")
+                                  spec.tile_shape, pure=False, key=f"write-{report.run_id}-{i}",
+                                  priority=10)
                 writes[w] = (i, info, start, next_free)
                 pending.add(w)
                 bar.update(len(info))

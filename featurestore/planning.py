@@ -115,23 +115,26 @@ def plan_build(catalog: str, tracks: pd.DataFrame, state: pd.DataFrame,
 
 def make_batches(tasks: list[TrackTask], seconds: dict[str, float], n_workers: int,
                  chunk_seconds: float, target_seconds: float | None = None,
-                 max_tracks: int = 256) -> list[list[TrackTask]]:
-    """Group tracks into batches of roughly equal audio (``target_seconds`` each if given):
-    several per worker for balance, at most 8 chunks of audio each (seconds of work), at least a
-    chunk's worth when there is enough audio (every batch pads its last chunk)."""
-    if not tasks:
-        return []
-    total = sum(seconds[t.track_id] for t in tasks)
-    low = min(chunk_seconds, total / (2 * n_workers))
-    target = target_seconds or min(max(total / (4 * n_workers), low), 8 * chunk_seconds)
-    batches: list[list[TrackTask]] = [[]]
-    acc = 0.0
+                 max_tracks: int = 256, min_seconds: float = 60.0) -> list[list[TrackTask]]:
+    """Group tracks into batches (tasks), in catalog order.
+
+    With ``target_seconds``, every batch holds about that much audio. Otherwise sizes are
+    guided: each batch takes the remaining audio divided by twice the workers, between
+    ``min_seconds`` and 8 chunks' worth. Early batches are large (few partly filled chunks, as
+    every batch pads its last chunk); late ones are small, so workers finish together.
+    """
+    batches: list[list[TrackTask]] = []
+    remaining = sum(seconds[t.track_id] for t in tasks)
+    acc, target = 0.0, 0.0
     for task in tasks:
-        if batches[-1] and (acc >= target or len(batches[-1]) >= max_tracks):
+        if not batches or acc >= target or len(batches[-1]) >= max_tracks:
+            target = target_seconds or min(max(remaining / (2 * n_workers), min_seconds),
+                                           8 * chunk_seconds)
             batches.append([])
             acc = 0.0
         batches[-1].append(task)
         acc += seconds[task.track_id]
+        remaining -= seconds[task.track_id]
     return batches
 
 
