@@ -135,7 +135,8 @@ def _musical(rng, sr, seconds):
     out = np.zeros(len(t))
     seg = int(sr / 2)
     for j, i in enumerate(range(0, len(t), seg)):
-        formants = vowels[rng.integers(len(vowels))] if j % 2 == 0 else formants
+        if j % 2 == 0:  # a vowel lasts two half-second notes
+            formants = vowels[rng.integers(len(vowels))]
         sl = slice(i, min(i + seg, len(t)))
         harmonics = np.arange(1, 20)
         ff = f0[sl][:, None] * harmonics[None, :]

@@ -55,7 +55,3 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         os.replace(tmp, path)
     else:
         fs.pipe_file(path, data)
-
-
-def read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
-    return fs.cat_file(path)
