@@ -10,6 +10,7 @@ A build killed at any point leaves only whole, committed tracks, and the next bu
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import uuid
@@ -26,7 +27,7 @@ from featurestore.cluster import connect
 from featurestore.errors import FAILURE_STATUSES, OK, REMOVED, StoreError
 from featurestore.lock import WriterLock
 from featurestore.manifest import SCHEMA, ManifestState
-from featurestore.planning import BuildPlan, is_live, make_batches, plan_build, stat_files
+from featurestore.planning import BuildPlan, live_range, make_batches, plan_build, stat_files
 from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.store import FeatureSet, Store
 from featurestore.tile_arrays import Moments, round_up
@@ -140,6 +141,14 @@ def _row(catalog: str, track_id: str, path: str, fingerprint: str, meta: TrackMe
     return row
 
 
+def _carried(prev: dict, **changes) -> dict:
+    """A stored manifest row carried into a new commit: its commit columns are the new
+    commit's."""
+    row = {k: v for k, v in prev.items() if k not in ("built_at", "run_id", "seq")}
+    row.update(changes)
+    return row
+
+
 def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None,
           spec: FeatureSpec | None = None, encoding: TileEncoding | None = None,
           client: Client | None = None, scheduler: str | None = None,
@@ -221,25 +230,15 @@ def _commit_driver_side(committer: _Committer, fset: FeatureSet, cat_name: str,
     previous = state.frame[state.frame["catalog"] == cat_name].set_index("track_id").to_dict(
         "index")
     paths = dict(zip(tracks["track_id"], tracks["path"]))
-    rows, dead = [], []
-    for track_id in plan.removed:
-        prev = previous[track_id]
-        rows.append({**prev, "catalog": cat_name, "track_id": track_id, "status": REMOVED,
-                     "error": "no longer in the catalog"})
-        if is_live(prev):
-            dead.append((int(prev["tile_start"]), int(prev["n_tiles"])))
-    for track_id in plan.missing:
-        prev = previous.get(track_id)
-        rows.append(_row(cat_name, track_id, paths[track_id], "", None, status="missing",
-                         error=f"no such file: {paths[track_id]}"))
-        if prev is not None and is_live(prev):
-            dead.append((int(prev["tile_start"]), int(prev["n_tiles"])))
+    rows = [_carried(previous[t], catalog=cat_name, track_id=t, status=REMOVED,
+                     error="no longer in the catalog") for t in plan.removed]
+    rows += [_row(cat_name, t, paths[t], "", None, status="missing",
+                  error=f"no such file: {paths[t]}") for t in plan.missing]
     if not rows:
         return
+    dead = [r for r in (live_range(previous.get(t)) for t in plan.removed + plan.missing) if r]
     shape = fset.spec.tile_shape
     replaced = Moments.of(fset.arrays().read_ranges(dead), shape) if dead else Moments.zeros(shape)
-    for row in rows:
-        row.pop("built_at", None), row.pop("run_id", None), row.pop("seq", None)
     committer.add(rows, Moments.zeros(shape), replaced, 0)
     committer.commit(force=True)
 
@@ -261,12 +260,10 @@ def _run_batches(committer, fset, cat_name, tracks, plan, stats, report, store,
     if local_only and (options.scheduler or options.scheduler_file):
         raise StoreError("a memory:// store lives in this process only; it cannot be built "
                          "on a remote cluster")
-    if options.client is not None:
-        _submit_all(options.client, committer, fset, cat_name, tracks, plan, stats, report,
-                    store, options)
-        return
-    with connect(options.scheduler, options.scheduler_file, options.n_workers,
-                 processes=not local_only) as client:
+    cluster = (contextlib.nullcontext(options.client) if options.client is not None else
+               connect(options.scheduler, options.scheduler_file, options.n_workers,
+                       processes=not local_only))
+    with cluster as client:
         _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, store,
                     options)
 
@@ -276,14 +273,14 @@ def _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, 
     spec = fset.spec
     options.log(f"dask dashboard: {client.dashboard_link}")
     n_workers = max(len(client.scheduler_info(n_workers=-1)["workers"]), 1)
-    chunk = fset.arrays().chunk_tiles
+    arrays = fset.arrays(read_only=False)
+    chunk = arrays.chunk_tiles
     batches = make_batches(plan.to_build, plan.estimated_seconds, n_workers,
                            chunk * spec.tile_seconds, options.batch_seconds)
     paths = dict(zip(tracks["track_id"], tracks["path"]))
     previous = committer.frame[committer.frame["catalog"] == cat_name].set_index(
         "track_id").to_dict("index")
     so = store.storage_options
-    arrays = fset.arrays(read_only=False)
     next_free = round_up(committer.high_water, chunk)
 
     extracts, metas = {}, {}
@@ -295,7 +292,7 @@ def _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, 
         meta = client.submit(batch_meta, ext, pure=False, key=f"meta-{report.run_id}-{i}",
                              priority=10)
         extracts[i], metas[meta] = ext, i
-    writes: dict[str, tuple] = {}
+    writes: dict = {}  # write future -> (batch index, metas, region start, region end)
     bar = tqdm(total=len(plan.to_build), unit="track", desc=f"build {cat_name}",
                disable=not options.progress, file=sys.stderr, dynamic_ncols=True)
     pending = as_completed(list(metas))
@@ -308,12 +305,8 @@ def _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, 
                 start = next_free
                 next_free += round_up(n, chunk)
                 arrays.ensure_capacity(next_free)
-                old = []
-                for task, m in zip(batches[i], info):
-                    prev = previous.get(task.track_id)
-                    old.append((int(prev["tile_start"]), int(prev["n_tiles"]))
-                               if prev is not None and is_live(prev) and not m.unchanged
-                               else None)
+                old = [None if m.unchanged else live_range(previous.get(task.track_id))
+                       for task, m in zip(batches[i], info)]
                 w = client.submit(write_batch, extracts[i], fset.tiles_url, so, start, old,
                                   spec.tile_shape, pure=False, key=f"write-{report.run_id}-{i}",
                                   priority=10)
@@ -330,11 +323,9 @@ def _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, 
                 for task, m in zip(batches[i], info):
                     fp = stats[paths[task.track_id]].fingerprint
                     if m.unchanged:
-                        prev = dict(previous[task.track_id])
-                        for key in ("built_at", "run_id", "seq"):
-                            prev.pop(key, None)
-                        rows.append({**prev, "catalog": cat_name, "track_id": task.track_id,
-                                     "path": task.path, "fingerprint": fp})
+                        rows.append(_carried(previous[task.track_id], catalog=cat_name,
+                                             track_id=task.track_id, path=task.path,
+                                             fingerprint=fp))
                         report.refreshed += 1
                         continue
                     tile_start = cursor if m.status == OK else -1

@@ -138,5 +138,8 @@ def make_batches(tasks: list[TrackTask], seconds: dict[str, float], n_workers: i
     return batches
 
 
-def is_live(row: dict) -> bool:
-    return row.get("status") == OK and int(row.get("n_tiles") or 0) > 0
+def live_range(row: dict | None) -> tuple[int, int] | None:
+    """``(tile_start, n_tiles)`` of a manifest row whose tiles are served, else ``None``."""
+    if row is None or row.get("status") != OK or not int(row.get("n_tiles") or 0):
+        return None
+    return int(row["tile_start"]), int(row["n_tiles"])
