@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -19,8 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from featurestore import layout
-from featurestore.errors import OK, PENDING, REMOVED, StoreError
+from featurestore.errors import OK, REMOVED, StoreError
+from featurestore.expressions import QueryError
 from featurestore.manifest import ManifestLog, ManifestState, empty_frame
+from featurestore.query import (BUILD_COLUMNS, ScanStats, TrackQuery, catalog_fragment,
+                                join_build, plan_scan, read_part)
 from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.tile_arrays import Moments, TileArrays
 from featurestore.urls import atomic_write, filesystem, normalize_url
@@ -203,77 +206,160 @@ class Store:
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(directory, detail=False)
                       if self.fs.exists(f"{p.rstrip('/')}/tracks.parquet"))
 
-    def catalog_frame(self, name: str) -> pd.DataFrame:
-        """A catalog's metadata as last built: one row per track, as given (paths resolved)."""
-        path = layout.catalog_table(self.root, name)
-        frame = pq.read_table(io.BytesIO(self.fs.cat_file(path))).to_pandas()
-        frame.insert(0, "catalog", name)
-        return frame
+    # Catalog tables are clustered by these columns in row groups of this many rows, so that
+    # min/max statistics let a filter on them skip most of the file.
+    CLUSTER_BY = ("composer", "year", "film", "track_id")
+    ROW_GROUP_ROWS = 4096
 
     def write_catalog(self, name: str, frame: pd.DataFrame) -> None:
+        order = [c for c in self.CLUSTER_BY if c in frame.columns]
+        frame = frame.sort_values(order, na_position="last", kind="stable")
         table = pa.Table.from_pandas(_parquet_safe(frame), preserve_index=False)
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
+        pq.write_table(table, buffer, compression="zstd", row_group_size=self.ROW_GROUP_ROWS)
         atomic_write(self.fs, layout.catalog_table(self.root, name), buffer.getvalue())
 
     # -- reading -------------------------------------------------------------------------
 
-    def tracks(self, catalog: str | None = None, feature_set: FeatureSpec | str | None = None,
-               include_removed: bool = False) -> pd.DataFrame:
-        """One row per catalog track: ``catalog``, ``track_id``, the catalog's metadata columns,
-        and the build's ``status`` (``ok``, ``pending``, ``removed`` or a failure kind),
-        ``error`` (empty when fine), ``n_tiles``, ``duration_s``, ``content_hash``,
-        ``tile_start`` and ``built_at``."""
-        self.check_layout()
-        names = [catalog] if catalog else self.catalog_names()
-        frames = [self.catalog_frame(n) for n in names]
-        meta = (pd.concat(frames, ignore_index=True) if frames
-                else pd.DataFrame({"catalog": pd.Series(dtype="string"),
-                                   "track_id": pd.Series(dtype="string"),
-                                   "path": pd.Series(dtype="string")}))
-        state = (self.feature_set(feature_set).state().frame if self.feature_set_hashes()
-                 else empty_frame())
-        if catalog:
-            state = state[state["catalog"] == catalog]
-        build = state[["catalog", "track_id", "path", "status", "error", "n_tiles", "duration_s",
-                       "content_hash", "tile_start", "built_at"]].rename(
-                           columns={"path": "built_path"})
-        out = meta.merge(build[build["status"] != REMOVED], on=["catalog", "track_id"],
-                         how="left")
-        # A row built from another path than the catalog now names is not current.
-        stale = out["status"].isna() | (out["built_path"] != out["path"]).fillna(True)
-        out.loc[stale, ["status", "error"]] = [PENDING, ""]
-        out.loc[stale, ["n_tiles", "tile_start"]] = [0, -1]
-        if include_removed:
-            gone = build[build["status"] == REMOVED].rename(columns={"built_path": "path"})
-            out = pd.concat([out, gone], ignore_index=True)
-        out = out.drop(columns=["built_path"])
-        out["n_tiles"] = out["n_tiles"].fillna(0).astype("int64")
-        out["tile_start"] = out["tile_start"].fillna(-1).astype("int64")
-        out["error"] = out["error"].fillna("")
-        return out.reset_index(drop=True)
+    def _build_frame(self, feature_set) -> pd.DataFrame:
+        """Live manifest rows (catalog, track_id, built_path and the build columns)."""
+        state = (self.feature_set(feature_set).state().frame
+                 if feature_set is not False and self.feature_set_hashes() else empty_frame())
+        return state.loc[state["status"] != REMOVED,
+                         ["catalog", "track_id", "path", *BUILD_COLUMNS]].rename(
+                             columns={"path": "built_path"}).reset_index(drop=True)
 
-    def tiles(self, tracks: pd.DataFrame | None = None,
-              feature_set: FeatureSpec | str | None = None):
-        """The live tiles of ``tracks`` (default: every ``ok`` track), in the frame's order, as a
-        lazy ``xarray.DataArray`` with dims ``(tile, coefficient, frame)`` and coordinates
-        ``catalog``, ``track_id`` and ``offset`` (the tile's position in its track). Nothing is
-        read until computed."""
+    def _plan(self, catalog: str | None, query: TrackQuery, columns: list[str] | None):
+        """Per catalog: ``(part, catalog columns, scan columns, stats)``."""
+        names = self.catalog_names()
+        if catalog is not None and catalog not in names:
+            raise StoreError(f"{self.url} has no catalog {catalog!r} (it has: "
+                             f"{', '.join(names) or 'none'})")
+        plans = []
+        for name in [catalog] if catalog else names:
+            fragment = catalog_fragment(self.url, self.storage_options,
+                                        layout.catalog_table(self.root, name))
+            catalog_columns = list(fragment.physical_schema.names)
+            if columns is not None:
+                unknown = sorted(set(columns) - set(catalog_columns) - set(BUILD_COLUMNS)
+                                 - {"catalog"})
+                if unknown:
+                    raise QueryError(f"unknown column(s) {', '.join(map(repr, unknown))} "
+                                     f"(columns: {', '.join(catalog_columns + list(BUILD_COLUMNS))})")
+            query.check_columns(name, catalog_columns)
+            scan_columns = query.scan_columns(catalog_columns, columns)
+            part, stats = plan_scan(self.url, self.storage_options, name, fragment,
+                                    query.catalog_expression(catalog_columns), scan_columns)
+            plans.append((part, catalog_columns, scan_columns, stats))
+        return plans
+
+    def explain(self, catalog: str | None = None, columns: list[str] | None = None,
+                **filters) -> ScanStats:
+        """What ``tracks(...)`` with these filters would read: row groups and compressed
+        bytes after statistics pruning, against the whole tables. Reads footers only."""
+        query = TrackQuery.of(**filters)
+        total = ScanStats()
+        for *_, stats in self._plan(catalog, query, columns):
+            total += stats
+        return total
+
+    def tracks(self, catalog: str | None = None, feature_set: FeatureSpec | str | None = None,
+               include_removed: bool = False, *, lazy: bool = False,
+               columns: list[str] | None = None, **filters):
+        """One row per catalog track, filtered: ``catalog``, ``track_id``, the catalog's
+        metadata columns, and the build's ``status`` (``ok``, ``pending``, ``removed`` or a
+        failure kind), ``error`` (empty when fine), ``n_tiles``, ``duration_s``,
+        ``content_hash``, ``tile_start`` and ``built_at``.
+
+        Parameters
+        ----------
+        catalog : str, optional
+            One catalog; default all of the store's.
+        feature_set : FeatureSpec or str, optional
+            Whose build status to join (default: see :meth:`feature_set`).
+        include_removed : bool
+            Add tracks marked removed (no catalog metadata; only ``status`` filters them).
+        lazy : bool
+            Return a dask DataFrame, one partition per surviving row group, read when computed.
+        columns : list of str, optional
+            Output columns (``catalog`` and ``track_id`` always come); fewer columns read less.
+        **filters
+            ``film``, ``composer``, ``year`` (``1965``, ``"1960:1969"``, ``(lo, hi)``),
+            ``genres`` (any of), ``all_genres``, ``exclude_genres``, ``labels`` (the label
+            column those apply to, default ``genres``), ``status``, ``where`` (an expression,
+            see :mod:`featurestore.expressions`). Filters on catalog columns are pushed down to
+            the Parquet scan; see :mod:`featurestore.query`.
+
+        Rows come catalog by catalog, in each table's stored order (clustered by composer,
+        year, film and track id).
+        """
+        self.check_layout()
+        query = TrackQuery.of(**filters)
+        plans = self._plan(catalog, query, columns)
+        build = self._build_frame(feature_set)
+        output = None if columns is None else ["catalog", "track_id"] + [
+            c for c in columns if c not in ("catalog", "track_id")]
+        if lazy:
+            import dask
+            import dask.dataframe as dd
+
+            shared = dask.delayed(build, pure=True)
+            meta = _concat([read_part(replace(part, row_groups=()), query, cat_cols, scan_cols,
+                                      build.iloc[:0], output)
+                            for part, cat_cols, scan_cols, _ in plans], build)
+            read = dask.delayed(read_part, pure=True)
+            pieces = [dask.delayed(_conform, pure=True)(
+                          read(replace(part, row_groups=(g,)), query, cat_cols, scan_cols, shared,
+                               output), list(meta.columns))
+                      for part, cat_cols, scan_cols, _ in plans for g in part.row_groups]
+            if not pieces:
+                return dd.from_pandas(meta, npartitions=1)
+            return dd.from_delayed(pieces, meta=meta, verify_meta=False)
+        frames = [read_part(part, query, cat_cols, scan_cols,
+                            build[build["catalog"] == part.catalog], output)
+                  for part, cat_cols, scan_cols, _ in plans]
+        out = _concat(frames, build)
+        if include_removed:
+            state = (self.feature_set(feature_set).state().frame
+                     if self.feature_set_hashes() else empty_frame())
+            gone = state[state["status"] == REMOVED]
+            if catalog:
+                gone = gone[gone["catalog"] == catalog]
+            if query.status:
+                gone = gone[gone["status"].isin(query.status)]
+            gone = gone[[c for c in ["catalog", "track_id", "path", *BUILD_COLUMNS]
+                         if output is None or c in output]]
+            out = pd.concat([out, gone], ignore_index=True)
+        return out
+
+    def tiles(self, tracks=None, feature_set: FeatureSpec | str | None = None, **filters):
+        """The live tiles of ``tracks`` in the frame's order, as a lazy ``xarray.DataArray``
+        with dims ``(tile, coefficient, frame)`` and coordinates ``catalog``, ``track_id`` and
+        ``offset`` (the tile's position in its track). ``tracks`` is a frame from
+        :meth:`tracks` (pandas or dask); without it, the ``ok`` tracks matching ``filters``
+        (the same as :meth:`tracks` takes). Only the Zarr chunks holding the selected tiles
+        are read, and only when computed."""
         import dask.array as da
         import xarray as xr
 
         fset = self.feature_set(feature_set)
         if tracks is None:
-            tracks = self.tracks(feature_set=fset.hash)
+            tracks = self.tracks(feature_set=fset.hash, status=OK,
+                                 columns=["status", "n_tiles", "tile_start"], **filters)
+        elif filters:
+            raise TypeError("give either a tracks frame or filters, not both")
+        if not isinstance(tracks, pd.DataFrame):  # a dask DataFrame
+            tracks = tracks[["catalog", "track_id", "status", "n_tiles",
+                             "tile_start"]].compute()
         tracks = tracks[tracks["status"] == OK]
         counts = tracks["n_tiles"].to_numpy(dtype=np.int64)
         starts = tracks["tile_start"].to_numpy(dtype=np.int64)
-        index = (np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)])
-                 if len(counts) else np.zeros(0, dtype=np.int64))
+        # offset of each tile in its track, and its row in the arrays, without a Python loop
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        index = np.repeat(starts, counts) + offsets
         arrays = fset.arrays()
         lazy = da.from_zarr(arrays.mfcc)[index] if len(index) else da.zeros(
             (0, *fset.spec.tile_shape), dtype=np.float32)
-        offsets = np.concatenate([np.arange(c) for c in counts]) if len(counts) else index
         return xr.DataArray(
             lazy, dims=("tile", "coefficient", "frame"),
             coords={"catalog": ("tile", np.repeat(tracks["catalog"].to_numpy(object), counts)),
@@ -282,6 +368,21 @@ class Store:
                     "coefficient": np.arange(fset.spec.drop_first, fset.spec.n_mfcc),
                     "frame": np.arange(fset.spec.tile_frames)},
             name="mfcc", attrs={"feature_set": fset.hash, "tile_seconds": fset.spec.tile_seconds})
+
+
+def _concat(frames: list[pd.DataFrame], build: pd.DataFrame) -> pd.DataFrame:
+    """Catalogs' frames as one (the union of their columns); a store with no catalog yet
+    gives an empty frame with the key and build columns."""
+    if not frames:
+        empty = pd.DataFrame({c: pd.Series(dtype="string")
+                              for c in ("catalog", "track_id", "path")})
+        return join_build(empty, build.iloc[:0])
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _conform(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """A partition with the lazy frame's columns (catalogs may differ in their extra columns)."""
+    return frame if list(frame.columns) == columns else frame.reindex(columns=columns)
 
 
 def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
