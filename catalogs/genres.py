@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 
 import numpy as np
+import pandas as pd
 
 #: IMDB's genre names, spelled as IMDB spells them.
 IMDB_GENRES: tuple[str, ...] = (
@@ -62,25 +63,28 @@ def normalize_genre(name: str) -> tuple[str, bool]:
     return name.strip(), False
 
 
+def _missing(value: object) -> bool:
+    """None, NaN or pd.NA (a scalar that pandas calls missing)."""
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+
+
 def split_labels(value: object) -> list[str]:
     """Turn one catalog cell into a list of label strings.
 
     Accepts a list, tuple or array of names, a string separated by ``|``, ``,``, ``;`` or ``/``,
     or a missing value (empty list). Empty names are dropped and duplicates kept once, in order.
     """
-    if value is None:
-        return []
     if isinstance(value, str):
         items: Iterable[object] = _SPLIT.split(value)
     elif isinstance(value, (list, tuple, np.ndarray)):
         items = value
-    elif isinstance(value, float) and np.isnan(value):
+    elif _missing(value):
         return []
     else:
         items = [value]
     out: list[str] = []
     for item in items:
-        if item is None or (isinstance(item, float) and np.isnan(item)):
+        if _missing(item):
             continue
         text = str(item).strip()
         if text and text not in out:

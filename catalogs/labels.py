@@ -23,7 +23,8 @@ def label_lists(frame: pd.DataFrame, column: str = DEFAULT_LABELS) -> pd.Series:
     if column not in frame.columns:
         raise LabelColumnError(f"label column {column!r} is not in the catalog (columns: "
                                f"{', '.join(map(str, frame.columns))})")
-    return frame[column].map(split_labels)
+    return pd.Series([split_labels(v) for v in frame[column].tolist()], index=frame.index,
+                     dtype=object, name=column)
 
 
 def vocabulary(labels: pd.Series) -> list[str]:

@@ -58,6 +58,49 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
                    help="tiles per Zarr chunk for a new feature set (default %(default)s)")
 
 
+def _add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", required=True, help="store path or URL (file://, s3://, memory://)")
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE", default=[],
+                   help="fsspec option for the store, e.g. "
+                        "client_kwargs.endpoint_url=http://127.0.0.1:9000 (repeatable)")
+
+
+def _add_filter_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("filters (all given must hold; repeat an option for any of "
+                             "several values)")
+    g.add_argument("--catalog", help="one catalog of the store (default: all)")
+    g.add_argument("--film", action="append", metavar="NAME", help="film title, exact")
+    g.add_argument("--composer", action="append", metavar="NAME", help="composer, exact")
+    g.add_argument("--year", metavar="Y|FROM:TO", help="release year or inclusive range, "
+                                                       "e.g. 1960:1969, 1990:, :1979")
+    g.add_argument("--genre", action="append", metavar="LABEL",
+                   help="has any of these labels (IMDB aliases accepted for genres)")
+    g.add_argument("--all-genres", action="append", metavar="LABEL", help="has all of these")
+    g.add_argument("--exclude-genre", action="append", metavar="LABEL", help="has none of these")
+    g.add_argument("--labels", default="genres", metavar="COLUMN",
+                   help="the label column the genre options and statistics use "
+                        "(default %(default)s; any list or string column)")
+    g.add_argument("--status", action="append", metavar="STATUS",
+                   help="build status: ok, pending, or a failure kind")
+    g.add_argument("--where", metavar="EXPR",
+                   help="free predicate, e.g. \"1960 <= year < 1970 and contains(composer, "
+                        "'morricone') and n_tiles >= 3\"")
+    g.add_argument("--feature-set", metavar="HASH", help="whose build status to use")
+
+
+def _open_store(args: argparse.Namespace):
+    import featurestore
+
+    return featurestore.open(args.store, _storage_options(args.storage_option) or None)
+
+
+def _filters(args: argparse.Namespace) -> dict:
+    return {"catalog": args.catalog, "feature_set": args.feature_set, "film": args.film,
+            "composer": args.composer, "year": args.year, "genres": args.genre,
+            "all_genres": args.all_genres, "exclude_genres": args.exclude_genre,
+            "labels": args.labels, "status": args.status, "where": args.where}
+
+
 def _spec(args: argparse.Namespace) -> FeatureSpec:
     fields = {}
     if args.spec:
@@ -93,6 +136,40 @@ def _parser() -> argparse.ArgumentParser:
     _add_cluster_args(b)
     _add_spec_args(b)
 
+    t = sub.add_parser("tracks", help="list tracks matching filters",
+                       description="Tracks with their metadata and build status. Filters on "
+                                   "catalog columns are pushed down to the Parquet scan.")
+    _add_store_args(t)
+    _add_filter_args(t)
+    t.add_argument("--columns", metavar="A,B,...", help="output columns (default: all)")
+    t.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table",
+                   help="table (default), csv, json (one object per line) or parquet")
+    t.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    t.add_argument("--limit", type=int, metavar="N", help="at most N rows")
+    t.add_argument("--lazy", action="store_true",
+                   help="read and write one row group at a time (bounded memory; csv, json, "
+                        "parquet)")
+
+    i = sub.add_parser("info", help="summary of a store",
+                       description="Tracks, hours, tiles, failures, feature sets and size on "
+                                   "disk.")
+    _add_store_args(i)
+    i.add_argument("--format", choices=["text", "json"], default="text")
+
+    st = sub.add_parser("stats", help="catalog statistics: membership, bigrams, years",
+                        description="Class membership by label (tracks, tiles, hours), label "
+                                    "bigrams, release year per label and labels per track, over "
+                                    "the tracks matching the filters.")
+    _add_store_args(st)
+    _add_filter_args(st)
+    st.add_argument("--min-tracks", type=int, metavar="N",
+                    help="which classes keep at least N tracks, and the tiles per class of a "
+                         "balanced training set")
+    st.add_argument("--top", type=int, default=5, metavar="N",
+                    help="most and least frequent bigrams to show (default %(default)s)")
+    st.add_argument("--plots", metavar="DIR", help="write PNG figures here")
+    st.add_argument("--format", choices=["table", "json"], default="table")
+
     d = sub.add_parser("demo", help="generate the demo library and build its store",
                        description="The main job on the embedded default: generate the demo "
                                    "film-score library, build its store on a LocalCluster.")
@@ -113,6 +190,140 @@ def _cmd_build(args: argparse.Namespace) -> int:
                    progress=not args.no_progress)
     print(report.summary())
     return report.exit_code
+
+
+def _flat_lists(frame):
+    """List cells as ``a|b`` strings, the catalog convention, for CSV and tables."""
+    import numpy as np
+
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].dtype == object and out[col].map(
+                lambda v: isinstance(v, (list, np.ndarray))).any():
+            out[col] = out[col].map(lambda v: "|".join(map(str, v))
+                                    if isinstance(v, (list, np.ndarray)) else v)
+    return out
+
+
+def _write_frames(frames, fmt: str, output: str | None) -> int:
+    """Write frames (an iterable, one after another) as one table; returns the rows written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    binary = fmt == "parquet"
+    if output:
+        sink = open(output, "wb" if binary else "w", newline="" if not binary else None)
+    else:
+        sink = sys.stdout.buffer if binary else sys.stdout
+    rows, writer = 0, None
+    try:
+        for n, frame in enumerate(frames):
+            rows += len(frame)
+            if fmt == "table":
+                if len(frame) or n == 0:
+                    sink.write(_flat_lists(frame).to_string(index=False, header=n == 0) + "\n")
+            elif fmt == "csv":
+                _flat_lists(frame).to_csv(sink, index=False, header=n == 0)
+            elif fmt == "json":
+                if len(frame):
+                    text = frame.to_json(orient="records", lines=True, date_format="iso")
+                    sink.write(text if text.endswith("\n") else text + "\n")
+            else:
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(sink, table.schema, compression="zstd")
+                writer.write_table(table.cast(writer.schema))
+    finally:
+        if writer is not None:
+            writer.close()
+        if output:
+            sink.close()
+    return rows
+
+
+def _cmd_tracks(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    tracks = store.tracks(columns=columns, lazy=args.lazy, **_filters(args))
+    if args.lazy:
+        def parts():
+            left = args.limit
+            for i in range(tracks.npartitions):
+                frame = tracks.get_partition(i).compute()
+                if left is not None:
+                    frame, left = frame.head(left), left - min(left, len(frame))
+                yield frame
+                if left == 0:
+                    return
+        frames = parts()
+    else:
+        frames = [tracks.head(args.limit) if args.limit is not None else tracks]
+    rows = _write_frames(frames, args.format, args.output)
+    print(f"{rows} tracks", file=sys.stderr)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from featurestore.info import format_info, store_info
+
+    info = store_info(_open_store(args))
+    print(json.dumps(info, indent=2) if args.format == "json" else format_info(info))
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from catalogs import statistics
+    from catalogs.plots import write_plots
+
+    labels = args.labels
+    tracks = _open_store(args).tracks(**_filters(args))
+    tables = {
+        "membership": statistics.membership(tracks, labels),
+        "bigrams_most": statistics.bigrams(tracks, labels).head(args.top),
+        "bigrams_least": statistics.bigrams(tracks, labels).iloc[::-1].head(args.top),
+        "year": statistics.year_by_label(tracks, labels),
+        "labels_per_track": statistics.labels_per_track(tracks, labels),
+    }
+    if args.min_tracks is not None:
+        tables["selection"] = statistics.class_selection(tracks, args.min_tracks, labels)
+    if args.format == "json":
+        out = {k: json.loads(v.reset_index().to_json(orient="records")) for k, v in tables.items()}
+        out["tracks"] = len(tracks)
+        out["mean_labels_per_track"] = tables["labels_per_track"].attrs["mean"]
+        if "selection" in tables:
+            out["selection_summary"] = tables["selection"].attrs
+        print(json.dumps(out, indent=2))
+    else:
+        _print_stats(tracks, tables, labels, args)
+    if args.plots:
+        for path in write_plots(tracks, args.plots, labels):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _print_stats(tracks, tables: dict, labels: str, args: argparse.Namespace) -> None:
+    membership = tables["membership"].copy()
+    membership["share"] = (membership["share"] * 100).round(1).astype(str) + "%"
+    membership["hours"] = membership["hours"].round(2)
+    print(f"{len(tracks)} tracks; class membership by {labels}:")
+    print(membership.to_string())
+    print(f"\nmost frequent {labels} pairs:")
+    print(tables["bigrams_most"].to_string(index=False))
+    print(f"\nleast frequent {labels} pairs:")
+    print(tables["bigrams_least"].to_string(index=False))
+    print("\nrelease year per label (mean, sample std):")
+    print(tables["year"].round(1).to_string())
+    per_track = tables["labels_per_track"]
+    print(f"\nlabels per track (mean {per_track.attrs['mean']:.2f}):")
+    print(per_track.to_frame().T.to_string(index=False))
+    if "selection" in tables:
+        sel = tables["selection"]
+        a = sel.attrs
+        print(f"\nclasses with at least {args.min_tracks} tracks: {a['kept_classes']} of "
+              f"{len(sel)}; a balanced training set keeps {a['per_class']} tiles per class, "
+              f"{a['tiles_kept']} in all (of {a['tiles_available']} tile-labels in those "
+              "classes)")
+        print(sel.to_string())
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -145,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.simplefilter("always", UnknownGenreWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
-    commands = {"build": _cmd_build, "demo": _cmd_demo}
+    commands = {"build": _cmd_build, "demo": _cmd_demo, "tracks": _cmd_tracks,
+                "info": _cmd_info, "stats": _cmd_stats}
     try:
         return commands[args.command](args)
     except CatalogError as exc:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import fsspec
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from featurestore.urls import atomic_write, join
@@ -71,8 +72,9 @@ class ManifestLog:
     def _log_path(self, seq: int) -> str:
         return join(self.log_dir, f"{seq:010d}.parquet")
 
-    def _read_table(self, path: str) -> tuple[pa.Table, int, int]:
-        table = pq.read_table(io.BytesIO(self.fs.cat_file(path)))
+    def _read_table(self, path: str, columns: list[str] | None = None,
+                    where: pc.Expression | None = None) -> tuple[pa.Table, int, int]:
+        table = pq.read_table(io.BytesIO(self.fs.cat_file(path)), columns=columns, filters=where)
         meta = table.schema.metadata or {}
         return table, int(meta.get(_SEQ, b"0")), int(meta.get(_HIGH, b"0"))
 
@@ -88,18 +90,25 @@ class ManifestLog:
                 seqs.append(int(base[:-8]))
         return sorted(seqs)
 
-    def read(self, attempts: int = 20) -> ManifestState:
-        """The current committed state (empty if nothing was ever committed)."""
+    def read(self, attempts: int = 20, columns: list[str] | None = None,
+             where: pc.Expression | None = None) -> ManifestState:
+        """The current committed state (empty if nothing was ever committed). ``columns`` and
+        ``where`` (a filter on the key columns) read part of it, filtered before any pandas
+        conversion."""
+        if columns is not None:
+            columns = list(dict.fromkeys([*KEY, *columns]))
         for _ in range(attempts):
             try:
-                return self._read_once()
+                return self._read_once(columns, where)
             except (FileNotFoundError, _Raced):
                 time.sleep(0.05)  # a compaction ran between our listing and our reads
         raise RuntimeError(f"{self.path}: manifest kept changing while being read")
 
-    def _read_once(self) -> ManifestState:
+    def _read_once(self, columns: list[str] | None, where: pc.Expression | None
+                   ) -> ManifestState:
+        schema = SCHEMA if columns is None else pa.schema([SCHEMA.field(c) for c in columns])
         if self.fs.exists(self.snapshot_path):
-            snap, seq, high = self._read_table(self.snapshot_path)
+            snap, seq, high = self._read_table(self.snapshot_path, columns, where)
             tables = [snap]
         else:
             tables, seq, high = [], 0, 0
@@ -108,12 +117,12 @@ class ManifestLog:
                 continue
             if s != seq + 1:
                 raise _Raced()
-            table, seq, part_high = self._read_table(self._log_path(s))
+            table, seq, part_high = self._read_table(self._log_path(s), columns, where)
             high = max(high, part_high)
             tables.append(table)
         if not tables:
-            return ManifestState(empty_frame(), 0, 0)
-        frame = pa.concat_tables([t.cast(SCHEMA) for t in tables]).to_pandas()
+            return ManifestState(schema.empty_table().to_pandas(), 0, 0)
+        frame = pa.concat_tables([t.cast(schema) for t in tables]).to_pandas()
         frame = frame.drop_duplicates(KEY, keep="last").reset_index(drop=True)
         return ManifestState(frame, seq, high)
 

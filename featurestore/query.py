@@ -29,8 +29,9 @@ import pyarrow.fs as pafs
 
 from catalogs.genres import normalize_genre
 from catalogs.labels import DEFAULT_LABELS, label_lists
-from featurestore.errors import PENDING
+from featurestore.errors import PENDING, REMOVED
 from featurestore.expressions import QueryError, parse_where
+from featurestore.manifest import KEY, SCHEMA, ManifestLog
 from featurestore.urls import filesystem
 
 # Columns a track gets from the build manifest, beside its catalog columns.
@@ -231,6 +232,7 @@ class CatalogPart:
     catalog: str
     path: str
     row_groups: tuple[int, ...]
+    manifest: str | None = None  # the feature set's manifest folder, whose status is joined
 
 
 @dataclass
@@ -259,7 +261,7 @@ def catalog_fragment(url: str, storage_options: dict, path: str) -> ds.ParquetFi
 
 
 def plan_scan(url: str, storage_options: dict, catalog: str, fragment: ds.ParquetFileFragment,
-              expression: pc.Expression | None, columns: list[str]
+              expression: pc.Expression | None, columns: list[str], manifest: str | None
               ) -> tuple[CatalogPart, ScanStats]:
     """The row groups of a catalog table whose statistics may satisfy ``expression`` (reads
     the footer only), and what reading them costs."""
@@ -278,15 +280,30 @@ def plan_scan(url: str, storage_options: dict, catalog: str, fragment: ds.Parque
     stats = ScanStats(len(groups), meta.num_row_groups, sum(size(i) for i in groups),
                       sum(size(i) for i in range(meta.num_row_groups)))
     part = CatalogPart(url, tuple(sorted(storage_options.items())), catalog, fragment.path,
-                       tuple(groups))
+                       tuple(groups), manifest)
     return part, stats
 
 
+def build_rows(part: CatalogPart, track_ids) -> pd.DataFrame:
+    """The live manifest rows of ``track_ids`` in the part's catalog: ``catalog``,
+    ``track_id``, ``built_path`` and :data:`BUILD_COLUMNS` (none without a manifest)."""
+    columns = ["path", *BUILD_COLUMNS]
+    if part.manifest is None or not len(track_ids):
+        frame = pa.schema([SCHEMA.field(c) for c in [*KEY, *columns]]).empty_table().to_pandas()
+    else:
+        fs, _ = filesystem(part.url, dict(part.storage_options))
+        where = (pc.field("catalog") == part.catalog) & pc.field("track_id").isin(
+            pa.array(list(track_ids), pa.string()))
+        frame = ManifestLog(fs, part.manifest).read(columns=columns, where=where).frame
+        frame = frame[frame["status"] != REMOVED]
+    return frame.rename(columns={"path": "built_path"})
+
+
 def read_part(part: CatalogPart, query: TrackQuery, catalog_columns: list[str],
-              columns: list[str], build: pd.DataFrame, output: list[str] | None
-              ) -> pd.DataFrame:
-    """Scan one part (``columns`` only, rows filtered), join the build columns, apply the
-    remaining filters, keep ``output`` columns (all when None)."""
+              columns: list[str], output: list[str] | None) -> pd.DataFrame:
+    """Scan one part (``columns`` only, rows filtered), join the build columns of its rows
+    from the manifest as it is now, apply the remaining filters, keep ``output`` columns (all
+    when None)."""
     fragment = ds.ParquetFileFormat().make_fragment(
         part.path, filesystem=_arrow_fs(part.url, dict(part.storage_options)),
         row_groups=list(part.row_groups))
@@ -294,7 +311,7 @@ def read_part(part: CatalogPart, query: TrackQuery, catalog_columns: list[str],
                               filter=query.catalog_expression(catalog_columns))
     frame = table.to_pandas()
     frame.insert(0, "catalog", part.catalog)
-    frame = join_build(frame, build)
+    frame = join_build(frame, build_rows(part, frame["track_id"]))
     frame = query.apply_after_join(frame, catalog_columns)
     if output is not None:
         frame = frame[[c for c in output if c in frame.columns]]
@@ -313,4 +330,17 @@ def join_build(meta: pd.DataFrame, build: pd.DataFrame) -> pd.DataFrame:
     out["n_tiles"] = out["n_tiles"].fillna(0).astype("int64")
     out["tile_start"] = out["tile_start"].fillna(-1).astype("int64")
     out["error"] = out["error"].fillna("")
-    return out
+    return _text_columns(out)
+
+
+_TEXT = pd.StringDtype("pyarrow")  # missing values are pd.NA, as in the catalog reader
+
+
+def _text_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """One string dtype for every text column, whatever its origin (Parquet, merge keys)."""
+    for col in frame.columns:
+        dtype = frame[col].dtype
+        if (isinstance(dtype, pd.StringDtype) and dtype != _TEXT) or col in ("catalog",
+                                                                               "track_id"):
+            frame[col] = frame[col].astype(_TEXT)
+    return frame

@@ -22,8 +22,9 @@ from featurestore import layout
 from featurestore.errors import OK, REMOVED, StoreError
 from featurestore.expressions import QueryError
 from featurestore.manifest import ManifestLog, ManifestState, empty_frame
-from featurestore.query import (BUILD_COLUMNS, ScanStats, TrackQuery, catalog_fragment,
-                                join_build, plan_scan, read_part)
+from featurestore.query import (BUILD_COLUMNS, CatalogPart, ScanStats, TrackQuery,
+                                build_rows, catalog_fragment, join_build, plan_scan,
+                                read_part)
 from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.tile_arrays import Moments, TileArrays
 from featurestore.urls import atomic_write, filesystem, normalize_url
@@ -221,16 +222,11 @@ class Store:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _build_frame(self, feature_set) -> pd.DataFrame:
-        """Live manifest rows (catalog, track_id, built_path and the build columns)."""
-        state = (self.feature_set(feature_set).state().frame
-                 if feature_set is not False and self.feature_set_hashes() else empty_frame())
-        return state.loc[state["status"] != REMOVED,
-                         ["catalog", "track_id", "path", *BUILD_COLUMNS]].rename(
-                             columns={"path": "built_path"}).reset_index(drop=True)
-
-    def _plan(self, catalog: str | None, query: TrackQuery, columns: list[str] | None):
+    def _plan(self, catalog: str | None, query: TrackQuery, columns: list[str] | None,
+              feature_set=None):
         """Per catalog: ``(part, catalog columns, scan columns, stats)``."""
+        manifest = (layout.manifest_dir(self.root, self.feature_set(feature_set).hash)
+                    if feature_set is not False and self.feature_set_hashes() else None)
         names = self.catalog_names()
         if catalog is not None and catalog not in names:
             raise StoreError(f"{self.url} has no catalog {catalog!r} (it has: "
@@ -249,7 +245,8 @@ class Store:
             query.check_columns(name, catalog_columns)
             scan_columns = query.scan_columns(catalog_columns, columns)
             part, stats = plan_scan(self.url, self.storage_options, name, fragment,
-                                    query.catalog_expression(catalog_columns), scan_columns)
+                                    query.catalog_expression(catalog_columns), scan_columns,
+                                    manifest)
             plans.append((part, catalog_columns, scan_columns, stats))
         return plans
 
@@ -295,30 +292,30 @@ class Store:
         """
         self.check_layout()
         query = TrackQuery.of(**filters)
-        plans = self._plan(catalog, query, columns)
-        build = self._build_frame(feature_set)
+        plans = self._plan(catalog, query, columns, feature_set)
         output = None if columns is None else ["catalog", "track_id"] + [
             c for c in columns if c not in ("catalog", "track_id")]
         if lazy:
             import dask
             import dask.dataframe as dd
 
-            shared = dask.delayed(build, pure=True)
             meta = _concat([read_part(replace(part, row_groups=()), query, cat_cols, scan_cols,
-                                      build.iloc[:0], output)
-                            for part, cat_cols, scan_cols, _ in plans], build)
-            read = dask.delayed(read_part, pure=True)
+                                      output)
+                            for part, cat_cols, scan_cols, _ in plans])
+            # not pure: each computation reads the manifest as it is then
+            read = dask.delayed(read_part, pure=False)
             pieces = [dask.delayed(_conform, pure=True)(
-                          read(replace(part, row_groups=(g,)), query, cat_cols, scan_cols, shared,
+                          read(replace(part, row_groups=(g,)), query, cat_cols, scan_cols,
                                output), list(meta.columns))
                       for part, cat_cols, scan_cols, _ in plans for g in part.row_groups]
-            if not pieces:
-                return dd.from_pandas(meta, npartitions=1)
-            return dd.from_delayed(pieces, meta=meta, verify_meta=False)
-        frames = [read_part(part, query, cat_cols, scan_cols,
-                            build[build["catalog"] == part.catalog], output)
+            # dask would otherwise turn list columns (genres) into their repr strings
+            with dask.config.set({"dataframe.convert-string": False}):
+                if not pieces:
+                    return dd.from_pandas(meta, npartitions=1)
+                return dd.from_delayed(pieces, meta=meta, verify_meta=False)
+        frames = [read_part(part, query, cat_cols, scan_cols, output)
                   for part, cat_cols, scan_cols, _ in plans]
-        out = _concat(frames, build)
+        out = _concat(frames)
         if include_removed:
             state = (self.feature_set(feature_set).state().frame
                      if self.feature_set_hashes() else empty_frame())
@@ -370,13 +367,14 @@ class Store:
             name="mfcc", attrs={"feature_set": fset.hash, "tile_seconds": fset.spec.tile_seconds})
 
 
-def _concat(frames: list[pd.DataFrame], build: pd.DataFrame) -> pd.DataFrame:
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Catalogs' frames as one (the union of their columns); a store with no catalog yet
     gives an empty frame with the key and build columns."""
     if not frames:
         empty = pd.DataFrame({c: pd.Series(dtype="string")
                               for c in ("catalog", "track_id", "path")})
-        return join_build(empty, build.iloc[:0])
+        no_part = CatalogPart("memory://", (), "", "", ())
+        return join_build(empty, build_rows(no_part, []))
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
