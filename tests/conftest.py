@@ -94,3 +94,35 @@ def track_tiles(store_url: str, catalog: str | None = None) -> dict[tuple[str, s
 def cli(*args: str) -> list[str]:
     """The featurestore command as a subprocess argument list (same interpreter)."""
     return [sys.executable, "-m", "featurestore.cli", *args]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-compatible server (moto) on loopback; yields ``(endpoint, storage_options)``
+    with a fresh bucket per test through :func:`s3_bucket`."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    options = {"key": "test", "secret": "test",
+               "client_kwargs": {"endpoint_url": endpoint}}
+    yield endpoint, options
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request):
+    """A new bucket on the loopback S3 server: ``(s3://bucket, storage_options)``."""
+    import s3fs
+
+    _, options = s3_endpoint
+    name = "t-" + "".join(c for c in request.node.name.lower() if c.isalnum())[:40]
+    fs = s3fs.S3FileSystem(**options)
+    fs.mkdir(name)
+    fs.invalidate_cache()
+    return f"s3://{name}", options
