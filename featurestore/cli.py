@@ -170,6 +170,40 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--plots", metavar="DIR", help="write PNG figures here")
     st.add_argument("--format", choices=["table", "json"], default="table")
 
+    tr = sub.add_parser("train", help="train a tagger on the store's tiles",
+                        description="Train a model (the study's dnn, cnn, ensemble of "
+                                    "one-vs-rest CNNs, or a multi-label CNN) and save it into "
+                                    "the store. Rerun the same command after an interruption to "
+                                    "resume from the last checkpoint.")
+    _add_store_args(tr)
+    tr.add_argument("--name", required=True, help="model name in the store")
+    tr.add_argument("--arch", default="cnn", choices=["dnn", "cnn", "ensemble", "multilabel"])
+    tr.add_argument("--labels", metavar="A,B,...", help="classes (default: every label with "
+                                                         "at least --min-tracks tracks)")
+    tr.add_argument("--min-tracks", type=int, default=20, metavar="N")
+    tr.add_argument("--label-column", default="genres", metavar="COLUMN",
+                    help="catalog column holding the labels (default %(default)s)")
+    tr.add_argument("--group-by", metavar="COLUMN",
+                    help="split whole groups, e.g. film: no film on two sides")
+    tr.add_argument("--test-size", type=float, default=0.1)
+    tr.add_argument("--val-size", type=float, default=0.2)
+    tr.add_argument("--balance", default="equal",
+                    choices=["equal", "weights", "oversample", "none"])
+    tr.add_argument("--epochs", type=int, default=200)
+    tr.add_argument("--patience", type=int, default=20)
+    tr.add_argument("--batch-size", type=int, default=128)
+    tr.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    tr.add_argument("--learning-rate", type=float, default=0.01)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0")
+    tr.add_argument("--no-mixed-precision", action="store_true")
+    tr.add_argument("--loader-workers", type=int, default=0, metavar="N")
+    tr.add_argument("--memory-budget-mb", type=float, default=1024.0, metavar="MB",
+                    help="keep the run's tiles in memory when they fit (default %(default)s)")
+    tr.add_argument("--feature-set", metavar="HASH")
+    tr.add_argument("--overwrite", action="store_true", help="replace a model of that name")
+    tr.add_argument("--no-progress", action="store_true")
+
     d = sub.add_parser("demo", help="generate the demo library and build its store",
                        description="The main job on the embedded default: generate the demo "
                                    "film-score library, build its store on a LocalCluster.")
@@ -326,6 +360,25 @@ def _print_stats(tracks, tables: dict, labels: str, args: argparse.Namespace) ->
         print(sel.to_string())
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training import TrainConfig, train
+
+    config = TrainConfig(
+        arch=args.arch, labels=tuple(x.strip() for x in (args.labels or "").split(",")
+                                     if x.strip()),
+        min_tracks=args.min_tracks, label_column=args.label_column, group_by=args.group_by,
+        test_size=args.test_size, val_size=args.val_size, balance=args.balance,
+        epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
+        optimizer=args.optimizer, learning_rate=args.learning_rate, seed=args.seed,
+        device=args.device, mixed_precision=not args.no_mixed_precision,
+        loader_workers=args.loader_workers, memory_budget_mb=args.memory_budget_mb,
+        feature_set=args.feature_set)
+    report = train(_open_store(args), args.name, config, overwrite=args.overwrite,
+                   progress=not args.no_progress)
+    print(report.summary())
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from catalogs.demo import generate_demo_library
     import featurestore
@@ -357,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("always", UnknownGenreWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     commands = {"build": _cmd_build, "demo": _cmd_demo, "tracks": _cmd_tracks,
-                "info": _cmd_info, "stats": _cmd_stats}
+                "info": _cmd_info, "stats": _cmd_stats, "train": _cmd_train}
     try:
         return commands[args.command](args)
     except CatalogError as exc:

@@ -10,6 +10,7 @@
     <store>/features/<spec-hash>/manifest/snapshot.parquet   build manifest as of the last run
     <store>/features/<spec-hash>/manifest/log/<seq>.parquet  commits since that snapshot
     <store>/features/<spec-hash>/stats/<seq>.npz   per-value count, sum and sum of squares
+    <store>/models/<name>/                         trained models (config, weights, split, history)
 """
 
 from __future__ import annotations
@@ -70,3 +71,11 @@ def manifest_dir(root: str, spec_hash: str) -> str:
 
 def stats_dir(root: str, spec_hash: str) -> str:
     return join(feature_set_dir(root, spec_hash), "stats")
+
+
+def models_dir(root: str) -> str:
+    return join(root, "models")
+
+
+def model_dir(root: str, name: str) -> str:
+    return join(root, "models", name)

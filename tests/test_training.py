@@ -1,0 +1,214 @@
+"""Training: splits, samplers, the lazy tile loader, the models, and runs on the demo library
+(improving, resuming, refusing what it must)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import featurestore
+from catalogs.demo import generate_demo_library
+from training import TrainConfig, TrainingError, train
+from training.loader import BlockShuffleTiles, TileSource, make_loader
+from training.model_files import ModelFiles
+from training.models import build_model
+from training.samplers import MultiClassSampler, MultiLabelSampler, OneVsRestSampler, TileTable
+from training.split import split_tracks
+
+FAST = dict(optimizer="adam", learning_rate=1e-3, min_tracks=6, test_size=0.2)
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory, dask_client):
+    """The demo library (48 cues, 16 films) built with chunks of 8 tiles."""
+    root = tmp_path_factory.mktemp("demo")
+    catalog = generate_demo_library(str(root))
+    url = str(root / "store")
+    featurestore.build(catalog, url, name="demo", client=dask_client, progress=False,
+                       encoding=featurestore.TileEncoding(chunk_tiles=8))
+    return url
+
+
+def _frame(n_films: int = 40, per_film: int = 3, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for f in range(n_films):
+        for k in range(per_film):
+            rows.append({"catalog": "c", "track_id": f"f{f}-{k}", "film": f"Film {f}",
+                         "n_tiles": int(rng.integers(1, 6))})
+    return pd.DataFrame(rows)
+
+
+def test_split_by_track_and_by_film():
+    frame = _frame()
+    side = split_tracks(frame, 0.1, 0.2, seed=3)
+    assert set(side) == {"train", "val", "test"}
+    assert side.groupby(frame["track_id"]).nunique().max() == 1
+    tiles = frame["n_tiles"].groupby(side).sum() / frame["n_tiles"].sum()
+    assert 0.05 < tiles["test"] < 0.2 and 0.1 < tiles["val"] < 0.3
+    by_film = split_tracks(frame, 0.1, 0.2, seed=3, group_by="film")
+    assert by_film.groupby(frame["film"]).nunique().max() == 1  # no film on two sides
+    assert split_tracks(frame, 0.1, 0.2, seed=3).equals(side)  # seeded
+    assert not split_tracks(frame, 0.1, 0.2, seed=4).equals(side)
+    # A rare class (3 films) still reaches test and validation.
+    targets = np.zeros((len(frame), 2), dtype=np.float32)
+    targets[:, 0] = 1
+    targets[frame["film"].isin(["Film 1", "Film 2", "Film 3"]).to_numpy(), 1] = 1
+    side = split_tracks(frame, 0.1, 0.2, seed=0, group_by="film", targets=targets)
+    assert set(side[targets[:, 1] > 0]) == {"train", "val", "test"}
+    with pytest.raises(TrainingError, match="no such column"):
+        split_tracks(frame, group_by="studio")
+
+
+def _table() -> TileTable:
+    # 6 tracks, classes 0..2; class 2 is rare
+    targets = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 1, 1], [1, 0, 0]],
+                       dtype=np.float32)
+    tracks = pd.DataFrame({"n_tiles": [10, 5, 8, 6, 3, 12],
+                           "tile_start": [0, 10, 15, 23, 29, 32]})
+    return TileTable.of(tracks, targets)
+
+
+def test_samplers_balance_as_configured():
+    table = _table()
+    labels = table.labels
+    counts = labels.sum(0).astype(int)  # [35, 14, 3]
+    index, target = MultiClassSampler(table, "equal", seed=1).epoch(0)
+    assert Counter(target.tolist()) == {0: 3, 1: 3, 2: 3}
+    for c in range(3):  # every tile drawn under class c carries c
+        rows = np.searchsorted(table.index, index[target == c])
+        assert (labels[rows, c] == 1).all()
+    _, target = MultiClassSampler(table, "oversample", seed=1).epoch(0)
+    assert Counter(target.tolist()) == {0: 35, 1: 35, 2: 35}
+    _, target = MultiClassSampler(table, "none").epoch(0)
+    assert Counter(target.tolist()) == dict(enumerate(counts))
+    weights = MultiClassSampler(table, "weights").loss_weights()
+    assert torch.allclose(weights, torch.tensor(counts.sum() / (3 * counts), dtype=torch.float32))
+
+    sampler = OneVsRestSampler(table, 1, "equal", seed=0)
+    draws = []
+    for epoch in range(2):
+        index, target = sampler.epoch(epoch)
+        positives = set(index[target[:, 0] == 1].tolist())
+        assert positives == set(table.index[labels[:, 1] == 1].tolist())  # all of them
+        assert (target == 0).sum() == (target == 1).sum() == 14
+        draws.append(set(index[target[:, 0] == 0].tolist()))
+    assert draws[0] != draws[1]  # a fresh sample of negatives each epoch
+    index, target = MultiLabelSampler(table, "equal", seed=0).epoch(0)
+    assert len(index) == 9 and target.shape == (9, 3)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_yields_every_planned_tile_once(demo_store, workers):
+    store = featurestore.open(demo_store)
+    fset = store.feature_set()
+    stored = np.asarray(fset.arrays().mfcc[:])
+    live = store.tiles()
+    index = np.asarray(store.tracks(status="ok").pipe(
+        lambda t: np.concatenate([np.arange(s, s + n) for s, n in zip(t["tile_start"],
+                                                                      t["n_tiles"])])))
+    plan = np.concatenate([index, index[:5]])  # repeats are yielded as repeats
+    data = BlockShuffleTiles(TileSource(fset.tiles_url), batch_size=16, buffer_chunks=2,
+                             seed=0)
+    data.set_plan(plan, np.arange(len(plan)), epoch=1)
+    seen = []
+    for x, pos in make_loader(data, workers):
+        assert x.shape[1:] == (1, 40, 100) and len(x) <= 16
+        np.testing.assert_array_equal(x[:, 0].numpy(), stored[plan[pos.numpy()]])
+        seen.extend(pos.tolist())
+    assert sorted(seen) == list(range(len(plan)))
+    assert seen != sorted(seen)  # shuffled
+    assert live.sizes["tile"] == len(index)
+    data.preload(index)  # the in-memory fast path gives the same tiles
+    got = {p: x for xb, pb in make_loader(data, 0) for x, p in zip(xb[:, 0].numpy(),
+                                                                      pb.tolist())}
+    assert sorted(got) == list(range(len(plan)))
+    np.testing.assert_array_equal(got[len(index)], stored[index[0]])
+
+
+def _params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_architectures_output_shapes_and_parameter_counts():
+    x = torch.randn(4, 1, 40, 100)
+    # by hand: weights + biases of each layer, from the study's table
+    dnn = 4000 * 50 + 50 + 50 * 50 + 50 + 50 * 10 + 10
+    convs6 = (1 * 32 * 25 + 32) + (32 * 64 * 9 + 64) + (64 * 128 * 4 + 128) + (
+        128 * 256 * 4 + 256)
+    cnn = convs6 + 256 * 2 * 6 * 50 + 50 + 50 * 50 + 50 + 50 * 10 + 10
+    member = ((1 * 32 * 9 + 32) + (32 * 64 * 4 + 64) + (64 * 128 * 4 + 128)
+              + 128 * 5 * 12 * 50 + 50 + 50 * 50 + 50 + 50 * 1 + 1)
+    for arch, params in [("dnn", dnn), ("cnn", cnn), ("multilabel", cnn),
+                         ("ensemble", 10 * member)]:
+        model = build_model(arch, (40, 100), 10).eval()
+        assert model(x).shape == (4, 10), arch
+        assert _params(model) == params, arch
+    assert build_model("ensemble", (40, 100), 4)(x).shape == (4, 4)
+    assert build_model("cnn", (20, 50), 3)(torch.randn(2, 1, 20, 50)).shape == (2, 3)
+
+
+def test_short_training_improves_validation_loss_and_saves_everything(demo_store):
+    report = train(demo_store, "ml", TrainConfig(arch="multilabel", epochs=12, patience=12,
+                                                 **FAST), progress=False)
+    val = report.history["val_loss"].to_numpy()
+    assert val.min() < val[0] - 0.02, val
+    files = ModelFiles(featurestore.open(demo_store), "ml")
+    config = files.read_config()
+    assert config["complete"] and config["classes"] == report.classes
+    assert config["feature_set"] == featurestore.open(demo_store).feature_set().hash
+    assert len(config["classes"]) == 10 and 0 < config["metrics"]["track_lrap"] <= 1
+    split = files.read_frame("split.parquet")
+    assert set(split["side"]) == {"train", "val", "test"}
+    history = files.read_frame("history.csv")
+    assert len(history) == 12 and list(history["epoch"]) == list(range(12))
+    weights = files.load_torch("weights", "model.pt")
+    assert "standardize.mean" in weights and weights["standardize.std"].min() > 0
+    assert files.fs.cat_file(files.path("curves.png"))[:4] == b"\x89PNG"
+    with pytest.raises(TrainingError, match="already exists"):
+        train(demo_store, "ml", TrainConfig(arch="multilabel", epochs=1, **FAST),
+              progress=False)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_continues_where_it_stopped(demo_store):
+    config = TrainConfig(arch="cnn", epochs=5, patience=5, **FAST)
+    whole = train(demo_store, "cnn-whole", config, progress=False)
+
+    def stop_after_two(row):
+        if row["epoch"] == 1:
+            raise _Stop()
+
+    with pytest.raises(_Stop):
+        train(demo_store, "cnn-cut", config, progress=False, on_epoch=stop_after_two)
+    files = ModelFiles(featurestore.open(demo_store), "cnn-cut")
+    assert not files.read_config()["complete"]
+    resumed = train(demo_store, "cnn-cut", config, progress=False)
+    assert resumed.resumed and list(resumed.history["epoch"]) == list(range(5))
+    np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"],
+                               rtol=1e-4)
+    with pytest.raises(TrainingError, match="other settings"):
+        files.write_config({**files.read_config(), "complete": False})
+        train(demo_store, "cnn-cut", TrainConfig(arch="cnn", epochs=7, patience=5, **FAST),
+              progress=False)
+
+
+def test_feature_set_mismatch_is_refused(demo_store):
+    store = featurestore.open(demo_store)
+    files = ModelFiles(store, "elsewhere")
+    files.write_config({"name": "elsewhere", "feature_set": "0123456789abcdef",
+                        "complete": False, "train_config": TrainConfig().to_dict()})
+    with pytest.raises(TrainingError, match="feature set 0123456789abcdef.*another spec"):
+        train(demo_store, "elsewhere", TrainConfig(), progress=False)
+    other = featurestore.FeatureSpec(tile_frames=50).hash
+    with pytest.raises(featurestore.StoreError, match=f"no feature set {other}"):
+        train(demo_store, "x", TrainConfig(feature_set=other), progress=False)
+    with pytest.raises(TrainingError, match="Polka"):
+        train(demo_store, "y", TrainConfig(labels=("Drama", "Polka")), progress=False)

@@ -1,0 +1,145 @@
+"""Reading tiles for training: block shuffle over Zarr chunks, lazily, in bounded memory.
+
+Random single-tile reads from chunked storage are 10-100x slower than reading whole chunks, so
+an epoch's tiles are grouped by the chunk that holds them; the chunks are visited in a shuffled
+order (split between DataLoader workers), each read once as one contiguous slice, and tiles are
+mixed in a buffer of ``buffer_chunks`` chunks before batches leave. When every tile a run needs
+fits ``memory_budget_mb``, they are read once and kept (the fast path); batches are then drawn
+from memory in a full shuffle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from featurestore.tile_arrays import Moments, TileArrays
+
+_OPEN: dict[str, object] = {}  # per process: the zarr array of each tile store
+
+
+@dataclass(frozen=True)
+class TileSource:
+    """Where tiles live: a feature set's tile arrays (local path or fsspec URL)."""
+
+    tiles_url: str
+    storage_options: dict = field(default_factory=dict)
+
+    def array(self):
+        if self.tiles_url not in _OPEN:
+            _OPEN[self.tiles_url] = TileArrays.open(self.tiles_url, self.storage_options).mfcc
+        return _OPEN[self.tiles_url]
+
+    @property
+    def chunk_tiles(self) -> int:
+        return int(self.array().chunks[0])
+
+
+def blocks(index: np.ndarray, chunk_tiles: int) -> list[np.ndarray]:
+    """Positions of ``index`` grouped by the chunk holding each tile, chunks in order."""
+    order = np.argsort(index, kind="stable")
+    chunk = index[order] // chunk_tiles
+    cuts = np.flatnonzero(np.diff(chunk)) + 1
+    return np.split(order, cuts) if len(order) else []
+
+
+def read_block(array, index: np.ndarray) -> np.ndarray:
+    """The tiles at ``index`` (all in one chunk or a few neighbours), one contiguous read."""
+    lo, hi = int(index.min()), int(index.max()) + 1
+    return np.asarray(array[lo:hi])[index - lo]
+
+
+class BlockShuffleTiles(IterableDataset):
+    """Batches ``(tiles, targets)`` of the current plan (``set_plan``), read block-wise.
+
+    Each DataLoader worker takes every n-th chunk of the shuffled chunk order, so an epoch
+    yields every planned tile exactly once (repeats in the plan are yielded as repeats)."""
+
+    def __init__(self, source: TileSource, batch_size: int = 128, buffer_chunks: int = 8,
+                 shuffle: bool = True, seed: int = 0):
+        self.source, self.batch_size = source, batch_size
+        self.buffer_chunks, self.shuffle, self.seed = buffer_chunks, shuffle, seed
+        self.index = np.zeros(0, dtype=np.int64)
+        self.targets = np.zeros(0, dtype=np.float32)
+        self.epoch = 0
+        self.memory: tuple[np.ndarray, np.ndarray] | None = None  # (sorted indices, tiles)
+
+    def set_plan(self, index: np.ndarray, targets: np.ndarray, epoch: int = 0) -> None:
+        self.index, self.targets, self.epoch = np.asarray(index, np.int64), targets, epoch
+
+    def preload(self, index: np.ndarray) -> None:
+        """Read the tiles at ``index`` once and serve every later plan from memory."""
+        keys = np.unique(index)
+        array, chunk = self.source.array(), self.source.chunk_tiles
+        tiles = np.empty((len(keys), *array.shape[1:]), dtype=np.float32)
+        for block in blocks(keys, chunk):
+            tiles[block] = read_block(array, keys[block])
+        self.memory = (keys, tiles)
+
+    def _batches(self, x: np.ndarray, y: np.ndarray):
+        for start in range(0, len(x), self.batch_size):
+            yield (torch.from_numpy(x[start:start + self.batch_size])[:, None],
+                   torch.from_numpy(np.ascontiguousarray(y[start:start + self.batch_size])))
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
+        rng = np.random.default_rng([self.seed, self.epoch, worker])
+        if self.memory is not None:
+            keys, tiles = self.memory
+            order = rng.permutation(len(self.index)) if self.shuffle else np.arange(
+                len(self.index))
+            order = order[worker::n_workers]
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start:start + self.batch_size]
+                x = tiles[np.searchsorted(keys, self.index[rows])]
+                yield from self._batches(x, self.targets[rows])
+            return
+        array, chunk = self.source.array(), self.source.chunk_tiles
+        groups = blocks(self.index, chunk)
+        if self.shuffle:
+            groups = [groups[i] for i in np.random.default_rng(
+                [self.seed, self.epoch]).permutation(len(groups))]
+        groups = groups[worker::n_workers]
+        xs, ys, held = [], [], 0
+        for i, positions in enumerate(groups):
+            xs.append(read_block(array, self.index[positions]))
+            ys.append(self.targets[positions])
+            held += len(positions)
+            if held >= self.buffer_chunks * chunk or i == len(groups) - 1:
+                x, y = np.concatenate(xs), np.concatenate(ys)
+                order = rng.permutation(len(x)) if self.shuffle else np.arange(len(x))
+                full = len(x) - len(x) % self.batch_size if i < len(groups) - 1 else len(x)
+                yield from self._batches(x[order[:full]], y[order[:full]])
+                xs, ys = [x[order[full:]]], [y[order[full:]]]
+                held = len(xs[0])
+
+
+def _fresh_handles(_worker: int) -> None:
+    _OPEN.clear()  # a forked worker opens its own store handles (object-store clients)
+
+
+def make_loader(dataset: BlockShuffleTiles, workers: int = 0) -> DataLoader:
+    """A DataLoader over the dataset's batches (``batch_size=None``: the dataset batches)."""
+    return DataLoader(dataset, batch_size=None, num_workers=workers,
+                      persistent_workers=False, prefetch_factor=4 if workers else None,
+                      worker_init_fn=_fresh_handles if workers else None,
+                      pin_memory=torch.cuda.is_available())
+
+
+def tile_moments(source: TileSource, index: np.ndarray,
+                 memory: tuple[np.ndarray, np.ndarray] | None = None) -> Moments:
+    """Per-value count, sum and sum of squares of the tiles at ``index`` (each once), read
+    block-wise (or from the preloaded tiles)."""
+    keys = np.unique(index)
+    shape = tuple(source.array().shape[1:])
+    total = Moments.zeros(shape)
+    if memory is not None:
+        return Moments.of(memory[1][np.searchsorted(memory[0], keys)], shape)
+    array, chunk = source.array(), source.chunk_tiles
+    for block in blocks(keys, chunk):
+        total = total + Moments.of(read_block(array, keys[block]), shape)
+    return total

@@ -1,0 +1,161 @@
+"""The training loop of one network: epochs of sampled tiles, validation, early stopping, the
+best weights kept, a checkpoint every epoch so that an interrupted run resumes where it was."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from training.config import TrainConfig
+from training.loader import BlockShuffleTiles, make_loader
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when present, else CPU; or an explicit torch device string."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_loss(softmax: bool, weights: torch.Tensor | None) -> nn.Module:
+    if softmax:
+        return nn.CrossEntropyLoss(weight=weights)
+    return nn.BCEWithLogitsLoss(pos_weight=weights)
+
+
+@dataclass
+class Checkpointer:
+    """Saves and loads one network's checkpoint (callables over the model's files)."""
+
+    save: Callable[[dict], None]
+    load: Callable[[], dict | None]
+
+
+def _autocast(device: torch.device, enabled: bool):
+    # bfloat16 on CUDA needs no loss scaling; CPU runs in float32
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=enabled and device.type == "cuda")
+
+
+def evaluate_loss(model: nn.Module, dataset: BlockShuffleTiles, loss_fn: nn.Module,
+                  device: torch.device, config: TrainConfig) -> float:
+    """Mean loss over the dataset's plan (every tile once, no dropout)."""
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for x, y in make_loader(dataset, config.loader_workers):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with _autocast(device, config.mixed_precision):
+                out = model(x)
+            total += float(loss_fn(out.float(), y)) * len(x)
+            n += len(x)
+    return total / max(n, 1)
+
+
+def fit(model: nn.Module, sampler, train_data: BlockShuffleTiles, val_data: BlockShuffleTiles,
+        softmax: bool, config: TrainConfig, device: torch.device, checkpoint: Checkpointer,
+        label: str = "", progress: bool = True,
+        on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+    """Train ``model`` in place; on return it holds the best weights (lowest validation loss).
+    Returns the history rows (one per epoch, resumed ones included)."""
+    model.to(device)
+    loss_fn = make_loss(softmax, sampler.loss_weights()).to(device)
+    val_loss_fn = make_loss(softmax, None).to(device)
+    if config.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=config.learning_rate,
+                              momentum=config.momentum)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    decay = (lambda e: max(1.0 - e / config.epochs, 0.0)) if config.lr_decay == "linear" else (
+        lambda e: 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, decay)
+    history: list[dict] = []
+    start, best_val, best_state, bad = 0, float("inf"), None, 0
+    state = checkpoint.load()
+    if state is not None:  # resume: everything as it was after the last finished epoch
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start, best_val, bad = state["epoch"] + 1, state["best_val"], state["bad_epochs"]
+        best_state, history = state["best_state"], state["history"]
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("done"):
+            model.load_state_dict(best_state)
+            return history
+    else:
+        torch.manual_seed(config.seed)
+    done = False
+    for epoch in range(start, config.epochs):
+        index, targets = sampler.epoch(epoch)
+        train_data.set_plan(index, targets, epoch)
+        model.train()
+        started, seen, total = time.perf_counter(), 0, 0.0
+        bar = tqdm(total=len(index), desc=f"{label} epoch {epoch + 1}/{config.epochs}",
+                   unit="tile", disable=not progress, leave=False)
+        for x, y in make_loader(train_data, config.loader_workers):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with _autocast(device, config.mixed_precision):
+                out = model(x)
+            loss = loss_fn(out.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(x)
+            total += float(loss.detach()) * len(x)
+            bar.update(len(x))
+            bar.set_postfix(loss=f"{total / seen:.4f}")
+        bar.close()
+        seconds = time.perf_counter() - started
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        val_loss = evaluate_loss(model, val_data, val_loss_fn, device, config)
+        row = {"member": label, "epoch": epoch, "train_loss": total / max(seen, 1),
+               "val_loss": val_loss, "lr": lr, "tiles": seen, "seconds": seconds,
+               "tiles_per_s": seen / max(seconds, 1e-9)}
+        history.append(row)
+        if val_loss < best_val:
+            best_val, bad = val_loss, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad += 1
+        done = bad >= config.patience or epoch == config.epochs - 1
+        checkpoint.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict(), "epoch": epoch,
+                         "best_val": best_val, "bad_epochs": bad, "best_state": best_state,
+                         "history": history, "torch_rng": torch.get_rng_state(),
+                         "done": done})
+        if progress:
+            print(f"{label} epoch {epoch + 1}: train {row['train_loss']:.4f}, val "
+                  f"{val_loss:.4f}{' *' if bad == 0 else ''}, {row['tiles_per_s']:.0f} tiles/s",
+                  flush=True)
+        if on_epoch is not None:
+            on_epoch(row)
+        if done:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history
+
+
+def predict(model: nn.Module, dataset: BlockShuffleTiles, index: np.ndarray, softmax: bool,
+            device: torch.device, config: TrainConfig) -> np.ndarray:
+    """Scores (probabilities) of the tiles at ``index``, in that order."""
+    model.eval().to(device)
+    dataset.set_plan(index, np.arange(len(index), dtype=np.int64))  # targets carry positions
+    scores: np.ndarray | None = None
+    with torch.no_grad():
+        for x, position in make_loader(dataset, 0):
+            with _autocast(device, config.mixed_precision):
+                logits = model(x.to(device)).float()
+            out = (logits.softmax(1) if softmax else logits.sigmoid()).cpu().numpy()
+            if scores is None:
+                scores = np.zeros((len(index), out.shape[1]), dtype=np.float32)
+            scores[position.numpy()] = out
+    return scores if scores is not None else np.zeros((0, 0), np.float32)

@@ -1,0 +1,63 @@
+"""Train / validation / test split by track, never by tile: a track's tiles (which recur under
+several labels) all fall on one side. Optionally by group (``film``) so that no film has tracks on
+two sides."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from training.config import TrainingError
+
+SIDES = ("train", "val", "test")
+
+
+def split_tracks(tracks: pd.DataFrame, test_size: float = 0.1, val_size: float = 0.2,
+                 seed: int = 0, group_by: str | None = None,
+                 targets: np.ndarray | None = None) -> pd.Series:
+    """``train``/``val``/``test`` per row of ``tracks`` (index kept).
+
+    Groups (tracks, or the values of ``group_by``) are shuffled with ``seed``; whole groups go
+    to test until ``test_size`` of the tiles are there, then to validation until ``val_size`` of
+    the rest, the others to training. With ``targets`` (multi-hot per track), test and
+    validation first take one group of each class, rarest first, where the class has groups
+    enough to leave some to training, so small classes are seen on every side.
+    """
+    if group_by is not None and group_by not in tracks.columns:
+        raise TrainingError(f"--group-by {group_by!r}: no such column (columns: "
+                            f"{', '.join(map(str, tracks.columns))})")
+    keys = (tracks[group_by].astype("string").fillna("<missing>").to_numpy() if group_by
+            else (tracks["catalog"].astype(str) + "/" + tracks["track_id"].astype(str))
+            .to_numpy())
+    frame = pd.DataFrame({"key": keys, "tiles": tracks["n_tiles"].clip(lower=1).to_numpy()})
+    weight = frame.groupby("key", sort=True)["tiles"].sum()
+    order = np.random.default_rng(seed).permutation(len(weight))
+    groups, tiles = weight.index.to_numpy()[order], weight.to_numpy()[order]
+    quota = {"test": test_size * tiles.sum()}
+    quota["val"] = val_size * (tiles.sum() - quota["test"])
+    taken = {"test": 0.0, "val": 0.0}
+    side = np.full(len(groups), "", dtype=object)
+    if targets is not None and len(targets):
+        carries = pd.DataFrame(targets > 0).groupby(keys).max().loc[groups].to_numpy()
+        for name in ("test", "val"):
+            if quota[name] <= 0:
+                continue
+            for c in np.argsort(carries.sum(0), kind="stable"):
+                free = np.flatnonzero(carries[:, c] & (side == ""))
+                has = (carries[:, c] & (side == name)).any()
+                if not has and len(free) >= 3:
+                    side[free[0]] = name
+                    taken[name] += tiles[free[0]]
+    for i in np.flatnonzero(side == ""):  # whole groups, test first, then validation
+        for name in ("test", "val"):
+            if taken[name] < quota[name]:
+                taken[name] += tiles[i]
+                side[i] = name
+                break
+        else:
+            side[i] = "train"
+    if "train" not in side or "val" not in side:
+        raise TrainingError(f"too few {'groups' if group_by else 'tracks'} ({len(groups)}) "
+                            "to split into train, validation and test")
+    lookup = dict(zip(groups, side))
+    return pd.Series([lookup[k] for k in keys], index=tracks.index, name="side")
