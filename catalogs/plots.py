@@ -10,10 +10,24 @@ from catalogs.labels import DEFAULT_LABELS, label_lists
 from catalogs.statistics import cooccurrence, membership, year_by_label
 
 
-def _pyplot():
+def save_figure(fig, path: str | None = None):
+    """Lay out, write as PNG to ``path`` (returned) or, without one, return the PNG bytes;
+    then close the figure."""
+    import io
+
+    plt = pyplot()
+    fig.tight_layout()
+    target = path or io.BytesIO()
+    fig.savefig(target, format="png", dpi=100)
+    plt.close(fig)
+    return path if path else target.getvalue()
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only: never needs a display)."""
     import matplotlib
 
-    matplotlib.use("Agg", force=True)  # files only: never needs a display
+    matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     return plt
@@ -21,7 +35,7 @@ def _pyplot():
 
 def membership_chart(frame: pd.DataFrame, path: str, labels: str = DEFAULT_LABELS) -> str:
     """Horizontal bars: tracks and tiles per label."""
-    plt = _pyplot()
+    plt = pyplot()
     table = membership(frame, labels).iloc[::-1]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.35 * len(table) + 1.5), sharey=True)
     axes[0].barh(table.index, table["tracks"], color="tab:blue")
@@ -29,15 +43,12 @@ def membership_chart(frame: pd.DataFrame, path: str, labels: str = DEFAULT_LABEL
     axes[1].barh(table.index, table["tiles"], color="tab:orange")
     axes[1].set_xlabel("tiles")
     fig.suptitle(f"class membership by {labels}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def bigram_heatmap(frame: pd.DataFrame, path: str, labels: str = DEFAULT_LABELS) -> str:
     """Heatmap of tracks per label pair (diagonal: tracks per label), with counts."""
-    plt = _pyplot()
+    plt = pyplot()
     table = cooccurrence(frame, labels)
     n = len(table)
     fig, ax = plt.subplots(figsize=(0.5 * n + 3, 0.5 * n + 2))
@@ -50,15 +61,12 @@ def bigram_heatmap(frame: pd.DataFrame, path: str, labels: str = DEFAULT_LABELS)
                     color="white")
     fig.colorbar(image, ax=ax, label="tracks")
     ax.set_title(f"{labels} co-occurrence")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def year_distribution(frame: pd.DataFrame, path: str, labels: str = DEFAULT_LABELS) -> str:
     """Box plot of release years per label, newest mean first."""
-    plt = _pyplot()
+    plt = pyplot()
     order = list(year_by_label(frame, labels).index)
     long = pd.DataFrame({"label": label_lists(frame, labels),
                          "year": frame["year"].astype("Float64")}).explode("label")
@@ -70,10 +78,7 @@ def year_distribution(frame: pd.DataFrame, path: str, labels: str = DEFAULT_LABE
     ax.tick_params(axis="x", rotation=60)
     ax.set_ylabel("release year")
     ax.set_title(f"release year by {labels}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_plots(frame: pd.DataFrame, directory: str, labels: str = DEFAULT_LABELS) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import sys
 from dataclasses import dataclass, field
 
@@ -75,12 +74,9 @@ def _prepare(files: ModelFiles, config: TrainConfig, fset_hash: str, overwrite: 
 
 
 def _curves_png(history: pd.DataFrame) -> bytes:
-    import matplotlib
+    from catalogs.plots import pyplot, save_figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = pyplot().subplots(figsize=(8, 4.5))
     for member, rows in history.groupby("member", sort=False):
         line = ax.plot(rows["epoch"] + 1, rows["train_loss"], label=f"{member} train")[0]
         ax.plot(rows["epoch"] + 1, rows["val_loss"], "--", color=line.get_color(),
@@ -89,11 +85,7 @@ def _curves_png(history: pd.DataFrame) -> bytes:
     ax.set_ylabel("loss")
     if history["member"].nunique() <= 6:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return save_figure(fig)
 
 
 def test_metrics(scores: np.ndarray, table: TileTable) -> dict:
