@@ -255,9 +255,12 @@ def _arrow_fs(url: str, storage_options: dict) -> pafs.FileSystem:
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 
-def catalog_fragment(url: str, storage_options: dict, path: str) -> ds.ParquetFileFragment:
-    """The catalog table at ``path`` of the store at ``url``; reads nothing until asked."""
-    return ds.ParquetFileFormat().make_fragment(path, filesystem=_arrow_fs(url, storage_options))
+def catalog_fragment(url: str, storage_options: dict, path: str,
+                     row_groups: list[int] | None = None) -> ds.ParquetFileFragment:
+    """The catalog table at ``path`` of the store at ``url`` (those row groups only, when
+    given); reads nothing until asked."""
+    return ds.ParquetFileFormat().make_fragment(path, filesystem=_arrow_fs(url, storage_options),
+                                                row_groups=row_groups)
 
 
 def plan_scan(url: str, storage_options: dict, catalog: str, fragment: ds.ParquetFileFragment,
@@ -304,9 +307,8 @@ def read_part(part: CatalogPart, query: TrackQuery, catalog_columns: list[str],
     """Scan one part (``columns`` only, rows filtered), join the build columns of its rows
     from the manifest as it is now, apply the remaining filters, keep ``output`` columns (all
     when None)."""
-    fragment = ds.ParquetFileFormat().make_fragment(
-        part.path, filesystem=_arrow_fs(part.url, dict(part.storage_options)),
-        row_groups=list(part.row_groups))
+    fragment = catalog_fragment(part.url, dict(part.storage_options), part.path,
+                                list(part.row_groups))
     table = fragment.to_table(columns=columns,
                               filter=query.catalog_expression(catalog_columns))
     frame = table.to_pandas()

@@ -26,7 +26,7 @@ from featurestore.query import (BUILD_COLUMNS, CatalogPart, ScanStats, TrackQuer
                                 build_rows, catalog_fragment, join_build, plan_scan,
                                 read_part)
 from featurestore.spec import FeatureSpec, TileEncoding
-from featurestore.tile_arrays import Moments, TileArrays
+from featurestore.tile_arrays import Moments, TileArrays, tile_rows
 from featurestore.urls import atomic_write, filesystem, normalize_url
 
 
@@ -351,9 +351,7 @@ class Store:
         tracks = tracks[tracks["status"] == OK]
         counts = tracks["n_tiles"].to_numpy(dtype=np.int64)
         starts = tracks["tile_start"].to_numpy(dtype=np.int64)
-        # offset of each tile in its track, and its row in the arrays, without a Python loop
-        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        index = np.repeat(starts, counts) + offsets
+        index, offsets = tile_rows(starts, counts)
         arrays = fset.arrays()
         lazy = da.from_zarr(arrays.mfcc)[index] if len(index) else da.zeros(
             (0, *fset.spec.tile_shape), dtype=np.float32)

@@ -33,6 +33,14 @@ def zarr_store(url: str, storage_options: dict | None = None, read_only: bool = 
                                              read_only=read_only)
 
 
+def tile_rows(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every tile of tracks stored at ``starts`` with ``counts`` tiles each: its row in the
+    arrays and its offset within its track, in track order, without a Python loop."""
+    counts = np.asarray(counts, dtype=np.int64)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(np.asarray(starts, dtype=np.int64), counts) + offsets, offsets
+
+
 def round_up(n: int, chunk: int) -> int:
     return -(-n // chunk) * chunk
 

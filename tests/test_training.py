@@ -12,6 +12,7 @@ import torch
 
 import featurestore
 from catalogs.demo import generate_demo_library
+from featurestore.tile_arrays import tile_rows
 from training import TrainConfig, TrainingError, train
 from training.loader import BlockShuffleTiles, TileSource, make_loader
 from training.model_files import ModelFiles
@@ -108,9 +109,8 @@ def test_loader_yields_every_planned_tile_once(demo_store, workers):
     fset = store.feature_set()
     stored = np.asarray(fset.arrays().mfcc[:])
     live = store.tiles()
-    index = np.asarray(store.tracks(status="ok").pipe(
-        lambda t: np.concatenate([np.arange(s, s + n) for s, n in zip(t["tile_start"],
-                                                                      t["n_tiles"])])))
+    ok = store.tracks(status="ok")
+    index, _ = tile_rows(ok["tile_start"], ok["n_tiles"])
     plan = np.concatenate([index, index[:5]])  # repeats are yielded as repeats
     data = BlockShuffleTiles(TileSource(fset.tiles_url), batch_size=16, buffer_chunks=2,
                              seed=0)

@@ -135,11 +135,11 @@ def tile_moments(source: TileSource, index: np.ndarray,
     """Per-value count, sum and sum of squares of the tiles at ``index`` (each once), read
     block-wise (or from the preloaded tiles)."""
     keys = np.unique(index)
-    shape = tuple(source.array().shape[1:])
-    total = Moments.zeros(shape)
-    if memory is not None:
-        return Moments.of(memory[1][np.searchsorted(memory[0], keys)], shape)
     array, chunk = source.array(), source.chunk_tiles
-    for block in blocks(keys, chunk):
-        total = total + Moments.of(read_block(array, keys[block]), shape)
+    shape = tuple(array.shape[1:])
+    total = Moments.zeros(shape)
+    for block in blocks(keys, chunk):  # one chunk's tiles at a time, in float64
+        tiles = (memory[1][np.searchsorted(memory[0], keys[block])] if memory is not None
+                 else read_block(array, keys[block]))
+        total = total + Moments.of(tiles, shape)
     return total

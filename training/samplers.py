@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from featurestore.tile_arrays import tile_rows
+
 
 @dataclass
 class TileTable:
@@ -26,10 +28,8 @@ class TileTable:
     @classmethod
     def of(cls, tracks: pd.DataFrame, targets: np.ndarray) -> TileTable:
         counts = tracks["n_tiles"].to_numpy(np.int64)
-        starts = tracks["tile_start"].to_numpy(np.int64)
-        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        return cls(np.repeat(starts, counts) + offsets,
-                   np.repeat(np.arange(len(tracks)), counts), targets)
+        index, _ = tile_rows(tracks["tile_start"].to_numpy(np.int64), counts)
+        return cls(index, np.repeat(np.arange(len(tracks)), counts), targets)
 
     @property
     def labels(self) -> np.ndarray:

@@ -22,9 +22,6 @@ from training.samplers import (MultiClassSampler, MultiLabelSampler, OneVsRestSa
 from training.split import split_tracks
 from training.targets import multi_hot, select_classes
 
-TILE_BYTES_OVERHEAD = 1.0  # tiles are float32; the budget counts their bytes as they are
-
-
 @dataclass
 class TrainReport:
     """What a run produced: the model's name, classes, device, history and test metrics."""
