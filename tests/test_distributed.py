@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,10 @@ def _wait_for(predicate, timeout: float, what: str):
 def scheduler_and_workers(tmp_path):
     """``dask scheduler`` and two ``dask worker`` processes, as a user starts them."""
     sched_file = str(tmp_path / "scheduler.json")
-    dask_cli = os.path.join(os.path.dirname(sys.executable), "dask")
+    # the `dask` command of this interpreter's environment, else the one on PATH (a venv
+    # with system site packages has it beside the base interpreter)
+    beside = os.path.join(os.path.dirname(sys.executable), "dask")
+    dask_cli = beside if os.path.exists(beside) else shutil.which("dask")
     procs = [subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0",
                                "--dashboard-address", ":0", "--scheduler-file", sched_file],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
