@@ -204,11 +204,69 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--overwrite", action="store_true", help="replace a model of that name")
     tr.add_argument("--no-progress", action="store_true")
 
-    d = sub.add_parser("demo", help="generate the demo library and build its store",
+    sc = sub.add_parser("score", help="score new or changed tracks with a trained model",
+                        description="Batch scoring on Dask: every built track without a "
+                                    "current score of the model's version is scored, and the "
+                                    "run is committed into the store in one atomic write. "
+                                    "Rerun after an interruption to finish.")
+    _add_store_args(sc)
+    sc.add_argument("--model", required=True, help="model name in the store")
+    sc.add_argument("--rescore", action="store_true",
+                    help="score every track again, replacing this version's scores")
+    sc.add_argument("--aggregate", choices=["mean", "max", "median"],
+                    help="tile scores to track scores (default: the version's, else mean)")
+    sc.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    sc.add_argument("--batch-size", type=int, default=512, metavar="N",
+                    help="tiles per forward pass (default %(default)s)")
+    sc.add_argument("--batch-tiles", type=int, metavar="N",
+                    help="tiles per Dask task (default: about 4 tasks per worker)")
+    sc.add_argument("--no-progress", action="store_true")
+    _add_cluster_args(sc)
+
+    r = sub.add_parser("rankings", help="a track's ranked labels, or the best tracks for labels",
+                       description="With --track: each label of the track with its score and "
+                                   "rank. With --label (repeatable): the tracks that best fit "
+                                   "all the labels together, with film, composer and year.")
+    _add_store_args(r)
+    _add_filter_args(r)
+    r.add_argument("--model", required=True, help="model name in the store")
+    r.add_argument("--version", help="a scored version (default: the model's current one)")
+    r.add_argument("--track", action="append", metavar="ID", help="track id (repeatable)")
+    r.add_argument("--label", action="append", metavar="LABEL",
+                   help="a label the tracks should fit (repeatable)")
+    r.add_argument("--top", type=int, default=20, metavar="N",
+                   help="how many tracks (default %(default)s)")
+    r.add_argument("--combine", choices=["mean", "min", "geomean"], default="mean",
+                   help="how several labels' scores combine (default %(default)s; min: the "
+                        "weakest label counts)")
+    r.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    r.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+
+    e = sub.add_parser("evaluate", help="metrics of a model's scores on its split",
+                       description="LRAP, coverage error (with its lower bound) and label "
+                                   "ranking loss at tile and track level, per-class precision, "
+                                   "recall and F1 with the top-k labels as predictions; a "
+                                   "markdown report with figures.")
+    _add_store_args(e)
+    e.add_argument("--model", required=True, help="model name in the store")
+    e.add_argument("--version", help="a scored version (default: the model's current one)")
+    e.add_argument("--split", choices=["test", "val", "train", "all"], default="test")
+    e.add_argument("--top-k", type=int, default=5, metavar="K",
+                   help="labels taken as predictions per track (default %(default)s, the "
+                        "study's)")
+    e.add_argument("--report", metavar="DIR",
+                   help="report folder (default: evaluation/<split>/ in the version's scores)")
+    e.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    d = sub.add_parser("demo", help="the main job: demo library, build, train, score, evaluate",
                        description="The main job on the embedded default: generate the demo "
-                                   "film-score library, build its store on a LocalCluster.")
+                                   "film-score library, build its store on a LocalCluster, "
+                                   "train the ensemble briefly, score every track, evaluate "
+                                   "and show a few rankings.")
     d.add_argument("--dir", default="demo-library", help="where to put it (default %(default)s)")
     d.add_argument("--tracks", type=int, default=48, help="number of cues (default %(default)s)")
+    d.add_argument("--epochs", type=int, default=15,
+                   help="training epochs per ensemble member (default %(default)s)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_cluster_args(d)
     return parser
@@ -379,25 +437,95 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    from scoring import score
+
+    report = score(_open_store(args), args.model, rescore=args.rescore,
+                   aggregate=args.aggregate, device=args.device, batch_size=args.batch_size,
+                   batch_tiles=args.batch_tiles, scheduler=args.scheduler,
+                   scheduler_file=args.scheduler_file, n_workers=args.workers,
+                   progress=not args.no_progress)
+    print(report.summary())
+    return report.exit_code
+
+
+def _cmd_rankings(args: argparse.Namespace) -> int:
+    from scoring import best_tracks, track_rankings
+
+    store = _open_store(args)
+    if bool(args.track) == bool(args.label):
+        raise ValueError("give --track (a track's labels) or --label (the best tracks), "
+                         "not both")
+    if args.track:
+        frame = track_rankings(store, args.model, args.track, args.catalog, args.version)
+    else:
+        filters = {k: v for k, v in _filters(args).items()
+                   if k not in ("feature_set", "status")}
+        frame = best_tracks(store, args.model, args.label, args.top, args.combine,
+                            args.version, **filters)
+    return _write_frames([frame], args.format, args.output)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from featurestore import layout
+    from featurestore.urls import join
+    from scoring import evaluate, write_report
+
+    store = _open_store(args)
+    ev = evaluate(store, args.model, args.split, args.top_k, args.version)
+    target = args.report or join(layout.score_version_dir(store.url, args.model, ev.version),
+                                 "evaluation", args.split)
+    path = write_report(ev, target, store.storage_options if not args.report else None)
+    print(ev.to_json() if args.json else ev.summary())
+    print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    """Generate, build, train, score, evaluate, show rankings: each step incremental, so a
+    second run does only what changed."""
     from catalogs.demo import generate_demo_library
     import featurestore
+    from featurestore.cluster import connect
+    from scoring import best_tracks, evaluate, score, track_rankings, write_report
+    from training import TrainConfig, train
+    from training.model_files import ModelFiles
 
     print(f"generating the demo library in {os.path.abspath(args.dir)} ...", file=sys.stderr)
     catalog = generate_demo_library(args.dir, n_tracks=args.tracks)
     store_url = os.path.join(args.dir, "store")
-    report = build(catalog, store_url, name="demo", scheduler=args.scheduler,
-                   scheduler_file=args.scheduler_file, n_workers=args.workers,
-                   progress=not args.no_progress)
-    print(report.summary())
-    store = featurestore.open(store_url)
-    tracks = store.tracks()
-    print(f"\nstore: {store_url}")
-    print(tracks[["track_id", "film", "year", "genres", "status", "n_tiles"]].head(8)
-          .to_string(index=False))
-    tiles = store.tiles()
-    print(f"\n{tiles.sizes['tile']} tiles of {tiles.sizes['coefficient']} x "
-          f"{tiles.sizes['frame']} (feature set {tiles.attrs['feature_set']})")
+    progress = not args.no_progress
+    with connect(args.scheduler, args.scheduler_file, args.workers) as client:
+        report = build(catalog, store_url, name="demo", client=client, progress=progress)
+        print(report.summary())
+        store = featurestore.open(store_url)
+        tiles = store.tiles()
+        print(f"{tiles.sizes['tile']} tiles of {tiles.sizes['coefficient']} x "
+              f"{tiles.sizes['frame']} (feature set {tiles.attrs['feature_set']})")
+
+        model = "demo-ensemble"
+        if ModelFiles(store, model).exists() and ModelFiles(store, model).read_config().get(
+                "complete"):
+            print(f"\nmodel {model!r} is already trained: kept", file=sys.stderr)
+        else:
+            config = TrainConfig(arch="ensemble", min_tracks=6, test_size=0.25,
+                                 epochs=args.epochs, patience=5, optimizer="adam",
+                                 learning_rate=1e-3, device="cpu")
+            print(f"\ntraining {model!r} ...", file=sys.stderr)
+            print(train(store, model, config, progress=False).summary())
+
+        print(score(store, model, client=client, progress=progress).summary())
+    ev = evaluate(store, model, "test")
+    path = write_report(ev, os.path.join(args.dir, "evaluation"))
+    print(f"\n{ev.summary()}\nreport: {path}")
+    tracks = store.tracks(status="ok").head(2)["track_id"].tolist()
+    shown = ["track_id", "rank", "label", "score", "film", "genres"]
+    print("\n" + _flat_lists(track_rankings(store, model, tracks)[shown]).to_string(index=False))
+    classes = list(ev.classes)
+    wanted = [c for c in ("Thriller", "Sci-Fi") if c in classes] or classes[:2]
+    best = best_tracks(store, model, wanted, top=5)
+    print(f"\nbest fits for {' + '.join(wanted)}:")
+    print(_flat_lists(best.drop(columns=["catalog"])).to_string(index=False))
     return report.exit_code
 
 
@@ -410,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("always", UnknownGenreWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     commands = {"build": _cmd_build, "demo": _cmd_demo, "tracks": _cmd_tracks,
-                "info": _cmd_info, "stats": _cmd_stats, "train": _cmd_train}
+                "info": _cmd_info, "stats": _cmd_stats, "train": _cmd_train,
+                "score": _cmd_score, "rankings": _cmd_rankings, "evaluate": _cmd_evaluate}
     try:
         return commands[args.command](args)
     except CatalogError as exc:

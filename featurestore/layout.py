@@ -11,6 +11,8 @@
     <store>/features/<spec-hash>/manifest/log/<seq>.parquet  commits since that snapshot
     <store>/features/<spec-hash>/stats/<seq>.npz   per-value count, sum and sum of squares
     <store>/models/<name>/                         trained models (config, weights, split, history)
+    <store>/scores/<model>/<version>/              scores of one model version: see score_tables
+    <store>/locks/score-<model>.json               the lock of a scoring run of that model
 """
 
 from __future__ import annotations
@@ -79,3 +81,15 @@ def models_dir(root: str) -> str:
 
 def model_dir(root: str, name: str) -> str:
     return join(root, "models", name)
+
+
+def scores_dir(root: str, model: str) -> str:
+    return join(root, "scores", model)
+
+
+def score_version_dir(root: str, model: str, version: str) -> str:
+    return join(root, "scores", model, version)
+
+
+def score_lock(root: str, model: str) -> str:
+    return join(root, "locks", f"score-{model}.json")

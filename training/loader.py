@@ -52,6 +52,15 @@ def read_block(array, index: np.ndarray) -> np.ndarray:
     return np.asarray(array[lo:hi])[index - lo]
 
 
+def read_tiles(source: TileSource, index: np.ndarray) -> np.ndarray:
+    """The tiles at ``index``, in that order, each chunk they touch read once."""
+    array = source.array()
+    tiles = np.empty((len(index), *array.shape[1:]), dtype=np.float32)
+    for block in blocks(index, source.chunk_tiles):
+        tiles[block] = read_block(array, index[block])
+    return tiles
+
+
 class BlockShuffleTiles(IterableDataset):
     """Batches ``(tiles, targets)`` of the current plan (``set_plan``), read block-wise.
 
@@ -73,11 +82,7 @@ class BlockShuffleTiles(IterableDataset):
     def preload(self, index: np.ndarray) -> None:
         """Read the tiles at ``index`` once and serve every later plan from memory."""
         keys = np.unique(index)
-        array, chunk = self.source.array(), self.source.chunk_tiles
-        tiles = np.empty((len(keys), *array.shape[1:]), dtype=np.float32)
-        for block in blocks(keys, chunk):
-            tiles[block] = read_block(array, keys[block])
-        self.memory = (keys, tiles)
+        self.memory = (keys, read_tiles(self.source, keys))
 
     def _batches(self, x: np.ndarray, y: np.ndarray):
         for start in range(0, len(x), self.batch_size):

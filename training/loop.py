@@ -38,7 +38,8 @@ class Checkpointer:
     load: Callable[[], dict | None]
 
 
-def _autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool):
+    """Mixed precision on CUDA (bfloat16), none on the CPU."""
     # bfloat16 on CUDA needs no loss scaling; CPU runs in float32
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                           enabled=enabled and device.type == "cuda")
@@ -52,7 +53,7 @@ def evaluate_loss(model: nn.Module, dataset: BlockShuffleTiles, loss_fn: nn.Modu
     with torch.no_grad():
         for x, y in make_loader(dataset, config.loader_workers):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with _autocast(device, config.mixed_precision):
+            with autocast(device, config.mixed_precision):
                 out = model(x)
             total += float(loss_fn(out.float(), y)) * len(x)
             n += len(x)
@@ -101,7 +102,7 @@ def fit(model: nn.Module, sampler, train_data: BlockShuffleTiles, val_data: Bloc
                    unit="tile", disable=not progress, leave=False)
         for x, y in make_loader(train_data, config.loader_workers):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with _autocast(device, config.mixed_precision):
+            with autocast(device, config.mixed_precision):
                 out = model(x)
             loss = loss_fn(out.float(), y)
             opt.zero_grad(set_to_none=True)
@@ -152,7 +153,7 @@ def predict(model: nn.Module, dataset: BlockShuffleTiles, index: np.ndarray, sof
     scores: np.ndarray | None = None
     with torch.no_grad():
         for x, position in make_loader(dataset, 0):
-            with _autocast(device, config.mixed_precision):
+            with autocast(device, config.mixed_precision):
                 logits = model(x.to(device)).float()
             out = (logits.softmax(1) if softmax else logits.sigmoid()).cpu().numpy()
             if scores is None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -19,10 +20,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from torch import nn
 
 from featurestore import layout
 from featurestore.store import Store
 from featurestore.urls import atomic_write, join
+from training.config import TrainConfig, TrainingError
+from training.models import Ensemble, build_model
 
 
 class ModelFiles:
@@ -76,3 +80,36 @@ class ModelFiles:
 
     def write_bytes(self, data: bytes, name: str) -> None:
         atomic_write(self.fs, self.path(name), data)
+
+    def read_complete_config(self) -> dict:
+        """The config of a finished model; a clear error for a missing or unfinished one."""
+        if not self.exists():
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(
+                layout.models_dir(self.store.root), detail=False)] if self.fs.exists(
+                layout.models_dir(self.store.root)) else []
+            raise TrainingError(f"no model {self.name!r} in {self.store.url} (models: "
+                                f"{', '.join(sorted(names)) or 'none'})")
+        config = self.read_config()
+        if not config.get("complete"):
+            raise TrainingError(f"model {self.name!r} has not finished training: rerun its "
+                                "`featurestore train` command to complete it")
+        return config
+
+    def version(self) -> str:
+        """The model's version: a hash of its config and weights, so a model trained again
+        under the same name is a new version."""
+        digest = hashlib.sha256(self.fs.cat_file(self.path("config.json")))
+        for key in self.read_config().get("members", []):
+            digest.update(self.fs.cat_file(self.path("weights", f"{key}.pt")))
+        return digest.hexdigest()[:16]
+
+    def load_model(self, config: dict | None = None) -> nn.Module:
+        """The finished model with its best weights, in eval mode, on the CPU."""
+        config = config or self.read_complete_config()
+        train_config = TrainConfig.from_dict(config["train_config"])
+        model = build_model(config["arch"], tuple(config["tile_shape"]), len(config["classes"]),
+                            train_config.dense_units, train_config.dropout)
+        nets = list(model.members) if isinstance(model, Ensemble) else [model]
+        for net, key in zip(nets, config["members"], strict=True):
+            net.load_state_dict(self.load_torch("weights", f"{key}.pt"))
+        return model.eval()

@@ -1,0 +1,50 @@
+"""Evaluation metrics of label rankings, as the study reports them, from scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (coverage_error, label_ranking_average_precision_score,
+                             label_ranking_loss, precision_recall_fscore_support)
+
+#: The study takes each track's top 5 labels as its predictions for the per-class report.
+DEFAULT_TOP_K = 5
+
+
+def ranking_metrics(truth: np.ndarray, scores: np.ndarray) -> dict:
+    """LRAP, coverage error with its lower bound (the mean number of true labels: a perfect
+    ranking's coverage) and label ranking loss, over the rows with at least one true label."""
+    keep = truth.sum(1) > 0
+    truth, scores = truth[keep], scores[keep]
+    if not len(truth):
+        raise ValueError("no sample has any of the model's labels: nothing to evaluate")
+    return {"lrap": float(label_ranking_average_precision_score(truth, scores)),
+            "coverage_error": float(coverage_error(truth, scores)),
+            "coverage_lower_bound": float(truth.sum(1).mean()),
+            "label_ranking_loss": float(label_ranking_loss(truth, scores)),
+            "samples": int(len(truth))}
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Binary predictions: each row's ``k`` best-scored labels (ties by label order)."""
+    k = min(k, scores.shape[1])
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    out = np.zeros(scores.shape, dtype=np.int8)
+    np.put_along_axis(out, best, 1, axis=1)
+    return out
+
+
+def per_class(truth: np.ndarray, scores: np.ndarray, classes: list[str],
+              k: int = DEFAULT_TOP_K) -> dict:
+    """Precision, recall, F1 and support of each class with the top ``k`` labels taken as
+    predictions, and their micro, macro and weighted averages."""
+    predicted = top_k(scores, k)
+    truth = (truth > 0).astype(np.int8)
+    p, r, f, s = precision_recall_fscore_support(truth, predicted, zero_division=0)
+    out = {"k": int(min(k, scores.shape[1])),
+           "classes": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                           "support": int(s[i])} for i, c in enumerate(classes)}}
+    for average in ("micro", "macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(truth, predicted, average=average,
+                                                     zero_division=0)
+        out[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+    return out

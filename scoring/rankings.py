@@ -1,0 +1,100 @@
+"""The questions rankings answer: a track's labels, best first; and the tracks that best fit a
+label or a combination of labels ("which cues fit Thriller + Sci-Fi?"), with their film,
+composer and year beside them.
+
+Only current scores are served: a track whose audio changed since it was scored, or that is no
+longer built, drops out until the next scoring run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from featurestore.errors import OK
+from featurestore.score_tables import KEY, ScoreTable, scores_matrix
+from featurestore.store import Store
+from training.model_files import ModelFiles
+
+#: Ways to combine several labels' scores into one: ``mean``; ``min`` (the track must fit every
+#: label: its weakest score counts); ``geomean`` (between the two).
+COMBINE = ("mean", "min", "geomean")
+_SHOWN = ["title", "film", "composer", "year", "genres"]
+
+
+def model_scores(store: Store, model: str, version: str | None = None) -> ScoreTable:
+    """The score table of the model's current version (its files as they are now), or of
+    ``version``; a clear error when it has no scores yet."""
+    if version is None:
+        version = ModelFiles(store, model).version()
+    return store.score_table(model, version)
+
+
+def _current(store: Store, table: ScoreTable, rankings: pd.DataFrame,
+             filters: dict | None = None) -> pd.DataFrame:
+    """``rankings`` of tracks built and unchanged since scoring, joined with their metadata."""
+    info = table.info()
+    tracks = store.tracks(feature_set=info.feature_set, status=OK, **(filters or {}))
+    shown = [c for c in _SHOWN if c in tracks.columns]
+    tracks = tracks[[*KEY, "content_hash", *shown]]
+    return rankings.merge(tracks, on=[*KEY, "content_hash"])
+
+
+def track_rankings(store: Store, model: str, track_id: str | list[str],
+                   catalog: str | None = None, version: str | None = None) -> pd.DataFrame:
+    """Every label of the given track(s) with its score and rank, best first."""
+    table = model_scores(store, model, version)
+    ids = [track_id] if isinstance(track_id, str) else list(track_id)
+    rankings = table.rankings()
+    rankings = rankings[rankings["track_id"].isin(ids)]
+    if catalog is not None:
+        rankings = rankings[rankings["catalog"] == catalog]
+    out = _current(store, table, rankings)
+    missing = sorted(set(ids) - set(out["track_id"]))
+    if missing:
+        raise ValueError(f"no current scores of model {model!r} for track(s) "
+                       f"{', '.join(missing)} (not in the store, not built, or changed since "
+                       "the last scoring run)")
+    out = out.sort_values([*KEY, "rank"], kind="stable").reset_index(drop=True)
+    return out[[*KEY, "rank", "label", "score",
+                *[c for c in _SHOWN if c in out.columns], "version", "scored_at"]]
+
+
+def best_tracks(store: Store, model: str, labels: list[str], top: int = 20,
+                combine: str = "mean", version: str | None = None, **filters) -> pd.DataFrame:
+    """The ``top`` tracks that best fit ``labels`` together, best first: ``rank``,
+    ``score`` (the labels' scores combined), one score column per label, and the track's
+    metadata. ``filters`` narrow the candidates as :meth:`Store.tracks` does (``film``,
+    ``composer``, ``year``, ``where`` ...)."""
+    if combine not in COMBINE:
+        raise ValueError(f"combine {combine!r}: choose one of {', '.join(COMBINE)}")
+    if not labels:
+        raise ValueError("name at least one label")
+    table = model_scores(store, model, version)
+    classes = list(table.info().classes)
+    unknown = [label for label in labels if label not in classes]
+    if unknown:
+        raise ValueError(f"model {model!r} does not score {', '.join(unknown)} (its labels: "
+                         f"{', '.join(classes)})")
+    labels = list(dict.fromkeys(labels))
+    rankings = store.scores(model, table.version, labels=labels,
+                            columns=[*KEY, "label", "score", "content_hash"])
+    rankings = _current(store, table, rankings, filters)
+    if not len(rankings):
+        return pd.DataFrame(columns=["rank", *KEY, "score", *labels])
+    keys, scores = scores_matrix(rankings, labels)
+    if combine == "mean":
+        combined = scores.mean(1)
+    elif combine == "min":
+        combined = scores.min(1)
+    else:
+        combined = np.exp(np.log(np.clip(scores, 1e-12, None)).mean(1))
+    out = keys.assign(score=combined.astype(np.float32))
+    for i, label in enumerate(labels):
+        out[label] = scores[:, i]
+    meta = rankings.drop_duplicates(KEY)[[*KEY, *[c for c in _SHOWN if c in rankings]]]
+    out = out.merge(meta, on=KEY, how="left")
+    out = out.sort_values(["score", *KEY], ascending=[False, True, True], kind="stable")
+    out = out.head(top).reset_index(drop=True)
+    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    return out

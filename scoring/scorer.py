@@ -1,0 +1,111 @@
+"""What a scoring task does on a Dask worker.
+
+The model is loaded once per worker process and kept (tasks only name it); a task reads its
+batch's tiles chunk by chunk, scores them in mini-batches on the worker's device (CUDA when it
+has one), aggregates them per track, and writes its tile scores and staged rankings into the
+store (see :mod:`featurestore.score_tables`). Only a small summary returns to the driver.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from featurestore.errors import StoreError
+from featurestore.score_tables import ScoreTable
+from featurestore.store import Store
+from featurestore.tile_arrays import tile_rows
+from scoring.aggregate import aggregate, ranking_rows
+from training.loader import TileSource, read_tiles
+from training.loop import autocast, resolve_device
+from training.model_files import ModelFiles
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """Everything a task needs besides its tracks: which model version, where, and how."""
+
+    store_url: str
+    model: str
+    version: str
+    feature_set: str
+    tiles_url: str
+    classes: tuple[str, ...]
+    softmax: bool
+    aggregate: str
+    run_id: str
+    device: str = "auto"
+    batch_size: int = 512
+    mixed_precision: bool = True
+    storage_options: dict = field(default_factory=dict)
+
+
+_MODELS: dict[tuple, tuple[nn.Module, torch.device]] = {}  # per process: the loaded model
+
+
+def loaded_model(job: ScoreJob) -> tuple[nn.Module, torch.device, bool]:
+    """The job's model on this process's device, loaded on first use; ``(model, device,
+    loaded_now)``."""
+    key = (job.store_url, job.model, job.version, job.device)
+    if key in _MODELS:
+        return (*_MODELS[key], False)
+    files = ModelFiles(Store(job.store_url, job.storage_options), job.model)
+    if files.version() != job.version:
+        raise StoreError(f"model {job.model!r} changed while being scored (version "
+                         f"{files.version()}, not {job.version}); run the scoring again")
+    device = resolve_device(job.device)
+    _MODELS.clear()  # one model at a time per worker: memory stays bounded
+    _MODELS[key] = (files.load_model().to(device), device)
+    return (*_MODELS[key], True)
+
+
+def score_tiles(model: nn.Module, tiles: np.ndarray, softmax: bool, device: torch.device,
+                batch_size: int = 512, mixed_precision: bool = True) -> np.ndarray:
+    """Probabilities ``(tiles, classes)``: softmax or per-class sigmoid of the logits."""
+    out: list[np.ndarray] = []
+    with torch.inference_mode():
+        for start in range(0, len(tiles), batch_size):
+            x = torch.from_numpy(tiles[start:start + batch_size])[:, None].to(device)
+            with autocast(device, mixed_precision):
+                logits = model(x).float()
+            out.append((logits.softmax(1) if softmax else logits.sigmoid()).cpu().numpy())
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out)
+
+
+def score_batch(tracks: list[dict], batch: int, job: ScoreJob) -> dict:
+    """Score one batch of ``ok`` tracks (dicts of catalog, track_id, content_hash,
+    tile_start, n_tiles) and write its files. Returns counts, seconds and whether this call
+    loaded the model."""
+    started = time.perf_counter()
+    model, device, loaded = loaded_model(job)
+    frame = pd.DataFrame(tracks)
+    counts = frame["n_tiles"].to_numpy(np.int64)
+    index, offsets = tile_rows(frame["tile_start"].to_numpy(np.int64), counts)
+    tiles = read_tiles(TileSource(job.tiles_url, job.storage_options), index)
+    read_s = time.perf_counter() - started
+    tile_scores = score_tiles(model, tiles, job.softmax, device, job.batch_size,
+                              job.mixed_precision)
+    track_scores = aggregate(tile_scores, counts, job.aggregate)
+    lineage = {"model": job.model, "version": job.version, "feature_set": job.feature_set,
+               "aggregate": job.aggregate, "run_id": job.run_id,
+               "scored_at": pd.Timestamp.now(tz="UTC")}
+    keys = frame[["catalog", "track_id", "n_tiles", "content_hash"]]
+    rankings = ranking_rows(keys, track_scores, list(job.classes)).assign(**lineage)
+    tile_frame = pd.DataFrame({
+        "catalog": np.repeat(frame["catalog"].to_numpy(object), counts),
+        "track_id": np.repeat(frame["track_id"].to_numpy(object), counts),
+        "offset": offsets.astype(np.int32), "tile": index,
+        "scores": list(tile_scores), "run_id": job.run_id})
+    table = ScoreTable(Store(job.store_url, job.storage_options), job.model, job.version)
+    table.write_batch(job.run_id, batch, rankings, tile_frame)
+    return {"tracks": len(frame), "tiles": len(index), "read_s": read_s,
+            "seconds": time.perf_counter() - started, "loaded": loaded, "pid": os.getpid(),
+            "device": str(device)}
