@@ -463,7 +463,8 @@ def _cmd_rankings(args: argparse.Namespace) -> int:
                    if k not in ("feature_set", "status")}
         frame = best_tracks(store, args.model, args.label, args.top, args.combine,
                             args.version, **filters)
-    return _write_frames([frame], args.format, args.output)
+    _write_frames([frame], args.format, args.output)
+    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from catalogs.genres import normalize_genre
 from featurestore.errors import OK
 from featurestore.score_tables import KEY, ScoreTable, scores_matrix
 from featurestore.store import Store
@@ -60,23 +61,25 @@ def track_rankings(store: Store, model: str, track_id: str | list[str],
                 *[c for c in _SHOWN if c in out.columns], "version", "scored_at"]]
 
 
-def best_tracks(store: Store, model: str, labels: list[str], top: int = 20,
+def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
                 combine: str = "mean", version: str | None = None, **filters) -> pd.DataFrame:
-    """The ``top`` tracks that best fit ``labels`` together, best first: ``rank``,
+    """The ``top`` tracks that best fit the labels ``fit`` together, best first: ``rank``,
     ``score`` (the labels' scores combined), one score column per label, and the track's
     metadata. ``filters`` narrow the candidates as :meth:`Store.tracks` does (``film``,
     ``composer``, ``year``, ``where`` ...)."""
     if combine not in COMBINE:
         raise ValueError(f"combine {combine!r}: choose one of {', '.join(COMBINE)}")
+    labels = list(dict.fromkeys(fit))
     if not labels:
         raise ValueError("name at least one label")
     table = model_scores(store, model, version)
     classes = list(table.info().classes)
+    # "sci-fi", "Science Fiction": the IMDB name, when that is what the model scores
+    labels = [label if label in classes else normalize_genre(label)[0] for label in labels]
     unknown = [label for label in labels if label not in classes]
     if unknown:
         raise ValueError(f"model {model!r} does not score {', '.join(unknown)} (its labels: "
                          f"{', '.join(classes)})")
-    labels = list(dict.fromkeys(labels))
     rankings = store.scores(model, table.version, labels=labels,
                             columns=[*KEY, "label", "score", "content_hash"])
     rankings = _current(store, table, rankings, filters)

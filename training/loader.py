@@ -28,8 +28,11 @@ class TileSource:
     tiles_url: str
     storage_options: dict = field(default_factory=dict)
 
-    def array(self):
-        if self.tiles_url not in _OPEN:
+    def array(self, min_tiles: int = 0):
+        """The ``mfcc`` array, opened once per process; opened again when it must hold at
+        least ``min_tiles`` slots and the handle is older than a build that grew it."""
+        cached = _OPEN.get(self.tiles_url)
+        if cached is None or cached.shape[0] < min_tiles:
             _OPEN[self.tiles_url] = TileArrays.open(self.tiles_url, self.storage_options).mfcc
         return _OPEN[self.tiles_url]
 
@@ -52,9 +55,13 @@ def read_block(array, index: np.ndarray) -> np.ndarray:
     return np.asarray(array[lo:hi])[index - lo]
 
 
+def _needed(index: np.ndarray) -> int:
+    return int(index.max()) + 1 if len(index) else 0
+
+
 def read_tiles(source: TileSource, index: np.ndarray) -> np.ndarray:
     """The tiles at ``index``, in that order, each chunk they touch read once."""
-    array = source.array()
+    array = source.array(_needed(index))
     tiles = np.empty((len(index), *array.shape[1:]), dtype=np.float32)
     for block in blocks(index, source.chunk_tiles):
         tiles[block] = read_block(array, index[block])
@@ -103,7 +110,7 @@ class BlockShuffleTiles(IterableDataset):
                 x = tiles[np.searchsorted(keys, self.index[rows])]
                 yield from self._batches(x, self.targets[rows])
             return
-        array, chunk = self.source.array(), self.source.chunk_tiles
+        array, chunk = self.source.array(_needed(self.index)), self.source.chunk_tiles
         groups = blocks(self.index, chunk)
         if self.shuffle:
             groups = [groups[i] for i in np.random.default_rng(
@@ -140,7 +147,7 @@ def tile_moments(source: TileSource, index: np.ndarray,
     """Per-value count, sum and sum of squares of the tiles at ``index`` (each once), read
     block-wise (or from the preloaded tiles)."""
     keys = np.unique(index)
-    array, chunk = source.array(), source.chunk_tiles
+    array, chunk = source.array(_needed(index)), source.chunk_tiles
     shape = tuple(array.shape[1:])
     total = Moments.zeros(shape)
     for block in blocks(keys, chunk):  # one chunk's tiles at a time, in float64

@@ -1,0 +1,412 @@
+"""Batch scoring: scores equal the model's, rankings follow scores, runs are incremental and
+atomic (killed runs, concurrent readers), skipped tracks are reported, metrics are
+scikit-learn's, and the CLI answers the recommendation queries."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import (coverage_error, label_ranking_average_precision_score,
+                             label_ranking_loss)
+
+import featurestore
+from catalogs.demo import generate_demo_library
+from featurestore.score_tables import KEY
+from scoring import best_tracks, evaluate, score, track_rankings, write_report
+from scoring.aggregate import aggregate, ranking_rows, ranks
+from scoring.metrics import per_class, ranking_metrics
+from scoring.scorer import score_tiles
+from training import TrainConfig, TrainingError, train
+from training.model_files import ModelFiles
+from tests.conftest import cli, write_audio, write_catalog
+
+MODEL = "ens"
+LINEAGE = ["run_id", "scored_at", "tiles_part"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, dask_client):
+    """The demo library built (chunks of 8 tiles) with a briefly trained ensemble; tests
+    score copies of it."""
+    root = tmp_path_factory.mktemp("scoring")
+    catalog = generate_demo_library(str(root / "lib"))
+    url = str(root / "store")
+    featurestore.build(catalog, url, name="demo", client=dask_client, progress=False,
+                       encoding=featurestore.TileEncoding(chunk_tiles=8))
+    train(url, MODEL, TrainConfig(arch="ensemble", epochs=2, patience=2, optimizer="adam",
+                                  learning_rate=1e-3, min_tracks=6, test_size=0.25),
+          progress=False)
+    return {"store": url, "catalog": catalog, "root": root}
+
+
+@pytest.fixture
+def store_copy(trained, tmp_path):
+    url = str(tmp_path / "store")
+    shutil.copytree(trained["store"], url)
+    return url
+
+
+def _rankings(url: str) -> pd.DataFrame:
+    frame = featurestore.open(url).scores(MODEL)
+    return frame.drop(columns=LINEAGE).sort_values([*KEY, "label"]).reset_index(drop=True)
+
+
+def test_aggregation_and_ranks_by_hand():
+    tiles = np.array([[0.1, 0.9], [0.3, 0.5], [0.8, 0.2],   # track a: 3 tiles
+                      [0.4, 0.4]], dtype=np.float32)         # track b: 1 tile
+    np.testing.assert_allclose(aggregate(tiles, [3, 1], "mean"),
+                               [[0.4, 1.6 / 3], [0.4, 0.4]], rtol=1e-6)
+    np.testing.assert_allclose(aggregate(tiles, [3, 1], "max"), [[0.8, 0.9], [0.4, 0.4]])
+    np.testing.assert_allclose(aggregate(tiles, [3, 1], "median"), [[0.3, 0.5], [0.4, 0.4]])
+    with pytest.raises(ValueError, match="counts"):
+        aggregate(tiles, [2, 1])
+    with pytest.raises(ValueError, match="choose one of"):
+        aggregate(tiles, [3, 1], "mode")
+    # ties keep label order
+    np.testing.assert_array_equal(ranks(np.array([[0.2, 0.7, 0.2, 0.9]])), [[3, 2, 4, 1]])
+    rows = ranking_rows(pd.DataFrame({"track_id": ["a", "b"]}),
+                        np.array([[0.2, 0.7, 0.1], [0.5, 0.1, 0.9]]), ["X", "Y", "Z"])
+    assert rows["label"].tolist() == ["Y", "X", "Z", "Z", "X", "Y"]
+    assert rows["rank"].tolist() == [1, 2, 3, 1, 2, 3]
+    assert rows["track_id"].tolist() == ["a"] * 3 + ["b"] * 3
+
+
+def test_metrics_equal_scikit_learn_on_a_known_case():
+    truth = np.array([[1, 0, 0], [0, 0, 1]])
+    scores = np.array([[0.75, 0.5, 1.0], [1.0, 0.2, 0.1]])
+    m = ranking_metrics(truth, scores)
+    # the values of scikit-learn's own documentation examples
+    assert m["lrap"] == pytest.approx(0.416666, abs=1e-5)
+    assert m["coverage_error"] == pytest.approx(2.5)
+    assert m["label_ranking_loss"] == pytest.approx(0.75)
+    assert m["coverage_lower_bound"] == 1.0 and m["samples"] == 2
+    report = per_class(truth, scores, ["a", "b", "c"], k=2)
+    # top 2: row 0 -> {c, a}, row 1 -> {a, b}
+    assert report["classes"]["a"] == pytest.approx(
+        {"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1})
+    assert report["classes"]["b"]["precision"] == 0.0 and report["classes"]["b"]["support"] == 0
+    assert report["classes"]["c"]["f1"] == 0.0
+    assert report["micro"] == pytest.approx({"precision": 0.25, "recall": 0.5, "f1": 1 / 3})
+    # rows without any true label are left out, as a ranking of nothing is undefined
+    assert ranking_metrics(np.vstack([truth, [0, 0, 0]]),
+                           np.vstack([scores, [0.1, 0.2, 0.3]]))["samples"] == 2
+
+
+def test_scores_are_the_models_and_rankings_follow_them(store_copy, dask_client):
+    report = score(store_copy, MODEL, client=dask_client, progress=False, batch_tiles=16)
+    store = featurestore.open(store_copy)
+    tracks = store.tracks(status="ok")
+    assert report.scored == len(tracks) == 48 and report.tiles == tracks["n_tiles"].sum()
+    assert 1 <= report.model_loads <= 2  # once per worker process, not once per task
+    assert report.commit == 1 and not report.skipped
+
+    # Tile scores are the model's own outputs on the stored tiles.
+    files = ModelFiles(store, MODEL)
+    config = files.read_config()
+    classes = config["classes"]
+    tiles = store.tiles(tracks)
+    expected = score_tiles(files.load_model(), tiles.values.astype(np.float32),
+                           softmax=False, device=__import__("torch").device("cpu"))
+    stored = store.tile_scores(MODEL)
+    key = pd.MultiIndex.from_arrays([tiles["catalog"].values, tiles["track_id"].values,
+                                     tiles["offset"].values])
+    stored = stored.set_index(["catalog", "track_id", "offset"]).loc[key]
+    np.testing.assert_allclose(stored[classes].to_numpy(), expected, atol=1e-5)
+
+    # Track scores are the mean of their tiles; ranks follow scores.
+    rankings = store.scores(MODEL)
+    assert len(rankings) == 48 * len(classes)
+    by_tile = stored.groupby(level=["catalog", "track_id"])[classes].mean()
+    for (catalog, track_id), rows in rankings.groupby(KEY):
+        assert sorted(rows["rank"]) == list(range(1, len(classes) + 1))
+        ordered = rows.sort_values("rank")
+        assert (np.diff(ordered["score"].to_numpy()) <= 0).all()
+        np.testing.assert_allclose(
+            rows.set_index("label").loc[classes, "score"].to_numpy(),
+            by_tile.loc[(catalog, track_id)].to_numpy(), atol=1e-6)
+    assert set(rankings["version"]) == {files.version()}
+    assert set(rankings["feature_set"]) == {config["feature_set"]}
+    assert set(rankings["run_id"]) == {report.run_id}
+
+    # The committed file is plain Parquet, readable without our code.
+    path = store.score_table(MODEL).rankings_path
+    assert len(pd.read_parquet(path)) == len(rankings)
+
+    # Incremental: the second run scores nothing and says so.
+    again = score(store_copy, MODEL, client=dask_client, progress=False)
+    assert again.scored == 0 and again.up_to_date == 48 and again.commit == 0
+    assert "nothing to do" in again.summary()
+    assert store.score_table(MODEL).seq() == 1
+
+    # The same scores evaluated here equal the training run's own test metrics.
+    ev = evaluate(store_copy, MODEL)
+    assert ev.track["lrap"] == pytest.approx(config["metrics"]["track_lrap"], abs=1e-5)
+    assert ev.tile["lrap"] == pytest.approx(config["metrics"]["tile_lrap"], abs=1e-5)
+    assert ev.track["coverage_error"] == pytest.approx(
+        config["metrics"]["track_coverage_error"], abs=1e-5)
+    # ... and equal scikit-learn on the stored scores and the catalog's labels.
+    test = files.read_frame("split.parquet").query("side == 'test'")
+    wide = rankings.pivot_table(index=KEY, columns="label", values="score")[classes]
+    wide = wide.loc[pd.MultiIndex.from_frame(test[KEY])]
+    genres = store.tracks().set_index(KEY).loc[wide.index, "genres"]
+    truth = np.array([[c in g for c in classes] for g in genres], dtype=int)
+    assert ev.track["lrap"] == pytest.approx(
+        label_ranking_average_precision_score(truth, wide.to_numpy()), abs=1e-6)
+    assert ev.track["coverage_error"] == pytest.approx(coverage_error(truth, wide.to_numpy()))
+    assert ev.track["label_ranking_loss"] == pytest.approx(
+        label_ranking_loss(truth, wide.to_numpy()))
+    assert ev.track["coverage_lower_bound"] == pytest.approx(truth.sum(1).mean())
+
+
+def test_incremental_new_changed_and_removed_tracks(store_copy, trained, dask_client):
+    score(store_copy, MODEL, client=dask_client, progress=False)
+    before = _rankings(store_copy)
+    lib = os.path.dirname(trained["catalog"])
+    catalog = pd.read_csv(trained["catalog"])
+    # remove t00001, change t00002's audio, add two tracks
+    work = os.path.join(os.path.dirname(store_copy), "lib")
+    shutil.copytree(lib, work)
+    catalog = catalog[catalog["track_id"] != "t00001"]
+    changed = catalog.loc[catalog["track_id"] == "t00002", "path"].iloc[0]
+    write_audio(os.path.join(work, changed), seconds=25.0, seed=99,
+                kind={"wav": "wav", "flac": "flac", "mp3": "mp3", "ogg": "ogg"}[
+                    changed.rsplit(".", 1)[1]])
+    write_audio(os.path.join(work, "audio/new1.wav"), seconds=20.0, seed=5)
+    write_audio(os.path.join(work, "audio/new2.wav"), seconds=30.0, seed=6)
+    extra = pd.DataFrame([{"track_id": "n1", "path": "audio/new1.wav", "film": "New",
+                           "genres": "Drama"},
+                          {"track_id": "n2", "path": "audio/new2.wav", "film": "New",
+                           "genres": "Thriller"}])
+    pd.concat([catalog, extra]).to_csv(os.path.join(work, "catalog.csv"), index=False)
+    featurestore.build(os.path.join(work, "catalog.csv"), store_copy, name="demo",
+                       client=dask_client, progress=False)
+
+    report = score(store_copy, MODEL, client=dask_client, progress=False)
+    assert report.scored == 3 and report.up_to_date == 46 and report.dropped == 1
+    after = _rankings(store_copy)
+    assert set(after["track_id"]) == set(before["track_id"]) - {"t00001"} | {"n1", "n2"}
+    same = ~after["track_id"].isin(["t00002", "n1", "n2"])
+    kept = before[~before["track_id"].isin(["t00001", "t00002"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(after[same].reset_index(drop=True), kept)
+    new_hash = featurestore.open(store_copy).tracks(where="track_id == 't00002'")[
+        "content_hash"].iloc[0]
+    assert set(after.loc[after["track_id"] == "t00002", "content_hash"]) == {new_hash}
+    # tile scores of replaced and removed tracks are gone with them
+    tiles = featurestore.open(store_copy).tile_scores(MODEL)
+    assert set(tiles["track_id"]) == set(after["track_id"])
+    assert len(tiles) == featurestore.open(store_copy).tracks(status="ok")["n_tiles"].sum()
+
+
+def test_failed_and_other_feature_set_tracks_are_skipped_and_reported(store_copy, tmp_path,
+                                                                      dask_client):
+    lib = tmp_path / "extra"
+    (lib / "audio").mkdir(parents=True)
+    write_audio(lib / "audio" / "fine.wav", seconds=12.0, seed=1)
+    (lib / "audio" / "broken.wav").write_bytes(b"RIFF\x00\x00not really audio")
+    cat = write_catalog(lib / "extra.csv", [
+        {"track_id": "fine", "path": "audio/fine.wav", "genres": "Drama"},
+        {"track_id": "broken", "path": "audio/broken.wav", "genres": "Drama"},
+        {"track_id": "gone", "path": "audio/gone.wav", "genres": "Drama"}])
+    featurestore.build(cat, store_copy, client=dask_client, progress=False)
+    other = write_catalog(lib / "other.csv", [
+        {"track_id": "elsewhere", "path": "audio/fine.wav", "genres": "Comedy"}])
+    featurestore.build(other, store_copy, client=dask_client, progress=False,
+                       spec=featurestore.FeatureSpec(tile_frames=50))
+
+    report = score(store_copy, MODEL, client=dask_client, progress=False)
+    reasons = {track: reason for _, track, reason in report.skipped}
+    assert set(reasons) == {"broken", "gone", "elsewhere"}
+    assert "build failed (not_audio)" in reasons["broken"]
+    assert "build failed (missing)" in reasons["gone"]
+    assert "in feature set" in reasons["elsewhere"] and "not the model's" in reasons["elsewhere"]
+    assert report.scored == 49  # the demo's 48 and "fine"
+    assert "SKIPPED extra/broken" in report.summary()
+    scored = set(featurestore.open(store_copy).scores(MODEL)["track_id"])
+    assert "fine" in scored and not scored & {"broken", "gone", "elsewhere"}
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise TimeoutError(what)
+
+
+def _add_second_catalog(url: str, trained: dict, client) -> None:
+    """The demo's 48 files again, as catalog ``more``: 48 new tracks to score."""
+    featurestore.build(trained["catalog"], url, name="more", client=client, progress=False)
+
+
+def test_killed_run_keeps_old_results_and_rerun_completes_it(store_copy, trained, tmp_path,
+                                                            dask_client):
+    score(store_copy, MODEL, client=dask_client, progress=False)
+    _add_second_catalog(store_copy, trained, dask_client)
+    reference = str(tmp_path / "reference")
+    shutil.copytree(store_copy, reference)
+    score(reference, MODEL, client=dask_client, progress=False)
+    old = _rankings(store_copy)
+
+    table = featurestore.open(store_copy).score_table(MODEL)
+    proc = subprocess.Popen(cli("score", "--store", store_copy, "--model", MODEL, "--workers",
+                                "1", "--batch-tiles", "1", "--no-progress"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        _wait_for(lambda: len(table.staged_files()) >= 3, 120, "staged batches")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert table.seq() == 1, "the kill landed after the commit"
+    pd.testing.assert_frame_equal(_rankings(store_copy), old)  # old results intact
+    staged = len(table.staged_files())
+
+    res = subprocess.run(cli("score", "--store", store_copy, "--model", MODEL, "--workers",
+                             "1", "--no-progress"), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "adopted from an interrupted run" in res.stdout
+    adopted = int(res.stdout.split(" adopted")[0].rsplit(", ", 1)[1])
+    assert adopted >= staged - 1 >= 2  # finished batches are not scored again
+    got, expected = _rankings(store_copy), _rankings(reference)
+    pd.testing.assert_frame_equal(got.drop(columns="score"), expected.drop(columns="score"))
+    np.testing.assert_allclose(got["score"], expected["score"], atol=1e-6)
+    assert len(got) == 96 * 10 and not got.duplicated([*KEY, "label"]).any()
+    assert table.staged_files() == []
+
+
+def test_concurrent_reader_sees_only_whole_runs(store_copy, trained, dask_client):
+    first = score(store_copy, MODEL, client=dask_client, progress=False)
+    _add_second_catalog(store_copy, trained, dask_client)
+    store = featurestore.open(store_copy)
+    seen, errors, stop = [], [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                frame = store.scores(MODEL, columns=[*KEY, "label", "rank", "run_id"])
+                counts = frame.groupby(KEY)["rank"].agg(["count", "max"])
+                if not ((counts["count"] == 10) & (counts["max"] == 10)).all():
+                    errors.append("a track without all its labels")
+                seen.append((len(counts), frozenset(frame["run_id"])))
+            except Exception as exc:  # noqa: BLE001 - any failure to read is the finding
+                errors.append(repr(exc))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        second = score(store_copy, MODEL, client=dask_client, progress=False, batch_tiles=4)
+        rescored = score(store_copy, MODEL, client=dask_client, progress=False, rescore=True,
+                         batch_tiles=4)
+    finally:
+        stop.set()
+        reader.join()
+    assert not errors, errors[:3]
+    states = set(seen)
+    allowed = {(48, frozenset({first.run_id})),
+               (96, frozenset({first.run_id, second.run_id})),
+               (96, frozenset({rescored.run_id}))}
+    assert states <= allowed and len(seen) > 3
+    assert (96, frozenset({rescored.run_id})) in states  # the reader saw the end
+
+
+def test_versions_aggregation_and_refusals(store_copy, dask_client):
+    score(store_copy, MODEL, client=dask_client, progress=False)
+    store = featurestore.open(store_copy)
+    first_version = store.score_table(MODEL).version
+    with pytest.raises(ValueError, match="--rescore"):
+        score(store_copy, MODEL, client=dask_client, progress=False, aggregate="max")
+    score(store_copy, MODEL, client=dask_client, progress=False, aggregate="max", rescore=True)
+    top = store.scores(MODEL)
+    tiles = store.tile_scores(MODEL)
+    classes = list(store.score_table(MODEL).info().classes)
+    by_max = tiles.groupby(KEY)[classes].max().stack()
+    by_max.index.names = [*KEY, "label"]
+    got = top.set_index([*KEY, "label"])["score"]
+    np.testing.assert_allclose(got.loc[by_max.index].to_numpy(), by_max.to_numpy(), atol=1e-7)
+    assert set(top["aggregate"]) == {"max"}
+
+    # Trained again under the same name: a new version, scored in full, the old one kept.
+    train(store_copy, MODEL, TrainConfig(arch="ensemble", epochs=1, optimizer="adam",
+                                         learning_rate=1e-3, min_tracks=6, test_size=0.25,
+                                         seed=1), progress=False, overwrite=True)
+    report = score(store_copy, MODEL, client=dask_client, progress=False)
+    assert report.version != first_version and report.scored == 48
+    assert set(store.scores(MODEL, version=first_version)["aggregate"]) == {"max"}
+    assert set(store.scores(MODEL)["version"]) == {report.version}
+    lazy = store.scores(MODEL, lazy=True)
+    assert len(lazy.compute()) == 480
+
+    with pytest.raises(TrainingError, match="no model 'nope'"):
+        score(store_copy, "nope", progress=False)
+    with pytest.raises(featurestore.StoreError, match="no scores of model 'unscored'"):
+        store.score_table("unscored")
+
+
+def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path):
+    res = subprocess.run(cli("score", "--store", store_copy, "--model", MODEL, "--workers", "2",
+                             "--no-progress"), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "48 tracks scored" in res.stdout, res.stdout + res.stderr
+    store = featurestore.open(store_copy)
+
+    one = track_rankings(store, MODEL, "t00003")
+    assert one["rank"].tolist() == list(range(1, 11))
+    assert one["film"].nunique() == 1 and (np.diff(one["score"]) <= 0).all()
+
+    best = best_tracks(store, MODEL, ["Thriller", "Sci-Fi"], top=5)
+    assert best.equals(best_tracks(store, MODEL, ["thriller", "science fiction"], top=5))
+    assert best["rank"].tolist() == [1, 2, 3, 4, 5] and (np.diff(best["score"]) <= 0).all()
+    np.testing.assert_allclose(best["score"], best[["Thriller", "Sci-Fi"]].mean(axis=1), rtol=1e-6)
+    wide = store.scores(MODEL, labels=["Thriller", "Sci-Fi"]).pivot_table(
+        index="track_id", columns="label", values="score").mean(axis=1)
+    assert best["track_id"].tolist() == wide.sort_values(ascending=False).index[:5].tolist()
+    weakest = best_tracks(store, MODEL, ["Thriller", "Sci-Fi"], combine="min", top=3)
+    np.testing.assert_allclose(weakest["score"], weakest[["Thriller", "Sci-Fi"]].min(axis=1))
+    in_70s = best_tracks(store, MODEL, ["Drama"], top=50, year="1970:1979")
+    assert len(in_70s) and in_70s["year"].between(1970, 1979).all()
+    with pytest.raises(ValueError, match="does not score Polka"):
+        best_tracks(store, MODEL, ["Polka"])
+
+    res = subprocess.run(cli("rankings", "--store", store_copy, "--model", MODEL, "--label",
+                             "Thriller", "--label", "Sci-Fi", "--top", "5", "--format", "json"),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [r["track_id"] for r in rows] == best["track_id"].tolist()
+    assert {"film", "composer", "year", "Thriller", "Sci-Fi"} <= set(rows[0])
+    res = subprocess.run(cli("rankings", "--store", store_copy, "--model", MODEL, "--track",
+                             "t00003"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.count("t00003") == 10, res.stderr
+    res = subprocess.run(cli("rankings", "--store", store_copy, "--model", MODEL, "--track",
+                             "zzz"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "no current scores" in res.stderr
+
+    report_dir = str(tmp_path / "report")
+    res = subprocess.run(cli("evaluate", "--store", store_copy, "--model", MODEL, "--json",
+                             "--report", report_dir), capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    figures = json.loads(res.stdout)
+    for level in ("track", "tile"):
+        assert {"lrap", "coverage_error", "coverage_lower_bound", "label_ranking_loss",
+                "per_class"} <= set(figures[level])
+        assert figures[level]["coverage_error"] >= figures[level]["coverage_lower_bound"]
+    assert figures["k"] == 5 and len(figures["track"]["per_class"]["classes"]) == 10
+    assert sorted(os.listdir(report_dir)) == ["cooccurrence.png", "metrics.json",
+                                              "per_class_f1.png", "report.md",
+                                              "score_distributions.png"]
+    with open(os.path.join(report_dir, "per_class_f1.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # by default the report goes into the store, beside the scores
+    path = write_report(evaluate(store, MODEL, "val", k=3),
+                        os.path.join(store.score_table(MODEL).dir, "evaluation", "val"))
+    assert os.path.exists(path)
