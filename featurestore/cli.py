@@ -216,8 +216,8 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--aggregate", choices=["mean", "max", "median"],
                     help="tile scores to track scores (default: the version's, else mean)")
     sc.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
-    sc.add_argument("--batch-size", type=int, default=512, metavar="N",
-                    help="tiles per forward pass (default %(default)s)")
+    sc.add_argument("--batch-size", type=int, metavar="N",
+                    help="tiles per forward pass (default 16 on a CPU, 1024 on a GPU)")
     sc.add_argument("--batch-tiles", type=int, metavar="N",
                     help="tiles per Dask task (default: about 4 tasks per worker)")
     sc.add_argument("--no-progress", action="store_true")
@@ -468,14 +468,13 @@ def _cmd_rankings(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from featurestore import layout
     from featurestore.urls import join
     from scoring import evaluate, write_report
 
     store = _open_store(args)
     ev = evaluate(store, args.model, args.split, args.top_k, args.version)
-    target = args.report or join(layout.score_version_dir(store.url, args.model, ev.version),
-                                 "evaluation", args.split)
+    target = args.report or join(store.score_table(args.model, ev.version).url, "evaluation",
+                                 args.split)
     path = write_report(ev, target, store.storage_options if not args.report else None)
     print(ev.to_json() if args.json else ev.summary())
     print(f"report: {path}", file=sys.stderr)

@@ -104,9 +104,13 @@ class ScoreTable:
         return self.path("rankings.parquet")
 
     @property
+    def url(self) -> str:
+        """The version folder as a URL (``dir`` is the filesystem's path)."""
+        return layout.score_version_dir(self.store.url, self.model, self.version)
+
+    @property
     def rankings_url(self) -> str:
-        return join(layout.score_version_dir(self.store.url, self.model, self.version),
-                     "rankings.parquet")
+        return join(self.url, "rankings.parquet")
 
     # -- version info --------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ class ScoreReport:
     commit: int = 0
     workers: int = 0
     model_loads: int = 0
+    task_seconds: float = 0.0
     seconds: float = 0.0
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -130,8 +131,8 @@ def _batches(todo: pd.DataFrame, batch_tiles: int) -> list[pd.DataFrame]:
 
 
 def score(store: Store | str, model: str, *, rescore: bool = False,
-          aggregate: str | None = None, device: str = "auto", batch_size: int = 512,
-          batch_tiles: int | None = None, client: Client | None = None,
+          aggregate: str | None = None, device: str = "auto",
+          batch_size: int | None = None, batch_tiles: int | None = None, client: Client | None = None,
           scheduler: str | None = None, scheduler_file: str | None = None,
           n_workers: int | None = None, storage_options: dict | None = None,
           progress: bool = True, log=None) -> ScoreReport:
@@ -151,8 +152,8 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
         Changing it for an existing version needs ``rescore``.
     device : str
         Torch device on the workers: ``auto`` (CUDA where present), ``cpu``, ``cuda``.
-    batch_size : int
-        Tiles per forward pass.
+    batch_size : int, optional
+        Tiles per forward pass (default 16 on a CPU, 1024 on a GPU).
     batch_tiles : int, optional
         Tiles per task (default: the work split in about four tasks per worker, 64 to 4096).
     client, scheduler, scheduler_file, n_workers : optional
@@ -251,6 +252,7 @@ def _run(job: ScoreJob, todo: pd.DataFrame, batch_tiles: int | None, report: Sco
                 report.scored += done["tracks"]
                 report.tiles += done["tiles"]
                 report.model_loads += int(done["loaded"])
+                report.task_seconds += done["seconds"]
                 bar.update(done["tracks"])
                 bar.set_postfix_str(f"{report.tiles} tiles")
         finally:

@@ -23,7 +23,7 @@ from featurestore.store import Store
 from featurestore.tile_arrays import tile_rows
 from scoring.aggregate import aggregate, ranking_rows
 from training.loader import TileSource, read_tiles
-from training.loop import autocast, resolve_device
+from training.loop import autocast, place, resolve_device
 from training.model_files import ModelFiles
 
 
@@ -41,7 +41,7 @@ class ScoreJob:
     aggregate: str
     run_id: str
     device: str = "auto"
-    batch_size: int = 512
+    batch_size: int | None = None
     mixed_precision: bool = True
     storage_options: dict = field(default_factory=dict)
 
@@ -61,17 +61,25 @@ def loaded_model(job: ScoreJob) -> tuple[nn.Module, torch.device, bool]:
                          f"{files.version()}, not {job.version}); run the scoring again")
     device = resolve_device(job.device)
     _MODELS.clear()  # one model at a time per worker: memory stays bounded
-    _MODELS[key] = (files.load_model().to(device), device)
+    _MODELS[key] = (place(files.load_model(), device), device)
     return (*_MODELS[key], True)
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Tiles per forward pass: small on a CPU (activations stay in cache: 16 tiles score 5x
+    faster than 512 on one core), large on a GPU."""
+    return 16 if device.type == "cpu" else 1024
+
+
 def score_tiles(model: nn.Module, tiles: np.ndarray, softmax: bool, device: torch.device,
-                batch_size: int = 512, mixed_precision: bool = True) -> np.ndarray:
-    """Probabilities ``(tiles, classes)``: softmax or per-class sigmoid of the logits."""
+                batch_size: int | None = None, mixed_precision: bool = True) -> np.ndarray:
+    """Probabilities ``(tiles, classes)``: softmax or per-class sigmoid of the logits (the
+    model placed on ``device`` with :func:`training.loop.place`)."""
+    batch_size = batch_size or default_batch_size(device)
     out: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, len(tiles), batch_size):
-            x = torch.from_numpy(tiles[start:start + batch_size])[:, None].to(device)
+            x = place(torch.from_numpy(tiles[start:start + batch_size])[:, None], device)
             with autocast(device, mixed_precision):
                 logits = model(x).float()
             out.append((logits.softmax(1) if softmax else logits.sigmoid()).cpu().numpy())

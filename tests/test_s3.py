@@ -49,3 +49,50 @@ def test_s3_store_builds_and_answers_like_a_local_one(tmp_path, s3_bucket, dask_
     assert res.returncode == 0, res.stderr
     assert [json.loads(line)["track_id"] for line in res.stdout.splitlines()] == list(
         local.tracks(genres="Comedy")["track_id"])
+
+
+def test_s3_whole_flow_build_train_score_evaluate(tmp_path, s3_bucket, dask_client):
+    """Audio, catalog and store all on the S3 server: build, train reading tiles lazily
+    (memory budget 0), score on the worker processes, rankings and evaluation."""
+    import s3fs
+    import torch
+
+    from catalogs.demo import generate_demo_library
+    from scoring import best_tracks, evaluate, score, write_report
+    from scoring.scorer import score_tiles
+    from training import TrainConfig, train
+    from training.loop import place
+    from training.model_files import ModelFiles
+
+    bucket, options = s3_bucket
+    generate_demo_library(str(tmp_path / "lib"), n_tracks=24)
+    fs = s3fs.S3FileSystem(**options)
+    fs.put(str(tmp_path / "lib"), f"{bucket}/lib", recursive=True)
+    url = f"{bucket}/store"
+    report = featurestore.build(f"{bucket}/lib/catalog.csv", url, name="demo",
+                                client=dask_client, storage_options=options, progress=False)
+    assert report.exit_code == 0 and report.built == 24
+    assert featurestore.open(url, options).tracks()["path"].str.startswith("s3://").all()
+
+    config = TrainConfig(arch="ensemble", epochs=2, optimizer="adam", learning_rate=1e-3,
+                         min_tracks=5, test_size=0.25, memory_budget_mb=0, device="cpu")
+    trained = train(url, "ens", config, storage_options=options, progress=False)
+    first = score(url, "ens", client=dask_client, storage_options=options, progress=False)
+    assert first.scored == 24 and first.commit == 1
+    assert score(url, "ens", client=dask_client, storage_options=options,
+                 progress=False).scored == 0
+
+    store = featurestore.open(url, options)
+    tiles = store.tiles()
+    model = place(ModelFiles(store, "ens").load_model(), torch.device("cpu"))
+    expected = score_tiles(model, tiles.values.astype(np.float32), False, torch.device("cpu"))
+    stored = store.tile_scores("ens").set_index(["catalog", "track_id", "offset"]).loc[
+        list(zip(tiles["catalog"].values, tiles["track_id"].values, tiles["offset"].values))]
+    np.testing.assert_allclose(stored[trained.classes].to_numpy(), expected, atol=1e-5)
+    best = best_tracks(store, "ens", trained.classes[:2], top=3)
+    assert len(best) == 3 and best["film"].notna().all()
+    ev = evaluate(store, "ens")
+    assert abs(ev.track["lrap"] - trained.metrics["track_lrap"]) < 1e-5
+    path = write_report(ev, f"{store.score_table('ens').url}/evaluation/test", options)
+    assert path.startswith("s3://") and fs.exists(path)
+    assert fs.exists(path.replace("report.md", "cooccurrence.png"))

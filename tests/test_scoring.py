@@ -408,5 +408,5 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     # by default the report goes into the store, beside the scores
     path = write_report(evaluate(store, MODEL, "val", k=3),
-                        os.path.join(store.score_table(MODEL).dir, "evaluation", "val"))
+                        os.path.join(store.score_table(MODEL).url, "evaluation", "val"))
     assert os.path.exists(path)

@@ -152,6 +152,31 @@ def test_architectures_output_shapes_and_parameter_counts():
     assert build_model("cnn", (20, 50), 3)(torch.randn(2, 1, 20, 50)).shape == (2, 3)
 
 
+def test_fast_layouts_compute_the_studys_layers():
+    """Blocks pool before their ReLU, and run channels-last: the same numbers as the study's
+    (Keras) order conv, ReLU, max-pool with "same" padding, in the default layout."""
+    import torch.nn.functional as F
+
+    from training.loop import place
+
+    torch.manual_seed(0)
+    model = build_model("cnn", (40, 100), 10).eval()
+    x = torch.randn(8, 1, 40, 100)
+    with torch.no_grad():
+        h = model.standardize(x)
+        for block in model.features:
+            conv = block[1]
+            k = conv.kernel_size[0]
+            padded = F.pad(h, ((k - 1) // 2, k // 2, (k - 1) // 2, k // 2))
+            h = F.max_pool2d(F.relu(conv(padded)), 2)
+        expected = model.head(h)
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
+        fast = place(build_model("cnn", (40, 100), 10), torch.device("cpu")).eval()
+        fast.load_state_dict(model.state_dict())
+        got = fast(place(x, torch.device("cpu")))
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_short_training_improves_validation_loss_and_saves_everything(demo_store):
     report = train(demo_store, "ml", TrainConfig(arch="multilabel", epochs=12, patience=12,
                                                  **FAST), progress=False)

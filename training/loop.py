@@ -38,6 +38,15 @@ class Checkpointer:
     load: Callable[[], dict | None]
 
 
+def place(module_or_tiles, device: torch.device):
+    """A model or a tile batch on ``device`` in channels-last layout: the layout oneDNN and
+    cuDNN convolutions and pooling run fastest in (3-5x on a CPU core, benchmarks/)."""
+    if isinstance(module_or_tiles, nn.Module):
+        return module_or_tiles.to(device=device, memory_format=torch.channels_last)
+    return module_or_tiles.to(device, non_blocking=True).contiguous(
+        memory_format=torch.channels_last)
+
+
 def autocast(device: torch.device, enabled: bool):
     """Mixed precision on CUDA (bfloat16), none on the CPU."""
     # bfloat16 on CUDA needs no loss scaling; CPU runs in float32
@@ -52,7 +61,7 @@ def evaluate_loss(model: nn.Module, dataset: BlockShuffleTiles, loss_fn: nn.Modu
     total, n = 0.0, 0
     with torch.no_grad():
         for x, y in make_loader(dataset, config.loader_workers):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = place(x, device), y.to(device, non_blocking=True)
             with autocast(device, config.mixed_precision):
                 out = model(x)
             total += float(loss_fn(out.float(), y)) * len(x)
@@ -66,7 +75,7 @@ def fit(model: nn.Module, sampler, train_data: BlockShuffleTiles, val_data: Bloc
         on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
     """Train ``model`` in place; on return it holds the best weights (lowest validation loss).
     Returns the history rows (one per epoch, resumed ones included)."""
-    model.to(device)
+    place(model, device)
     loss_fn = make_loss(softmax, sampler.loss_weights()).to(device)
     val_loss_fn = make_loss(softmax, None).to(device)
     if config.optimizer == "sgd":
@@ -101,7 +110,7 @@ def fit(model: nn.Module, sampler, train_data: BlockShuffleTiles, val_data: Bloc
         bar = tqdm(total=len(index), desc=f"{label} epoch {epoch + 1}/{config.epochs}",
                    unit="tile", disable=not progress, leave=False)
         for x, y in make_loader(train_data, config.loader_workers):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = place(x, device), y.to(device, non_blocking=True)
             with autocast(device, config.mixed_precision):
                 out = model(x)
             loss = loss_fn(out.float(), y)
@@ -148,13 +157,13 @@ def fit(model: nn.Module, sampler, train_data: BlockShuffleTiles, val_data: Bloc
 def predict(model: nn.Module, dataset: BlockShuffleTiles, index: np.ndarray, softmax: bool,
             device: torch.device, config: TrainConfig) -> np.ndarray:
     """Scores (probabilities) of the tiles at ``index``, in that order."""
-    model.eval().to(device)
+    place(model.eval(), device)
     dataset.set_plan(index, np.arange(len(index), dtype=np.int64))  # targets carry positions
     scores: np.ndarray | None = None
     with torch.no_grad():
         for x, position in make_loader(dataset, 0):
             with autocast(device, config.mixed_precision):
-                logits = model(x.to(device)).float()
+                logits = model(place(x, device)).float()
             out = (logits.softmax(1) if softmax else logits.sigmoid()).cpu().numpy()
             if scores is None:
                 scores = np.zeros((len(index), out.shape[1]), dtype=np.float32)

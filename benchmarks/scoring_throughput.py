@@ -1,0 +1,124 @@
+"""Batch scoring throughput with the ensemble on this machine (run by hand).
+
+    python benchmarks/scoring_throughput.py [--tracks 1000] [--dir benchmarks/out/scoring]
+
+Generates the demo library with ``--tracks`` cues, builds it, trains the 10-member ensemble for
+one epoch (the weights do not change the cost), then measures:
+
+- the model alone: tiles/s of one process on one thread, as scoring runs it (channels-last,
+  batches of 16 on a CPU), no I/O;
+- the obvious alternative: one process scoring track by track (its tiles read through
+  ``store.tiles``, one forward pass a track), no Dask, nothing written;
+- ``score --rescore`` on a LocalCluster of 1 and of 2 single-threaded worker processes, end to
+  end (tiles read from Zarr, scores written, the run committed);
+
+and from the 2-worker rate the hours of wall time to score a 100-hour and a 10,000-hour
+catalog (387.6 tiles an hour of audio at the study's spec). On a machine with CUDA, the same
+runs use the GPU (``--device``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+import featurestore
+from catalogs.demo import generate_demo_library
+from featurestore.cluster import connect
+from scoring import score
+from scoring.scorer import score_tiles
+from training import TrainConfig, train
+from training.loop import place, resolve_device
+from training.model_files import ModelFiles
+
+MODEL = "bench-ensemble"
+
+
+def prepare(directory: str, n_tracks: int) -> str:
+    url = os.path.join(directory, "store")
+    catalog = generate_demo_library(directory, n_tracks=n_tracks)
+    with connect(n_workers=2) as client:
+        print(featurestore.build(catalog, url, name="demo", client=client,
+                                 progress=False).summary())
+    files = ModelFiles(featurestore.open(url), MODEL)
+    if not files.exists():
+        train(url, MODEL, TrainConfig(arch="ensemble", epochs=1, optimizer="adam",
+                                      learning_rate=1e-3, min_tracks=6, test_size=0.1,
+                                      device="cpu"), progress=False)
+    return url
+
+
+def model_only(url: str, device: torch.device, n: int = 2048) -> float:
+    store = featurestore.open(url)
+    model = place(ModelFiles(store, MODEL).load_model(), device)
+    tiles = store.tiles().values[:n].astype(np.float32)
+    score_tiles(model, tiles[:512], False, device)  # warm up
+    start = time.perf_counter()
+    score_tiles(model, tiles, False, device)
+    return len(tiles) / (time.perf_counter() - start)
+
+
+def track_by_track(url: str, device: torch.device, limit: int = 200) -> float:
+    store = featurestore.open(url)
+    model = ModelFiles(store, MODEL).load_model().to(device)  # as a plain script would
+    tracks = store.tracks(status="ok").head(limit)
+    start, n = time.perf_counter(), 0
+    for i in range(len(tracks)):
+        tiles = store.tiles(tracks.iloc[i:i + 1]).values.astype(np.float32)
+        with torch.inference_mode():
+            model(torch.from_numpy(tiles)[:, None].to(device)).sigmoid().cpu().numpy()
+        n += len(tiles)
+    return n / (time.perf_counter() - start)
+
+
+def dask_run(url: str, workers: int, device: str, repeats: int) -> tuple[float, float, int]:
+    """Best of ``repeats`` rescoring runs on a warm cluster: (tiles/s, tracks/s, tiles); prints
+    each run's wall time, the seconds its tasks took, and the rest (planning, commit)."""
+    best = None
+    with connect(n_workers=workers) as client:
+        score(url, MODEL, client=client, rescore=True, device=device, progress=False)  # warm
+        for _ in range(repeats):
+            report = score(url, MODEL, client=client, rescore=True, device=device,
+                           progress=False)
+            print(f"{workers} worker(s): {report.seconds:.2f} s wall, tasks "
+                  f"{report.task_seconds:.2f} s, {report.scored} tracks")
+            if best is None or report.seconds < best.seconds:
+                best = report
+    return best.tiles / best.seconds, best.scored / best.seconds, best.tiles
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tracks", type=int, default=1000)
+    parser.add_argument("--dir", default="benchmarks/out/scoring")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    url = prepare(args.dir, args.tracks)
+    device = resolve_device(args.device)
+    torch.set_num_threads(1)  # one core, as one Dask worker has
+
+    alone = model_only(url, device)
+    naive = track_by_track(url, device)
+    one, one_tracks, tiles = dask_run(url, 1, args.device, args.repeats)
+    two, two_tracks, _ = dask_run(url, 2, args.device, args.repeats)
+    per_hour = 3600 / featurestore.FeatureSpec().tile_seconds
+    print(f"\n{args.tracks} tracks, {tiles} tiles, ensemble of 10 members on {device}")
+    print(f"model alone, 1 thread:            {alone:8.0f} tiles/s")
+    print(f"track by track, 1 process:        {naive:8.0f} tiles/s")
+    print(f"score, 1 worker:                  {one:8.0f} tiles/s  {one_tracks:6.1f} tracks/s  "
+          f"({one / naive:.1f}x track by track)")
+    print(f"score, 2 workers:                 {two:8.0f} tiles/s  {two_tracks:6.1f} tracks/s  "
+          f"({two / one:.2f}x 1 worker)")
+    for hours in (100, 10_000):
+        print(f"{hours:>6} h catalog ({hours * per_hour:,.0f} tiles): "
+              f"{hours * per_hour / two / 3600:.2f} h on 2 workers, "
+              f"{hours * per_hour / one / 3600:.2f} h per core")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Faults that really happen to nightly runs: a Dask worker process killed in the middle of a
+scoring run, and a build running while a scoring run reads the same store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import featurestore
+from catalogs.demo import generate_demo_library
+from featurestore.cluster import connect
+from featurestore.score_tables import KEY
+from scoring import score
+from training import TrainConfig, train
+
+MODEL = "ens"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, dask_client):
+    root = tmp_path_factory.mktemp("faults")
+    catalog = generate_demo_library(str(root / "lib"), n_tracks=32)
+    url = str(root / "store")
+    featurestore.build(catalog, url, name="demo", client=dask_client, progress=False,
+                       encoding=featurestore.TileEncoding(chunk_tiles=8))
+    train(url, MODEL, TrainConfig(arch="ensemble", epochs=1, optimizer="adam",
+                                  learning_rate=1e-3, min_tracks=6, test_size=0.25),
+          progress=False)
+    return {"store": url, "catalog": catalog}
+
+
+def _rankings(url: str) -> pd.DataFrame:
+    frame = featurestore.open(url).scores(MODEL)
+    return frame[[*KEY, "label", "score", "rank", "content_hash"]].sort_values(
+        [*KEY, "label"]).reset_index(drop=True)
+
+
+def test_worker_killed_mid_scoring_run_gives_the_undisturbed_result(trained, tmp_path,
+                                                                    dask_client):
+    reference = str(tmp_path / "reference")
+    shutil.copytree(trained["store"], reference)
+    score(reference, MODEL, client=dask_client, progress=False)
+    url = str(tmp_path / "store")
+    shutil.copytree(trained["store"], url)
+    table = featurestore.open(url).score_table  # bound method: tables appear after start
+
+    with connect(n_workers=2) as client:
+        pids = list(client.run(os.getpid).values())
+        outcome: dict = {}
+
+        def run():
+            try:
+                outcome["report"] = score(url, MODEL, client=client, progress=False,
+                                          batch_tiles=1)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        staged = os.path.join(url, "scores", MODEL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(
+                f.endswith(".parquet") for _, _, files in os.walk(staged) for f in files):
+            time.sleep(0.01)
+        os.kill(pids[0], signal.SIGKILL)
+        worker.join(300)
+    assert "error" not in outcome, outcome.get("error")
+    report = outcome["report"]
+    assert report.scored == 32 and report.commit == 1
+    got, expected = _rankings(url), _rankings(reference)
+    pd.testing.assert_frame_equal(got.drop(columns="score"), expected.drop(columns="score"))
+    np.testing.assert_allclose(got["score"], expected["score"], atol=1e-6)
+    tiles = featurestore.open(url).tile_scores(MODEL)
+    assert len(tiles) == featurestore.open(url).tracks()["n_tiles"].sum()
+    assert not tiles.duplicated([*KEY, "offset"]).any()
+    assert table(MODEL).staged_files() == []
+
+
+def test_build_and_scoring_run_together(trained, tmp_path, dask_client):
+    """A build adding a catalog while a scoring run works: both finish; the scores are whole
+    and the next scoring run picks up exactly the tracks the build added."""
+    url = str(tmp_path / "store")
+    shutil.copytree(trained["store"], url)
+    featurestore.build(trained["catalog"], url, name="more", client=dask_client,
+                       progress=False)
+    results: dict = {}
+
+    def run_score():
+        results["score"] = score(url, MODEL, client=dask_client, progress=False,
+                                 batch_tiles=2)
+
+    scoring = threading.Thread(target=run_score)
+    scoring.start()
+    build = featurestore.build(trained["catalog"], url, name="third", client=dask_client,
+                               progress=False)
+    scoring.join(300)
+    assert build.built == 32 and 64 <= results["score"].scored <= 96
+    after = score(url, MODEL, client=dask_client, progress=False)
+    assert results["score"].scored + after.scored == 96
+    frame = featurestore.open(url).scores(MODEL)
+    counts = frame.groupby(KEY)["rank"].agg(["count", "max"])
+    assert len(counts) == 96 and (counts["count"] == counts["max"]).all()
+    assert set(frame["catalog"]) == {"demo", "more", "third"}
