@@ -65,6 +65,12 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
                         "client_kwargs.endpoint_url=http://127.0.0.1:9000 (repeatable)")
 
 
+def _add_model_args(p: argparse.ArgumentParser, version: bool = False) -> None:
+    p.add_argument("--model", required=True, help="model name in the store")
+    if version:
+        p.add_argument("--version", help="a scored version (default: the model's current one)")
+
+
 def _add_filter_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("filters (all given must hold; repeat an option for any of "
                              "several values)")
@@ -210,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
                                     "run is committed into the store in one atomic write. "
                                     "Rerun after an interruption to finish.")
     _add_store_args(sc)
-    sc.add_argument("--model", required=True, help="model name in the store")
+    _add_model_args(sc)
     sc.add_argument("--rescore", action="store_true",
                     help="score every track again, replacing this version's scores")
     sc.add_argument("--aggregate", choices=["mean", "max", "median"],
@@ -229,8 +235,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "all the labels together, with film, composer and year.")
     _add_store_args(r)
     _add_filter_args(r)
-    r.add_argument("--model", required=True, help="model name in the store")
-    r.add_argument("--version", help="a scored version (default: the model's current one)")
+    _add_model_args(r, version=True)
     r.add_argument("--track", action="append", metavar="ID", help="track id (repeatable)")
     r.add_argument("--label", action="append", metavar="LABEL",
                    help="a label the tracks should fit (repeatable)")
@@ -248,8 +253,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "recall and F1 with the top-k labels as predictions; a "
                                    "markdown report with figures.")
     _add_store_args(e)
-    e.add_argument("--model", required=True, help="model name in the store")
-    e.add_argument("--version", help="a scored version (default: the model's current one)")
+    _add_model_args(e, version=True)
     e.add_argument("--split", choices=["test", "val", "train", "all"], default="test")
     e.add_argument("--top-k", type=int, default=5, metavar="K",
                    help="labels taken as predictions per track (default %(default)s, the "
@@ -488,7 +492,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import featurestore
     from featurestore.cluster import connect
     from scoring import best_tracks, evaluate, score, track_rankings, write_report
-    from training import TrainConfig, train
+    from training import TrainConfig, TrainingError, train
     from training.model_files import ModelFiles
 
     print(f"generating the demo library in {os.path.abspath(args.dir)} ...", file=sys.stderr)
@@ -512,7 +516,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                                  epochs=args.epochs, patience=5, optimizer="adam",
                                  learning_rate=1e-3, device="cpu")
             print(f"\ntraining {model!r} ...", file=sys.stderr)
-            print(train(store, model, config, progress=False).summary())
+            try:
+                print(train(store, model, config, progress=False).summary())
+            except TrainingError as exc:  # a --tracks too small to split by class
+                print(f"not training on this library ({exc}); use --tracks 48 or more to "
+                      "see training, scoring and evaluation", file=sys.stderr)
+                return report.exit_code
 
         print(score(store, model, client=client, progress=progress).summary())
     ev = evaluate(store, model, "test")
