@@ -508,8 +508,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
               f"{tiles.sizes['frame']} (feature set {tiles.attrs['feature_set']})")
 
         model = "demo-ensemble"
-        if ModelFiles(store, model).exists() and ModelFiles(store, model).read_config().get(
-                "complete"):
+        files = ModelFiles(store, model)
+        if files.exists() and files.read_config().get("complete"):
             print(f"\nmodel {model!r} is already trained: kept", file=sys.stderr)
         else:
             config = TrainConfig(arch="ensemble", min_tracks=6, test_size=0.25,

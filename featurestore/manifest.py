@@ -14,7 +14,6 @@ slots are never written again (so that a reader holding an older view never read
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 
@@ -22,8 +21,8 @@ import fsspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from featurestore.parquet_files import parquet_bytes, read_parquet
 from featurestore.urls import atomic_write, join
 
 SCHEMA = pa.schema([
@@ -74,7 +73,7 @@ class ManifestLog:
 
     def _read_table(self, path: str, columns: list[str] | None = None,
                     where: pc.Expression | None = None) -> tuple[pa.Table, int, int]:
-        table = pq.read_table(io.BytesIO(self.fs.cat_file(path)), columns=columns, filters=where)
+        table = read_parquet(self.fs, path, columns, where)
         meta = table.schema.metadata or {}
         return table, int(meta.get(_SEQ, b"0")), int(meta.get(_HIGH, b"0"))
 
@@ -145,9 +144,5 @@ class _Raced(Exception):
 
 
 def _to_parquet(frame: pd.DataFrame, seq: int, high_water: int) -> bytes:
-    table = pa.Table.from_pandas(frame[SCHEMA.names], schema=SCHEMA, preserve_index=False)
-    table = table.replace_schema_metadata({_SEQ: str(seq).encode(),
-                                           _HIGH: str(high_water).encode()})
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    return buffer.getvalue()
+    return parquet_bytes(frame, SCHEMA, {_SEQ: str(seq).encode(),
+                                         _HIGH: str(high_water).encode()})

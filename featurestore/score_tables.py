@@ -20,7 +20,6 @@ score those tracks again.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import pyarrow.parquet as pq
 
 from featurestore import layout
 from featurestore.errors import StoreError
+from featurestore.parquet_files import parquet_bytes, read_parquet
 from featurestore.urls import atomic_write, join
 
 RANKING_SCHEMA = pa.schema([
@@ -127,24 +127,27 @@ class ScoreTable:
     # -- reading -------------------------------------------------------------------------
 
     def seq(self) -> int:
-        """The number of the last commit (0: nothing committed yet)."""
+        """The number of the last commit (0: nothing committed yet); reads the footer only."""
         try:
-            meta = pq.read_schema(io.BytesIO(self.fs.cat_file(self.rankings_path))).metadata
+            with self.fs.open(self.rankings_path, "rb") as f:
+                return _seq_of(pq.read_schema(f))
         except FileNotFoundError:
             return 0
-        return int((meta or {}).get(_SEQ, b"0"))
+
+    def _committed(self, columns: list[str] | None = None,
+                   where: pc.Expression | None = None) -> tuple[pd.DataFrame, int]:
+        """The committed rankings and their commit number, from one read of the file."""
+        try:
+            table = read_parquet(self.fs, self.rankings_path, columns, where)
+        except FileNotFoundError:
+            return _empty(columns), 0
+        return table.to_pandas(), _seq_of(table.schema)
 
     def rankings(self, columns: list[str] | None = None,
                  where: pc.Expression | None = None) -> pd.DataFrame:
         """The committed rankings (empty before the first commit), read in one piece so that
         they are one commit's."""
-        try:
-            data = self.fs.cat_file(self.rankings_path)
-        except FileNotFoundError:
-            table = RANKING_SCHEMA.empty_table()
-            table = table.select(columns) if columns else table
-            return table.to_pandas()
-        return pq.read_table(io.BytesIO(data), columns=columns, filters=where).to_pandas()
+        return self._committed(columns, where)[0]
 
     def tiles(self, rankings: pd.DataFrame, attempts: int = 20) -> pd.DataFrame:
         """The tile scores of the tracks in ``rankings`` (rows of :meth:`rankings` carrying
@@ -154,9 +157,8 @@ class ScoreTable:
             try:
                 frames = []
                 for part, rows in keys.groupby("tiles_part", sort=False):
-                    data = self.fs.cat_file(self.path(part))
                     where = pc.field("track_id").isin(pa.array(rows["track_id"].unique()))
-                    table = pq.read_table(io.BytesIO(data), filters=where).to_pandas()
+                    table = read_parquet(self.fs, self.path(part), where=where).to_pandas()
                     frames.append(table.merge(rows[KEY], on=KEY))
                 break
             except FileNotFoundError:
@@ -180,10 +182,14 @@ class ScoreTable:
         """Write one batch's tile scores, then its staged rankings (named by the tile file).
         A staged file exists only once its tile file is complete."""
         tiles_part = f"tiles/{run_id}/{batch:05d}.parquet"
-        atomic_write(self.fs, self.path(tiles_part), _parquet(tiles, TILE_SCHEMA))
+        atomic_write(self.fs, self.path(tiles_part), parquet_bytes(tiles, TILE_SCHEMA))
         rankings = rankings.assign(tiles_part=tiles_part)
-        atomic_write(self.fs, self.path("staged", run_id, f"{batch:05d}.parquet"),
-                     _parquet(rankings, RANKING_SCHEMA))
+        atomic_write(self.fs, self.staged_path(run_id, batch),
+                     parquet_bytes(rankings, RANKING_SCHEMA))
+
+    def staged_path(self, run_id: str, batch: int) -> str:
+        """Where batch ``batch`` of run ``run_id`` stages its rankings."""
+        return self.path("staged", run_id, f"{batch:05d}.parquet")
 
     # -- committing (the driver, holding the model's lock) -------------------------------
 
@@ -195,12 +201,8 @@ class ScoreTable:
             return []
 
     def read_staged(self, files: list[str], columns: list[str] | None = None) -> pd.DataFrame:
-        frames = [pq.read_table(io.BytesIO(self.fs.cat_file(f)), columns=columns).to_pandas()
-                  for f in files]
-        if not frames:
-            table = RANKING_SCHEMA.empty_table()
-            return (table.select(columns) if columns else table).to_pandas()
-        return pd.concat(frames, ignore_index=True)
+        frames = [read_parquet(self.fs, f, columns).to_pandas() for f in files]
+        return pd.concat(frames, ignore_index=True) if frames else _empty(columns)
 
     def commit(self, staged: list[str], keep: pd.DataFrame | None, replace: bool) -> int:
         """Commit the ``staged`` batch files: the new rankings are the previous ones (all of
@@ -208,8 +210,9 @@ class ScoreTable:
         ``track_id``) less the tracks the staged rows score again, plus the staged rows.
         One atomic write; returns the new commit number."""
         new = self.read_staged(staged)
-        seq = self.seq()
-        old = self.rankings() if not replace else self.rankings().iloc[:0]
+        old, seq = self._committed()
+        if replace:
+            old = old.iloc[:0]
         if keep is not None:
             old = old.merge(keep[KEY].drop_duplicates(), on=KEY)
         if len(new):
@@ -222,8 +225,8 @@ class ScoreTable:
         frame = frame.sort_values(["label", "score", "catalog", "track_id"],
                                   ascending=[True, False, True, True], kind="stable")
         atomic_write(self.fs, self.rankings_path,
-                     _parquet(frame, RANKING_SCHEMA, {_SEQ: str(seq + 1).encode()},
-                              ROW_GROUP_ROWS))
+                     parquet_bytes(frame, RANKING_SCHEMA, {_SEQ: str(seq + 1).encode()},
+                                   ROW_GROUP_ROWS))
         return seq + 1
 
     def clean(self) -> None:
@@ -262,14 +265,13 @@ def versions(store, model: str) -> list[VersionInfo]:
     return [info for _, info in sorted(found, key=lambda x: x[0])]
 
 
-def _parquet(frame: pd.DataFrame, schema: pa.Schema, metadata: dict | None = None,
-             row_group_size: int | None = None) -> bytes:
-    table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-    if metadata:
-        table = table.replace_schema_metadata(metadata)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", row_group_size=row_group_size)
-    return buffer.getvalue()
+def _seq_of(schema: pa.Schema) -> int:
+    return int((schema.metadata or {}).get(_SEQ, b"0"))
+
+
+def _empty(columns: list[str] | None) -> pd.DataFrame:
+    table = RANKING_SCHEMA.empty_table()
+    return (table.select(columns) if columns else table).to_pandas()
 
 
 def scores_matrix(rankings: pd.DataFrame, classes: list[str]) -> tuple[pd.DataFrame, np.ndarray]:

@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from featurestore import layout
 from featurestore.errors import OK, REMOVED, StoreError
 from featurestore.expressions import QueryError
 from featurestore.manifest import ManifestLog, ManifestState, empty_frame
+from featurestore.parquet_files import parquet_bytes
 from featurestore.query import (BUILD_COLUMNS, CatalogPart, ScanStats, TrackQuery,
                                 build_rows, catalog_fragment, join_build, plan_scan,
                                 read_part)
@@ -218,10 +218,8 @@ class Store:
     def write_catalog(self, name: str, frame: pd.DataFrame) -> None:
         order = [c for c in self.CLUSTER_BY if c in frame.columns]
         frame = frame.sort_values(order, na_position="last", kind="stable")
-        table = pa.Table.from_pandas(_parquet_safe(frame), preserve_index=False)
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd", row_group_size=self.ROW_GROUP_ROWS)
-        atomic_write(self.fs, layout.catalog_table(self.root, name), buffer.getvalue())
+        atomic_write(self.fs, layout.catalog_table(self.root, name),
+                     parquet_bytes(_parquet_safe(frame), row_group_size=self.ROW_GROUP_ROWS))
 
     # -- reading -------------------------------------------------------------------------
 

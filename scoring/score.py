@@ -64,9 +64,10 @@ class ScoreReport:
         lines = [f"model {self.model!r} version {self.version} ({self.aggregate} of tiles), "
                  f"feature set {self.feature_set}, run {self.run_id}",
                  f"  {self.scored} tracks scored ({self.tiles} tiles)"
-                 f"{f' on {self.workers} workers' if self.workers else ''}, {self.adopted} adopted from an interrupted run, {self.up_to_date} "
-                 f"up to date, {self.dropped} dropped (no longer built), "
-                 f"{len(self.skipped)} skipped; {self.seconds:.1f} s"]
+                 f"{f' on {self.workers} workers' if self.workers else ''}, {self.adopted} "
+                 f"adopted from an interrupted run, {self.up_to_date} up to date, "
+                 f"{self.dropped} dropped (no longer built), {len(self.skipped)} skipped; "
+                 f"{self.seconds:.1f} s"]
         if self.commit:
             lines.append(f"  committed as commit {self.commit}")
         else:
@@ -106,21 +107,21 @@ def _skip_reasons(store: Store, tracks: pd.DataFrame, feature_set: str) -> list[
     return out
 
 
-def _adoptable(table: ScoreTable, todo: pd.DataFrame, aggregate: str) -> list[str]:
+def _adoptable(table: ScoreTable, todo: pd.DataFrame,
+               aggregate: str) -> tuple[list[str], pd.DataFrame]:
     """Staged files of an interrupted run whose every row scores a track still to do, with
-    its current content and this aggregation."""
+    its current content and this aggregation; and the ``catalog, track_id`` they score."""
     files = table.staged_files()
-    if not files or not len(todo):
-        return []
     wanted = set(zip(todo["catalog"], todo["track_id"], todo["content_hash"]))
-    adopted = []
-    for f in files:
+    adopted, done = [], set()
+    for f in files if len(todo) else []:
         rows = table.read_staged([f], [*KEY, "content_hash", "aggregate"])
         keys = set(zip(rows["catalog"], rows["track_id"], rows["content_hash"]))
         if keys and keys <= wanted and set(rows["aggregate"]) == {aggregate}:
             adopted.append(f)
             wanted -= keys
-    return adopted
+            done |= {key[:2] for key in keys}
+    return adopted, pd.DataFrame(sorted(done), columns=KEY)
 
 
 def _batches(todo: pd.DataFrame, batch_tiles: int) -> list[pd.DataFrame]:
@@ -132,7 +133,8 @@ def _batches(todo: pd.DataFrame, batch_tiles: int) -> list[pd.DataFrame]:
 
 def score(store: Store | str, model: str, *, rescore: bool = False,
           aggregate: str | None = None, device: str = "auto",
-          batch_size: int | None = None, batch_tiles: int | None = None, client: Client | None = None,
+          batch_size: int | None = None, batch_tiles: int | None = None,
+          client: Client | None = None,
           scheduler: str | None = None, scheduler_file: str | None = None,
           n_workers: int | None = None, storage_options: dict | None = None,
           progress: bool = True, log=None) -> ScoreReport:
@@ -202,9 +204,8 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
                                   indicator=True)["_merge"].eq("both").to_numpy()
             todo, report.up_to_date = built[~current], int(current.sum())
         report.dropped = len(scored) - len(scored.merge(built[KEY], on=KEY))
-        adopted = [] if rescore else _adoptable(table, todo, how)
+        adopted, done = ([], None) if rescore else _adoptable(table, todo, how)
         if adopted:
-            done = table.read_staged(adopted, KEY).drop_duplicates()
             report.adopted = len(done)
             todo = todo.merge(done.assign(_done=True), on=KEY, how="left")
             todo = todo[todo["_done"].isna()].drop(columns="_done")
@@ -258,4 +259,4 @@ def _run(job: ScoreJob, todo: pd.DataFrame, batch_tiles: int | None, report: Sco
         finally:
             bar.close()
     table = ScoreTable(store, job.model, job.version)
-    return [table.path("staged", job.run_id, f"{i:05d}.parquet") for i in range(len(batches))]
+    return [table.staged_path(job.run_id, i) for i in range(len(batches))]

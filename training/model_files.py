@@ -17,12 +17,11 @@ import io
 import json
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
 from featurestore import layout
+from featurestore.parquet_files import parquet_bytes, read_parquet
 from featurestore.store import Store
 from featurestore.urls import atomic_write, join
 from training.config import TrainConfig, TrainingError
@@ -70,13 +69,12 @@ class ModelFiles:
         if name.endswith(".csv"):
             atomic_write(self.fs, self.path(name), frame.to_csv(index=False).encode())
             return
-        buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
-        atomic_write(self.fs, self.path(name), buffer.getvalue())
+        atomic_write(self.fs, self.path(name), parquet_bytes(frame))
 
     def read_frame(self, name: str) -> pd.DataFrame:
-        data = io.BytesIO(self.fs.cat_file(self.path(name)))
-        return pd.read_csv(data) if name.endswith(".csv") else pq.read_table(data).to_pandas()
+        if name.endswith(".csv"):
+            return pd.read_csv(io.BytesIO(self.fs.cat_file(self.path(name))))
+        return read_parquet(self.fs, self.path(name)).to_pandas()
 
     def write_bytes(self, data: bytes, name: str) -> None:
         atomic_write(self.fs, self.path(name), data)
@@ -95,12 +93,22 @@ class ModelFiles:
                                 "`featurestore train` command to complete it")
         return config
 
-    def version(self) -> str:
-        """The model's version: a hash of its config and weights, so a model trained again
-        under the same name is a new version."""
-        digest = hashlib.sha256(self.fs.cat_file(self.path("config.json")))
-        for key in self.read_config().get("members", []):
+    def weights_digest(self, members: list[str]) -> str:
+        """SHA-256 of the members' saved weights, in order."""
+        digest = hashlib.sha256()
+        for key in members:
             digest.update(self.fs.cat_file(self.path("weights", f"{key}.pt")))
+        return digest.hexdigest()
+
+    def version(self) -> str:
+        """The model's version: a hash of its config, which records the digest of its weights
+        (so a model trained again under the same name is a new version). Reads the config
+        only; a model saved without the digest hashes its weight files too."""
+        data = self.fs.cat_file(self.path("config.json"))
+        digest = hashlib.sha256(data)
+        config = json.loads(data)
+        if "weights_sha256" not in config:
+            digest.update(bytes.fromhex(self.weights_digest(config.get("members", []))))
         return digest.hexdigest()[:16]
 
     def load_model(self, config: dict | None = None) -> nn.Module:

@@ -178,9 +178,10 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
         net.standardize.set(moments.mean, moments.std)
     history: list[dict] = []
     softmax = is_softmax(config.arch)
-    for k, net in enumerate(nets):
+    members = ([f"member-{k:02d}" for k in range(len(nets))] if isinstance(model, Ensemble)
+               else ["model"])  # the weight files' names
+    for k, (net, key) in enumerate(zip(nets, members)):
         member = classes[k] if isinstance(model, Ensemble) else config.arch
-        key = f"member-{k:02d}" if isinstance(model, Ensemble) else "model"
         if isinstance(model, Ensemble):
             sampler = OneVsRestSampler(tables["train"], k, config.balance, config.seed + k)
             val_plan = OneVsRestSampler(tables["val"], k, "equal", config.seed).epoch(0)
@@ -206,6 +207,5 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
     files.write_frame(frame, "history.csv")
     files.write_bytes(_curves_png(frame), "curves.png")
     files.write_config({**base, "complete": True, "metrics": metrics, "device": str(device),
-                        "members": [f"member-{k:02d}" for k in range(len(nets))]
-                        if isinstance(model, Ensemble) else ["model"]})
+                        "members": members, "weights_sha256": files.weights_digest(members)})
     return TrainReport(name, config.arch, classes, str(device), frame, metrics, resumed)
