@@ -22,7 +22,7 @@ import torch
 from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.tile_arrays import TileArrays
 from training.loader import BlockShuffleTiles, TileSource, make_loader
-from training.loop import resolve_device
+from training.loop import place, resolve_device
 from training.models import build_model, member
 
 
@@ -60,9 +60,9 @@ def random_reads(url: str, n: int, count: int = 500) -> float:
 
 
 def training_rate(model: torch.nn.Module, device: torch.device, steps: int = 20) -> float:
-    model.to(device).train()
+    place(model, device).train()  # the layout the training loop uses
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(128, 1, 40, 100, device=device)
+    x = place(torch.randn(128, 1, 40, 100), device)
     y = torch.rand(128, model(x[:1]).shape[1], device=device).round()
     loss_fn = torch.nn.BCEWithLogitsLoss()
     for i in range(steps + 3):
