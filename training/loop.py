@@ -40,7 +40,7 @@ class Checkpointer:
 
 def place(module_or_tiles, device: torch.device):
     """A model or a tile batch on ``device`` in channels-last layout: the layout oneDNN and
-    cuDNN convolutions and pooling run fastest in (3-5x on a CPU core, benchmarks/)."""
+    cuDNN convolutions and pooling run fastest in (see benchmarks/scoring_throughput.py)."""
     if isinstance(module_or_tiles, nn.Module):
         return module_or_tiles.to(device=device, memory_format=torch.channels_last)
     return module_or_tiles.to(device, non_blocking=True).contiguous(
