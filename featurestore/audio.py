@@ -22,7 +22,9 @@ BLOCK_FRAMES = 1 << 17
 
 # libsndfile's messages for a file it cannot identify as audio at all.
 _NOT_AUDIO = ("format not recognised", "unknown format", "file contains data in an unknown format",
-              "unimplemented format", "bad format")
+              "unimplemented format", "bad format",
+              # what libsndfile says of an existing file that its MPEG reader cannot sync on
+              "is not a regular file")
 
 
 @dataclass

@@ -24,10 +24,11 @@ from catalogs.reader import Catalog, read_catalog
 from featurestore import layout
 from featurestore.build_tasks import TrackMeta, batch_meta, extract_batch, write_batch
 from featurestore.cluster import connect
-from featurestore.errors import FAILURE_STATUSES, OK, REMOVED, StoreError
+from featurestore.errors import DUPLICATE, FAILURE_STATUSES, OK, REMOVED, StoreError
 from featurestore.lock import WriterLock
 from featurestore.manifest import SCHEMA, ManifestState
-from featurestore.planning import BuildPlan, live_range, make_batches, plan_build, stat_files
+from featurestore.planning import (BuildPlan, duplicate_reason, live_range, make_batches,
+                                   plan_build, stat_files)
 from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.store import FeatureSet, Store
 from featurestore.tile_arrays import Moments, round_up
@@ -226,7 +227,8 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
 def _commit_driver_side(committer: _Committer, fset: FeatureSet, cat_name: str,
                         tracks: pd.DataFrame, plan: BuildPlan, state: ManifestState,
                         stats: dict) -> None:
-    """Commit what needs no worker: removed tracks and files that are not there."""
+    """Commit what needs no worker: removed tracks, files that are not there, and second
+    listings of one file."""
     previous = state.frame[state.frame["catalog"] == cat_name].set_index("track_id").to_dict(
         "index")
     paths = dict(zip(tracks["track_id"], tracks["path"]))
@@ -234,9 +236,12 @@ def _commit_driver_side(committer: _Committer, fset: FeatureSet, cat_name: str,
                      error="no longer in the catalog") for t in plan.removed]
     rows += [_row(cat_name, t, paths[t], "", None, status="missing",
                   error=f"no such file: {paths[t]}") for t in plan.missing]
+    rows += [_row(cat_name, t, paths[t], "", None, status=DUPLICATE,
+                  error=duplicate_reason(first)) for t, first in plan.duplicates.items()]
     if not rows:
         return
-    dead = [r for r in (live_range(previous.get(t)) for t in plan.removed + plan.missing) if r]
+    gone = plan.removed + plan.missing + list(plan.duplicates)
+    dead = [r for r in (live_range(previous.get(t)) for t in gone) if r]
     shape = fset.spec.tile_shape
     replaced = Moments.of(fset.arrays().read_ranges(dead), shape) if dead else Moments.zeros(shape)
     committer.add(rows, Moments.zeros(shape), replaced, 0)

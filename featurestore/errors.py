@@ -8,6 +8,8 @@ OK = "ok"
 PENDING = "pending"
 #: Was in the catalog, is no longer: its tiles are not served.
 REMOVED = "removed"
+#: A second catalog row naming a file an earlier row names.
+DUPLICATE = "duplicate"
 
 #: Failure statuses: the track is recorded with the reason, the rest of the library builds.
 FAILURE_STATUSES: dict[str, str] = {
@@ -18,6 +20,7 @@ FAILURE_STATUSES: dict[str, str] = {
     "invalid_samples": "the audio holds NaN or infinite samples",
     "silent": "the audio holds no signal (digital silence or a constant)",
     "too_short": "the audio is shorter than one tile",
+    DUPLICATE: "an earlier row of the catalog lists the same file",
     "error": "an unexpected error (retried on the next build)",
 }
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from featurestore.build_tasks import TrackTask
-from featurestore.errors import OK, REMOVED
+from featurestore.errors import DUPLICATE, OK, REMOVED
 from featurestore.urls import filesystem, is_local, strip_file_scheme
 
 #: Rough bytes per second of audio per container, to balance batches before decoding.
@@ -24,7 +24,7 @@ _BYTES_PER_SECOND = {".wav": 176_400, ".aif": 176_400, ".aiff": 176_400, ".flac"
                      ".mp3": 24_000, ".ogg": 20_000, ".opus": 16_000}
 _DEFAULT_BPS = 60_000
 # Failures that a rerun should retry even when the file did not change.
-_RETRY = {"error", REMOVED, "missing"}
+_RETRY = {"error", REMOVED, "missing", DUPLICATE}
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,10 @@ def stat_files(paths: list[str], storage_options: dict | None = None) -> dict[st
     return out
 
 
+def duplicate_reason(first: str) -> str:
+    return f"same file as track {first!r}, listed earlier in the catalog"
+
+
 def estimate_seconds(path: str, size: int) -> float:
     ext = os.path.splitext(path)[1].lower()
     return size / _BYTES_PER_SECOND.get(ext, _DEFAULT_BPS)
@@ -78,6 +82,8 @@ class BuildPlan:
     to_build: list[TrackTask] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    #: track_id -> the earlier track_id whose row lists the same file
+    duplicates: dict[str, str] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     estimated_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -88,10 +94,20 @@ def plan_build(catalog: str, tracks: pd.DataFrame, state: pd.DataFrame,
     plan = BuildPlan()
     mine = state[state["catalog"] == catalog].set_index("track_id")
     previous = mine.to_dict("index")
+    first_of: dict[str, str] = {}
     for track_id, path in zip(tracks["track_id"], tracks["path"]):
         prev = previous.get(track_id)
         stat = stats.get(path)
         same_path = prev is not None and prev["path"] == path
+        first = first_of.setdefault(path, track_id)
+        if first != track_id:
+            # Two ids for one file would put the same audio on both sides of a split.
+            if same_path and prev["status"] == DUPLICATE and not rebuild and prev[
+                    "error"] == duplicate_reason(first):
+                plan.skipped.append(track_id)
+            else:
+                plan.duplicates[track_id] = first
+            continue
         if stat is None:
             if not (same_path and prev["status"] == "missing") or rebuild:
                 plan.missing.append(track_id)

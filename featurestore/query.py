@@ -35,8 +35,8 @@ from featurestore.manifest import KEY, SCHEMA, ManifestLog
 from featurestore.urls import filesystem
 
 # Columns a track gets from the build manifest, beside its catalog columns.
-BUILD_COLUMNS = ("status", "error", "n_tiles", "duration_s", "content_hash", "tile_start",
-                 "built_at")
+BUILD_COLUMNS = ("status", "error", "n_tiles", "duration_s", "source_rate", "channels",
+                 "content_hash", "tile_start", "built_at")
 
 
 def _strings(value) -> tuple[str, ...]:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 
+import librosa
 import numpy as np
 import soundfile as sf
 
 import featurestore
-from tests.conftest import cli, small_library, track_tiles, write_audio, write_catalog
+from featurestore.spec import FeatureSpec
+from featurestore.tiles import count_tiles, cut_tiles
+from tests.conftest import cli, small_library, tone, track_tiles, write_audio, write_catalog
+from tests.test_mfcc import librosa_mfcc
 
 
 def make_bad_files(d) -> dict[str, tuple[str, str]]:
@@ -31,6 +35,13 @@ def make_bad_files(d) -> dict[str, tuple[str, str]]:
     with open(os.path.join(d, "truncated.flac"), "wb") as f:
         f.write(data[: len(data) // 3])
     out["truncated"] = (os.path.join(d, "truncated.flac"), "corrupt")
+    data = open(write_audio(os.path.join(d, "full.mp3"), 30.0, 44100, 2), "rb").read()
+    with open(os.path.join(d, "truncated.mp3"), "wb") as f:
+        f.write(data[: len(data) // 2])
+    out["truncated_mp3"] = (os.path.join(d, "truncated.mp3"), "corrupt")
+    with open(os.path.join(d, "random.mp3"), "wb") as f:
+        f.write(np.random.default_rng(1).bytes(40_000))
+    out["random_mp3"] = (os.path.join(d, "random.mp3"), "not_audio")
     y = np.zeros(22050 * 12, dtype=np.float32)
     y[5000] = np.nan
     sf.write(os.path.join(d, "nan.wav"), y, 22050, subtype="FLOAT")
@@ -88,3 +99,61 @@ def test_bad_tracks_recorded_rest_built_exit_code_4(tmp_path):
     after = track_tiles(store)
     for key, tiles in good.items():
         np.testing.assert_array_equal(after[key], tiles)
+
+
+def _write_long_wav(path: str, minutes: float, sr: int = 22050) -> None:
+    """A long tone written block by block, so the test itself stays small in memory."""
+    with sf.SoundFile(path, "w", sr, 1, "PCM_16") as f:
+        for i in range(int(minutes * 60 / 30)):
+            f.write(tone(30.0, sr, seed=i))
+
+
+def test_unusual_but_valid_audio_builds_exactly(tmp_path):
+    """8 channels, 8 kHz, 96 kHz, a 60-minute track, unicode and spaces in the path: each builds
+    to librosa's MFCC of ``librosa.load(mono, 22,050 Hz)``; a file listed twice is built once
+    and its second row is reported as a duplicate."""
+    d = tmp_path / "lib dir ünïcode"
+    (d / "audio").mkdir(parents=True)
+    files = {
+        "ch8": write_audio(d / "audio" / "eight channels.flac", 20.0, 44100, 8, seed=1),
+        "sr8k": write_audio(d / "audio" / "telephone 8k.wav", 20.0, 8000, 1, seed=2),
+        "sr96k": write_audio(d / "audio" / "hi-res 96k.wav", 20.0, 96000, 2, seed=3),
+        "unicode": write_audio(d / "audio" / "Überture — Main Title (ñ) 第一.wav", 20.0,
+                               22050, 1, seed=4),
+    }
+    long_path = str(d / "audio" / "sixty minutes.wav")
+    _write_long_wav(long_path, 60.0)
+    rows = [{"track_id": k, "path": os.path.relpath(p, d), "genres": "Drama"}
+            for k, p in files.items()]
+    rows += [{"track_id": "long", "path": "audio/sixty minutes.wav", "genres": "Drama"},
+             {"track_id": "again", "path": os.path.relpath(files["unicode"], d),
+              "genres": "Comedy"}]
+    catalog = write_catalog(d / "catalog.csv", rows)
+    store = str(tmp_path / "store")
+    res = subprocess.run(cli("build", catalog, "--store", store, "--workers", "2",
+                             "--no-progress"), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 4, res.stdout + res.stderr
+    assert "FAILED again: duplicate: same file as track 'unicode'" in res.stdout
+    tracks = featurestore.open(store).tracks().set_index("track_id")
+    assert tracks.loc["again", "status"] == "duplicate" and tracks.loc["again", "n_tiles"] == 0
+    assert tracks.loc["ch8", "channels"] == 8
+    assert list(tracks.loc[["sr8k", "sr96k"], "source_rate"]) == [8000, 96000]
+    spec = FeatureSpec()
+    assert tracks.loc["long", "status"] == "ok"
+    assert tracks.loc["long", "n_tiles"] == count_tiles(spec.n_frames(3600 * 22050), spec) == 387
+    got = track_tiles(store)
+    for track_id, path in files.items():
+        assert tracks.loc[track_id, "status"] == "ok", tracks.loc[track_id, "error"]
+        y, _ = librosa.load(path, sr=spec.sample_rate, mono=True, res_type="soxr_hq")
+        expected = cut_tiles(librosa_mfcc(y, spec), spec)
+        assert got[("catalog", track_id)].shape == expected.shape == (2, 40, 100)
+        np.testing.assert_allclose(got[("catalog", track_id)], expected, atol=2e-3, rtol=0)
+
+    # The duplicate row gets built once its first listing leaves the catalog.
+    write_catalog(catalog, rows[-1:])
+    report = featurestore.build(catalog, store, n_workers=1, progress=False)
+    assert report.built == 1 and report.exit_code == 0
+    tracks = featurestore.open(store).tracks().set_index("track_id")
+    assert tracks.loc["again", "status"] == "ok"
+    np.testing.assert_array_equal(track_tiles(store)[("catalog", "again")],
+                                  got[("catalog", "unicode")])
