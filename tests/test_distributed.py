@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -87,42 +89,79 @@ def test_cli_build_on_scheduler_with_two_worker_processes(tmp_path, scheduler_an
     assert list(featurestore.open(store).tracks()["status"]) == ["ok"] * 6
 
 
-def test_killed_build_resumes_to_identical_tiles(tmp_path):
-    """SIGKILL the whole build (driver and its LocalCluster) after its first commit; the store
-    stays readable with whole tracks only, and a rerun equals an uninterrupted build."""
-    lib = small_library(tmp_path / "lib", n=40, seconds=20.0)
-    reference = str(tmp_path / "reference")
+@pytest.fixture(scope="module")
+def reference_build(tmp_path_factory):
+    """A 40-track library and its undisturbed build."""
+    root = tmp_path_factory.mktemp("killed")
+    lib = small_library(root / "lib", n=40, seconds=20.0)
+    reference = str(root / "reference")
     featurestore.build(lib, reference, n_workers=2, progress=False, batch_seconds=1.0)
+    return lib, reference
 
+
+def _committed_ok(store: str) -> int:
+    """Tracks a reader sees as built, after checking each reads whole; -1 before the store
+    exists."""
+    try:
+        tracks = featurestore.open(store).tracks()
+    except Exception:  # noqa: BLE001 - not created yet: the build has not started
+        return -1
+    if not len(tracks):
+        return 0
+    assert set(tracks["status"]) <= {"ok", "pending"}
+    tiles = track_tiles(store)
+    assert all(t.shape == (2, 40, 100) for t in tiles.values())
+    return len(tiles)
+
+
+def _commits(store: str) -> int:
+    logs = [os.path.join(root, "manifest", "log") for root in
+            glob.glob(os.path.join(store, "features", "*"))]
+    return sum(len(os.listdir(d)) for d in logs if os.path.isdir(d))
+
+
+@pytest.mark.parametrize("point", ["lock", "first_commit", "second_commit"])
+def test_killed_build_resumes_to_identical_tiles(reference_build, tmp_path, point):
+    """SIGKILL the whole build (driver and its LocalCluster) as soon as it holds the lock,
+    after its first commit, or after its second. A reader polling throughout sees only whole
+    tracks, never fewer than before; a rerun builds exactly the rest and equals an undisturbed
+    build."""
+    lib, reference = reference_build
     store = str(tmp_path / "store")
+    lock = os.path.join(store, "locks", "writer.json")
+    seen: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                seen.append(_committed_ok(store))
+            except Exception as exc:  # noqa: BLE001 - any failure to read is the finding
+                errors.append(repr(exc))
+
     proc = subprocess.Popen(cli("build", lib, "--store", store, "--workers", "2",
                                 "--batch-seconds", "1", "--no-progress"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
+    reader = threading.Thread(target=read)
+    reader.start()
     try:
-        log_dir = None
-
-        def committed():
-            nonlocal log_dir
-            if log_dir is None:
-                try:
-                    log_dir = os.path.join(featurestore.open(store).feature_set().url,
-                                           "manifest", "log")
-                except Exception:
-                    return False
-            return os.path.isdir(log_dir) and any(n.endswith(".parquet")
-                                                  for n in os.listdir(log_dir))
-        _wait_for(committed, 120, "first commit")
+        if point == "lock":
+            _wait_for(lambda: os.path.exists(lock), 120, "the writer lock")
+        else:
+            need = 1 if point == "first_commit" else 2
+            _wait_for(lambda: _commits(store) >= need, 120, f"{need} commits")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        stop.set()
+        reader.join()
+    assert not errors, errors[:3]
+    assert seen == sorted(seen)  # what readers saw only grew
 
-    partial = featurestore.open(store).tracks()
-    n_ok = int((partial["status"] == "ok").sum())
-    assert 0 < n_ok < 40, f"kill landed outside the build ({n_ok} tracks committed)"
-    assert set(partial["status"]) <= {"ok", "pending"}
-    done = track_tiles(store)  # every committed track reads whole
-    assert all(t.shape == (2, 40, 100) for t in done.values())
+    n_ok = max(_committed_ok(store), 0)
+    assert n_ok < 40, "the kill landed after the build"
 
     res = subprocess.run(cli("build", lib, "--store", store, "--workers", "2", "--no-progress"),
                          capture_output=True, text=True, timeout=300)

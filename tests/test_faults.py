@@ -1,5 +1,5 @@
 """Faults that really happen to nightly runs: a Dask worker process killed in the middle of a
-scoring run, and a build running while a scoring run reads the same store."""
+build and of a scoring run, and a build running while a scoring run reads the same store."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from catalogs.demo import generate_demo_library
 from featurestore.cluster import connect
 from featurestore.score_tables import KEY
 from scoring import score
+from tests.conftest import small_library, track_tiles
 from training import TrainConfig, train
 
 MODEL = "ens"
@@ -81,6 +82,49 @@ def test_worker_killed_mid_scoring_run_gives_the_undisturbed_result(trained, tmp
     assert len(tiles) == featurestore.open(url).tracks()["n_tiles"].sum()
     assert not tiles.duplicated([*KEY, "offset"]).any()
     assert table(MODEL).staged_files() == []
+
+
+def test_worker_killed_mid_build_gives_the_undisturbed_tiles(tmp_path, dask_client):
+    """One of two worker processes SIGKILLed once the build has committed: Dask reruns its
+    tasks elsewhere, and every track's tiles and the statistics equal an undisturbed build's."""
+    lib = small_library(tmp_path / "lib", n=40, seconds=20.0)
+    reference = str(tmp_path / "reference")
+    featurestore.build(lib, reference, client=dask_client, progress=False, batch_seconds=2.0)
+    url = str(tmp_path / "store")
+    with connect(n_workers=2) as client:
+        pids = list(client.run(os.getpid).values())
+        outcome: dict = {}
+
+        def run():
+            try:
+                outcome["report"] = featurestore.build(lib, url, client=client, progress=False,
+                                                       batch_seconds=2.0)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                outcome["error"] = exc
+
+        builder = threading.Thread(target=run)
+        builder.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(
+                "log" in root and files for root, _, files in os.walk(url)):
+            time.sleep(0.01)
+        midway = builder.is_alive()
+        os.kill(pids[0], signal.SIGKILL)
+        builder.join(300)
+        assert midway, "the build ended before the kill"
+        assert "error" not in outcome, outcome.get("error")
+        client.wait_for_workers(2, timeout=60)  # the nanny restarted it
+    report = outcome["report"]
+    assert report.built == 40 and report.exit_code == 0
+    expected, got = track_tiles(reference), track_tiles(url)
+    assert expected.keys() == got.keys() and len(got) == 40
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
+    m1, s1, c1 = featurestore.open(reference).feature_set().statistics()
+    m2, s2, c2 = featurestore.open(url).feature_set().statistics()
+    assert c1 == c2 == 80
+    np.testing.assert_allclose(m2, m1, atol=1e-4)
+    np.testing.assert_allclose(s2, s1, atol=1e-3)
 
 
 def test_build_and_scoring_run_together(trained, tmp_path, dask_client):

@@ -248,8 +248,12 @@ def _add_second_catalog(url: str, trained: dict, client) -> None:
     featurestore.build(trained["catalog"], url, name="more", client=client, progress=False)
 
 
+@pytest.mark.parametrize("point", ["lock", "staged"])
 def test_killed_run_keeps_old_results_and_rerun_completes_it(store_copy, trained, tmp_path,
-                                                            dask_client):
+                                                            dask_client, point):
+    """SIGKILL the scoring driver and its cluster as soon as it holds the model's lock, or once
+    three batches are staged: the previous rankings stay as they were, and a rerun scores the
+    rest (adopting what was staged) to the undisturbed result."""
     score(store_copy, MODEL, client=dask_client, progress=False)
     _add_second_catalog(store_copy, trained, dask_client)
     reference = str(tmp_path / "reference")
@@ -262,8 +266,12 @@ def test_killed_run_keeps_old_results_and_rerun_completes_it(store_copy, trained
                                 "1", "--batch-tiles", "1", "--no-progress"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
+    lock = os.path.join(store_copy, "locks", f"score-{MODEL}.json")
     try:
-        _wait_for(lambda: len(table.staged_files()) >= 3, 120, "staged batches")
+        if point == "lock":
+            _wait_for(lambda: os.path.exists(lock), 120, "the scoring lock")
+        else:
+            _wait_for(lambda: len(table.staged_files()) >= 3, 120, "staged batches")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -274,9 +282,10 @@ def test_killed_run_keeps_old_results_and_rerun_completes_it(store_copy, trained
     res = subprocess.run(cli("score", "--store", store_copy, "--model", MODEL, "--workers",
                              "1", "--no-progress"), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "adopted from an interrupted run" in res.stdout
-    adopted = int(res.stdout.split(" adopted")[0].rsplit(", ", 1)[1])
-    assert adopted >= staged - 1 >= 2  # finished batches are not scored again
+    if point == "staged":
+        assert "adopted from an interrupted run" in res.stdout
+        adopted = int(res.stdout.split(" adopted")[0].rsplit(", ", 1)[1])
+        assert adopted >= staged - 1 >= 2  # finished batches are not scored again
     got, expected = _rankings(store_copy), _rankings(reference)
     pd.testing.assert_frame_equal(got.drop(columns="score"), expected.drop(columns="score"))
     np.testing.assert_allclose(got["score"], expected["score"], atol=1e-6)
