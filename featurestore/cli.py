@@ -8,6 +8,7 @@ be used (busy, other layout version, unreadable).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -123,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="featurestore", description="A dataset-and-feature store for music audio.",
         epilog="exit codes: 0 ok, 1 error, 2 usage, 3 invalid catalog, 4 some tracks failed, "
-               "5 store unusable (busy, other layout)")
+               "5 store unusable (busy, other layout, permission denied, no space, "
+               "missing bucket)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="extract MFCC tiles of a catalog into a store",
@@ -538,6 +540,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+_STORAGE_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                   errno.ENOENT}
+
+
+def _storage_error(exc: OSError) -> bool:
+    """Denied, full, read-only or missing (a bucket): the store's storage refused us."""
+    return isinstance(exc, (PermissionError, FileNotFoundError)) or exc.errno in _STORAGE_ERRNOS
+
+
+def _storage_reason(exc: OSError) -> str:
+    kind = {errno.ENOSPC: "no space left", errno.EDQUOT: "quota exceeded",
+            errno.EROFS: "read-only file system"}.get(exc.errno)
+    if isinstance(exc, PermissionError):
+        kind = "permission denied"
+    text = exc.strerror or str(exc)
+    reason = kind if kind and kind.lower() in text.lower() else (
+        f"{kind}: {text}" if kind else text)
+    return f"{reason} ({exc.filename})" if exc.filename else reason
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     from catalogs.reader import CatalogError, UnknownGenreWarning
@@ -564,6 +586,15 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: committed tracks are kept; run the same command again to finish",
               file=sys.stderr)
         return 130
+    except OSError as exc:
+        if not _storage_error(exc):
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        where = getattr(args, "store", None)
+        print(f"error: store{f' {where!r}' if where else ''} cannot be used: "
+              f"{_storage_reason(exc)}. What earlier runs committed is intact; fix this and "
+              "run the same command again.", file=sys.stderr)
+        return EXIT_STORE
     except Exception as exc:  # the last line of defence: say what happened, exit non-zero
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR

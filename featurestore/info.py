@@ -32,8 +32,8 @@ def store_info(store: Store) -> dict:
             "hours": round(float(ok["duration_s"].sum()) / 3600.0, 4),
             "tiles": int(ok["n_tiles"].sum()),
         })
-    feature_sets = []
-    for fset in store.feature_sets():
+    feature_sets, unreadable = [], []
+    for fset in store.feature_sets(unreadable):
         state = fset.state()
         spec = fset.spec
         live = state.frame[state.frame["status"] == OK]
@@ -56,6 +56,7 @@ def store_info(store: Store) -> dict:
         "tiles": sum(c["tiles"] for c in catalogs),
         "failed": sum(c["failed"] for c in catalogs),
         "feature_sets": feature_sets,
+        "unreadable_feature_sets": [{"hash": h, "reason": r} for h, r in unreadable],
         "bytes": _size(store, store.root),
     }
 
@@ -86,4 +87,6 @@ def format_info(info: dict) -> str:
                      f"n_fft {s['n_fft']}, hop {s['hop_length']}, tiles "
                      f"{s['tile_shape'][0]}x{s['tile_shape'][1]}; {f['tiles']} live tiles in "
                      f"{f['slots']} slots, {f['commits']} commits, {_human(f['bytes'])}")
+    for f in info["unreadable_feature_sets"]:
+        lines.append(f"  feature set {f['hash']}: not read: {f['reason']}")
     return "\n".join(lines)

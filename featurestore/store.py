@@ -28,7 +28,7 @@ from featurestore.query import (BUILD_COLUMNS, CatalogPart, ScanStats, TrackQuer
                                 read_part)
 from featurestore.score_tables import ScoreTable
 from featurestore.score_tables import versions as score_versions
-from featurestore.spec import FeatureSpec, TileEncoding
+from featurestore.spec import ALGORITHM_VERSION, FeatureSpec, TileEncoding
 from featurestore.tile_arrays import Moments, TileArrays, tile_rows
 from featurestore.urls import atomic_write, filesystem, normalize_url
 
@@ -156,15 +156,29 @@ class Store:
 
     def _load_feature_set(self, spec_hash: str) -> FeatureSet:
         path = layout.spec_file(self.root, spec_hash)
-        data = json.loads(self.fs.cat_file(path))
-        spec = FeatureSpec.from_dict(data["spec"])
+        try:
+            data = json.loads(self.fs.cat_file(path))
+            spec = FeatureSpec.from_dict(data["spec"])
+            encoding = TileEncoding(**data.get("encoding", {}))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"{path} is not a feature spec this featurestore reads ({exc}): "
+                             "the feature set was written by a different version") from None
         if spec.hash != spec_hash:
             raise StoreError(f"{path} describes feature set {spec.hash}, not {spec_hash}: the "
                              "feature set was written by a different featurestore version")
-        return FeatureSet(self, spec, TileEncoding(**data.get("encoding", {})))
+        return FeatureSet(self, spec, encoding)
 
-    def feature_sets(self) -> list[FeatureSet]:
-        return [self._load_feature_set(h) for h in self.feature_set_hashes()]
+    def feature_sets(self, unreadable: list | None = None) -> list[FeatureSet]:
+        """Every feature set this code reads. The others (another version's) are left out and,
+        given a list ``unreadable``, appended to it as ``(hash, reason)``."""
+        out = []
+        for spec_hash in self.feature_set_hashes():
+            try:
+                out.append(self._load_feature_set(spec_hash))
+            except StoreError as exc:
+                if unreadable is not None:
+                    unreadable.append((spec_hash, str(exc)))
+        return out
 
     def feature_set(self, spec: FeatureSpec | str | None = None) -> FeatureSet:
         """The feature set of ``spec`` (a spec or its hash); with no argument, the only one,
@@ -197,7 +211,7 @@ class Store:
             fset = FeatureSet(self, spec, encoding)
             TileArrays.create(fset.tiles_url, spec, encoding, self.storage_options)
             atomic_write(self.fs, layout.spec_file(self.root, spec.hash), json.dumps(
-                {"hash": spec.hash, "spec": spec.to_dict(),
+                {"hash": spec.hash, "spec": spec.to_dict(), "algorithm_version": ALGORITHM_VERSION,
                  "encoding": encoding.__dict__}, indent=2).encode())
         return fset
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 
 import numpy as np
@@ -15,7 +16,7 @@ from featurestore.errors import StoreBusyError, StoreError
 from featurestore.lock import WriterLock
 from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.store import Store
-from tests.conftest import small_library, track_tiles, write_audio, write_catalog
+from tests.conftest import cli, small_library, track_tiles, write_audio, write_catalog
 
 
 def _log_files(store_url: str) -> list[str]:
@@ -161,6 +162,34 @@ def test_second_writer_refused_and_stale_lock_taken_over(tmp_path, dask_client):
     assert not os.path.exists(layout.writer_lock(store.root))
 
 
+def test_two_builds_started_at_once(tmp_path):
+    """Two `featurestore build` processes on one new store at the same moment: one builds, the
+    other refuses with exit 5 naming the holder (or, if it came late, finds nothing to do);
+    the store equals one build's, each track once."""
+    lib = small_library(tmp_path / "lib", n=16, seconds=20.0)
+    reference = str(tmp_path / "reference")
+    featurestore.build(lib, reference, n_workers=1, progress=False)
+    store = str(tmp_path / "store")
+    procs = [subprocess.Popen(cli("build", lib, "--store", store, "--workers", "1",
+                                  "--no-progress"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(300), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes in ([0, 0], [0, 5]), results
+    for code, out, err in results:
+        if code == 5:
+            assert "being written by another build" in err
+        elif "16 extracted" not in out:
+            assert "0 extracted" in out and "16 skipped" in out
+    tracks = featurestore.open(store).tracks()
+    assert len(tracks) == 16 and (tracks["status"] == "ok").all()
+    expected, got = track_tiles(reference), track_tiles(store)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
+    assert featurestore.open(store).tiles().shape[0] == 32  # no tile written twice
+
+
 def test_store_of_another_layout_is_refused(tmp_path):
     url = tmp_path / "store"
     url.mkdir()
@@ -170,3 +199,43 @@ def test_store_of_another_layout_is_refused(tmp_path):
         featurestore.open(str(url))
     with pytest.raises(StoreError, match="not a feature store"):
         featurestore.open(str(tmp_path))
+
+
+@pytest.mark.parametrize("change", ["other spec", "unknown field", "older algorithm"])
+def test_feature_set_of_another_spec_or_version_is_reported_not_misread(tmp_path, change):
+    """spec.json that does not describe the folder's tiles (edited, from another version's
+    fields or hash): reads and builds refuse with exit 5 naming the file; nothing changes."""
+    lib = small_library(tmp_path / "lib", n=2)
+    url = str(tmp_path / "store")
+    featurestore.build(lib, url, n_workers=1, progress=False)
+    path = layout.spec_file(url, FeatureSpec().hash)
+    data = json.load(open(path))
+    if change == "other spec":
+        data["spec"]["n_mfcc"] = 20
+    elif change == "unknown field":
+        data["spec"]["window"] = "blackman"
+    else:  # tiles of an older algorithm sit in a folder named by their own hash
+        old = os.path.join(os.path.dirname(os.path.dirname(path)), "0123456789abcdef")
+        os.rename(os.path.dirname(path), old)
+        path = os.path.join(old, "spec.json")
+    with open(path, "w") as f:
+        json.dump(data, f)
+    before = {os.path.join(d, n): os.path.getmtime(os.path.join(d, n))
+              for d, _, files in os.walk(url) for n in files}
+    with pytest.raises(StoreError, match="written by a different"):
+        featurestore.open(url).tracks()
+    res = subprocess.run(cli("tracks", "--store", url), capture_output=True, text=True)
+    assert res.returncode == 5 and path in res.stderr, res.stderr
+    if change != "older algorithm":
+        res = subprocess.run(cli("build", lib, "--store", url, "--workers", "1",
+                                 "--no-progress"), capture_output=True, text=True)
+        assert res.returncode == 5 and path in res.stderr, res.stderr
+        after = {os.path.join(d, n): os.path.getmtime(os.path.join(d, n))
+                 for d, _, files in os.walk(url) for n in files}
+        assert after == before
+    else:  # a build of today's spec makes its own feature set beside the old one
+        assert featurestore.build(lib, url, n_workers=1, progress=False).exit_code == 0
+        assert featurestore.open(url).feature_set().hash == FeatureSpec().hash
+        res = subprocess.run(cli("info", "--store", url), capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert "feature set 0123456789abcdef: not read:" in res.stdout
