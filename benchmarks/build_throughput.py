@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import resource
 import shutil
 import time
 
 import numpy as np
 import soundfile as sf
+from worker_memory import WorkerPeaks
 
 from catalogs.demo import FILMS, synthesize
 
@@ -80,11 +80,11 @@ def timed_build(catalog: str, store: str, workers: int, **kwargs):
     with connect(n_workers=workers) as client:
         # One-time start-up (imports, librosa's filterbank) is excluded, as the loop's is.
         client.run(_warm_worker)
-        start = time.perf_counter()
-        report = featurestore.build(catalog, store, client=client, progress=False, **kwargs)
-        wall = time.perf_counter() - start
-        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    return report, wall, max(peaks.values()) / 1024  # ru_maxrss is KiB on Linux
+        with WorkerPeaks(client) as peaks:
+            start = time.perf_counter()
+            report = featurestore.build(catalog, store, client=client, progress=False, **kwargs)
+            wall = time.perf_counter() - start
+    return report, wall, max(peaks.peaks_mib)
 
 
 def main() -> None:

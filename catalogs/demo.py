@@ -9,13 +9,14 @@ arguments give the same audio bytes' worth of signal.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Callable
 
 import numpy as np
 import scipy.signal
 import soundfile as sf
+
+from catalogs.writer import write_catalog
 
 Synth = Callable[[np.random.Generator, int, float], np.ndarray]
 
@@ -255,9 +256,4 @@ def generate_demo_library(directory: str, n_tracks: int = 48, seed: int = 7,
         rows.append({"track_id": f"t{i:05d}", "path": f"audio/{name}",
                      "title": f"{cues[i % len(cues)]} ({film})", "film": film,
                      "composer": composer, "year": year, "genres": "|".join(genres)})
-    catalog = os.path.join(directory, "catalog.csv")
-    with open(catalog, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return catalog
+    return write_catalog(os.path.join(directory, "catalog.csv"), rows)

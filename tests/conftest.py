@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 
@@ -11,6 +10,7 @@ import pytest
 import soundfile as sf
 
 import featurestore
+from catalogs.writer import write_catalog  # noqa: F401 - the tests' import place
 
 FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"),
            "mp3": ("MP3", "MPEG_LAYER_III"), "ogg": ("OGG", "VORBIS"), "fwav": ("WAV", "FLOAT")}
@@ -38,18 +38,6 @@ def write_audio(path, seconds: float = 12.0, sr: int = 22050, channels: int = 1,
     kind = kind or os.path.splitext(path)[1][1:]
     fmt, subtype = FORMATS[kind]
     sf.write(path, tone(seconds, sr, channels, seed), sr, format=fmt, subtype=subtype)
-    return path
-
-
-def write_catalog(path, rows: list[dict]) -> str:
-    path = str(path)
-    fields: list[str] = []
-    for row in rows:
-        fields.extend(k for k in row if k not in fields)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
     return path
 
 
@@ -89,6 +77,19 @@ def track_tiles(store_url: str, catalog: str | None = None) -> dict[tuple[str, s
         mask = (tiles["catalog"].values == key[0]) & (tiles["track_id"].values == key[1])
         out[tuple(key)] = tiles.values[mask]
     return out
+
+
+def assert_same_build(got_url: str, expected_url: str, n_tracks: int) -> None:
+    """Every ok track's tiles equal, tile for tile, and the feature statistics equal."""
+    expected, got = track_tiles(expected_url), track_tiles(got_url)
+    assert expected.keys() == got.keys() and len(got) == n_tracks
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
+    m1, s1, c1 = featurestore.open(expected_url).feature_set().statistics()
+    m2, s2, c2 = featurestore.open(got_url).feature_set().statistics()
+    assert c1 == c2
+    np.testing.assert_allclose(m2, m1, atol=1e-4)
+    np.testing.assert_allclose(s2, s1, atol=1e-3)
 
 
 def cli(*args: str) -> list[str]:

@@ -18,7 +18,7 @@ from catalogs.demo import generate_demo_library
 from featurestore.cluster import connect
 from featurestore.score_tables import KEY
 from scoring import score
-from tests.conftest import small_library, track_tiles
+from tests.conftest import assert_same_build, small_library
 from training import TrainConfig, train
 
 MODEL = "ens"
@@ -116,15 +116,7 @@ def test_worker_killed_mid_build_gives_the_undisturbed_tiles(tmp_path, dask_clie
         client.wait_for_workers(2, timeout=60)  # the nanny restarted it
     report = outcome["report"]
     assert report.built == 40 and report.exit_code == 0
-    expected, got = track_tiles(reference), track_tiles(url)
-    assert expected.keys() == got.keys() and len(got) == 40
-    for key in expected:
-        np.testing.assert_array_equal(got[key], expected[key])
-    m1, s1, c1 = featurestore.open(reference).feature_set().statistics()
-    m2, s2, c2 = featurestore.open(url).feature_set().statistics()
-    assert c1 == c2 == 80
-    np.testing.assert_allclose(m2, m1, atol=1e-4)
-    np.testing.assert_allclose(s2, s1, atol=1e-3)
+    assert_same_build(url, reference, 40)
 
 
 def test_build_and_scoring_run_together(trained, tmp_path, dask_client):
