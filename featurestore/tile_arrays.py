@@ -67,6 +67,8 @@ class TileArrays:
         group = zarr.open_group(zarr_store(url, storage_options), mode="a", zarr_format=3)
         if "mfcc" in group:
             return cls.open(url, storage_options, read_only=False)
+        # "mfcc" comes last: without it, whatever is here is a creation killed midway, holding
+        # no tiles, and is overwritten.
         n = encoding.chunk_tiles
         n_coef, frames = spec.tile_shape
         blosc = zarr.codecs.BloscCodec(cname=encoding.codec, clevel=encoding.clevel,
@@ -75,17 +77,17 @@ class TileArrays:
                             "tile_seconds": spec.tile_seconds})
         group.create_array("coefficient", data=np.arange(spec.drop_first, spec.n_mfcc,
                                                          dtype=np.int32),
-                           dimension_names=("coefficient",))
+                           dimension_names=("coefficient",), overwrite=True)
         group.create_array("frame", data=np.arange(frames, dtype=np.int32),
-                           dimension_names=("frame",))
+                           dimension_names=("frame",), overwrite=True)
         group.create_array("entry", shape=(0,), chunks=(n,), dtype="int64", fill_value=-1,
-                           dimension_names=("tile",))
+                           dimension_names=("tile",), overwrite=True)
         group.create_array("offset", shape=(0,), chunks=(n,), dtype="int32", fill_value=-1,
-                           dimension_names=("tile",))
+                           dimension_names=("tile",), overwrite=True)
         group.create_array("mfcc", shape=(0, n_coef, frames), chunks=(n, n_coef, frames),
                            dtype="float32", fill_value=0.0, compressors=blosc,
                            dimension_names=("tile", "coefficient", "frame"),
-                           attributes={"units": "MFCC (dB-scaled mel cepstrum)"})
+                           attributes={"units": "MFCC (dB-scaled mel cepstrum)"}, overwrite=True)
         return cls(group["mfcc"], group["entry"], group["offset"])
 
     @classmethod

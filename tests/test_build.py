@@ -190,6 +190,22 @@ def test_two_builds_started_at_once(tmp_path):
     assert featurestore.open(store).tiles().shape[0] == 32  # no tile written twice
 
 
+def test_feature_set_creation_killed_midway_is_redone(tmp_path, dask_client):
+    """A build killed while creating the feature set's arrays (found by the lock-point kill):
+    the next build recreates them instead of failing on the half-made group."""
+    import zarr
+
+    from featurestore.tile_arrays import zarr_store
+    lib = small_library(tmp_path / "lib", n=2)
+    url = str(tmp_path / "store")
+    Store(url).initialize()
+    group = zarr.open_group(zarr_store(layout.tiles_group(url, FeatureSpec().hash), None),
+                            mode="a", zarr_format=3)
+    group.create_array("coefficient", data=np.arange(3, dtype=np.int32))
+    assert featurestore.build(lib, url, client=dask_client, progress=False).exit_code == 0
+    assert featurestore.open(url).tiles().shape == (2, 40, 100)
+
+
 def test_store_of_another_layout_is_refused(tmp_path):
     url = tmp_path / "store"
     url.mkdir()
