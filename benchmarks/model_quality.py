@@ -82,7 +82,7 @@ def main() -> None:
     results = {}
     with connect(n_workers=2) as client:
         featurestore.build(catalog, url, name="demo", client=client, progress=False)
-        splits = []
+        splits, names = [], []
         for arch in ARCHS:
             name = f"q-{arch}-{args.epochs}-{args.seed}"
             start = time.perf_counter()
@@ -94,10 +94,11 @@ def main() -> None:
             score(url, name, client=client, progress=False)
             ev = evaluate(url, name, split="test")
             results[arch] = (ev.track["lrap"], ev.tile["lrap"], trained_s, ev.track["samples"])
+            names.append(name)
             splits.append(ModelFiles(featurestore.open(url), name).read_frame("split.parquet")
                           .sort_values(KEY).reset_index(drop=True))
     same = all(s.equals(splits[0]) for s in splits)
-    base = baseline_lrap(url, f"q-{ARCHS[0]}-{args.epochs}-{args.seed}")
+    base = baseline_lrap(url, names[0])
     print(f"demo library: {args.tracks} tracks, {args.epochs} epochs, seed {args.seed}; "
           f"one split for every model: {same}; {results['dnn'][3]} test tracks")
     print("| model | track LRAP | tile LRAP | vs LogisticRegression | training s |")
