@@ -540,8 +540,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-_STORAGE_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS,
-                   errno.ENOENT}
+# OSErrors by which storage refuses a write, beside permission denied and not found.
+_STORAGE_ERRNOS = {errno.ENOSPC: "no space left", errno.EDQUOT: "quota exceeded",
+                   errno.EROFS: "read-only file system"}
 
 
 def _storage_error(exc: OSError) -> bool:
@@ -550,10 +551,8 @@ def _storage_error(exc: OSError) -> bool:
 
 
 def _storage_reason(exc: OSError) -> str:
-    kind = {errno.ENOSPC: "no space left", errno.EDQUOT: "quota exceeded",
-            errno.EROFS: "read-only file system"}.get(exc.errno)
-    if isinstance(exc, PermissionError):
-        kind = "permission denied"
+    kind = ("permission denied" if isinstance(exc, PermissionError)
+            else _STORAGE_ERRNOS.get(exc.errno))
     text = exc.strerror or str(exc)
     reason = kind if kind and kind.lower() in text.lower() else (
         f"{kind}: {text}" if kind else text)

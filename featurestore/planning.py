@@ -102,8 +102,9 @@ def plan_build(catalog: str, tracks: pd.DataFrame, state: pd.DataFrame,
         first = first_of.setdefault(path, track_id)
         if first != track_id:
             # Two ids for one file would put the same audio on both sides of a split.
-            if same_path and prev["status"] == DUPLICATE and not rebuild and prev[
-                    "error"] == duplicate_reason(first):
+            recorded = (same_path and not rebuild and prev["status"] == DUPLICATE
+                        and prev["error"] == duplicate_reason(first))
+            if recorded:
                 plan.skipped.append(track_id)
             else:
                 plan.duplicates[track_id] = first

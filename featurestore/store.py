@@ -281,7 +281,8 @@ class Store:
         """One row per catalog track, filtered: ``catalog``, ``track_id``, the catalog's
         metadata columns, and the build's ``status`` (``ok``, ``pending``, ``removed`` or a
         failure kind), ``error`` (empty when fine), ``n_tiles``, ``duration_s``,
-        ``source_rate`` and ``channels`` (as decoded), ``content_hash``, ``tile_start`` and ``built_at``.
+        ``source_rate`` and ``channels`` (as decoded), ``content_hash``, ``tile_start`` and
+        ``built_at``.
 
         Parameters
         ----------
