@@ -101,6 +101,64 @@ def test_metrics_equal_scikit_learn_on_a_known_case():
                            np.vstack([scores, [0.1, 0.2, 0.3]]))["samples"] == 2
 
 
+def _staged_rows(ids: list[str], labels: list[str], run: str, seed: int) -> pd.DataFrame:
+    scores = np.random.default_rng(seed).random((len(ids), len(labels)), dtype=np.float32)
+    keys = pd.DataFrame({"catalog": "lib", "track_id": ids, "n_tiles": 1,
+                         "content_hash": [f"h{seed}-{t}" for t in ids]})
+    return ranking_rows(keys, scores, labels).assign(
+        model=MODEL, version="v", feature_set="f", aggregate="mean", run_id=run,
+        scored_at=pd.Timestamp.now(tz="UTC"))
+
+
+def test_commit_merges_label_by_label_into_one_sorted_file(tmp_path):
+    """The commit's result, checked against the same merge done plainly in pandas: kept,
+    dropped, replaced and twice-staged tracks; sorted by label then best score; row groups
+    that each hold one label (the "best tracks for a label" query reads only its own)."""
+    import pyarrow.parquet as pq
+
+    from featurestore.score_tables import TILE_SCHEMA, ScoreTable
+    from featurestore.store import Store
+
+    labels = ["Drama", "Action", "Sci-Fi"]
+    store = Store(str(tmp_path / "store"))
+    store.initialize()
+    table = ScoreTable(store, MODEL, "v")
+    first = _staged_rows([f"t{i:02d}" for i in range(40)], labels, "r1", 1)
+    empty_tiles = TILE_SCHEMA.empty_table().to_pandas()
+    table.write_batch("r1", 0, first, empty_tiles)
+    assert table.commit(table.staged_files(), keep=None, replace=False) == 1
+    table.clean()
+    # run 2: t00-t04 rescored in two batches (the second must win), t40-t44 new; t35-t39 gone
+    again = _staged_rows([f"t{i:02d}" for i in range(5)], labels, "r2", 2)
+    last = _staged_rows([f"t{i:02d}" for i in [*range(5), *range(40, 45)]], labels, "r2", 3)
+    table.write_batch("r2", 0, again, empty_tiles)
+    table.write_batch("r2", 1, last, empty_tiles)
+    keep = pd.DataFrame({"catalog": "lib", "track_id": [f"t{i:02d}" for i in range(35)]})
+    assert table.commit(table.staged_files(), keep=keep, replace=False) == 2
+
+    expected = pd.concat([first[first["track_id"].isin([f"t{i:02d}" for i in range(5, 35)])],
+                          last], ignore_index=True)
+    got = table.rankings()
+    assert len(got) == 40 * len(labels) and not got.duplicated([*KEY, "label"]).any()
+    order = got.sort_values(["label", "score", "catalog", "track_id"],
+                            ascending=[True, False, True, True], kind="stable")
+    assert got.index.equals(order.index)
+    columns = [*KEY, "label", "score", "rank", "content_hash", "run_id"]
+    pd.testing.assert_frame_equal(
+        got[columns].sort_values([*KEY, "label"]).reset_index(drop=True),
+        expected[columns].sort_values([*KEY, "label"]).reset_index(drop=True),
+        check_dtype=False)
+    meta = pq.ParquetFile(table.rankings_path).metadata
+    index = meta.schema.names.index("label")
+    groups = [meta.row_group(g).column(index).statistics for g in range(meta.num_row_groups)]
+    assert [g.min for g in groups] == [g.max for g in groups] == sorted(labels)
+    # replace: only this run's rows remain
+    table.clean()
+    table.write_batch("r3", 0, again, empty_tiles)
+    assert table.commit(table.staged_files(), keep=None, replace=True) == 3
+    assert sorted(table.rankings()["track_id"].unique()) == [f"t{i:02d}" for i in range(5)]
+
+
 def test_scores_are_the_models_and_rankings_follow_them(store_copy, dask_client):
     report = score(store_copy, MODEL, client=dask_client, progress=False, batch_tiles=16)
     store = featurestore.open(store_copy)
