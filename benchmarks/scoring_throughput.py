@@ -11,6 +11,8 @@ one epoch (the weights do not change the cost), then measures:
   ``store.tiles``, one forward pass a track), no Dask, nothing written;
 - ``score --rescore`` on a LocalCluster of 1 and of 2 single-threaded worker processes, end to
   end (tiles read from Zarr, scores written, the run committed);
+- the model alone in 1 and in 2 plain processes started together (no Dask, no driver): what
+  2 cores allow 2 workers at most;
 
 and from the 2-worker rate the hours of wall time to score a 100-hour and a 10,000-hour
 catalog (387.6 tiles an hour of audio at the study's spec). On a machine with CUDA, the same
@@ -62,6 +64,32 @@ def model_only(url: str, device: torch.device, n: int = 2048) -> float:
     return len(tiles) / (time.perf_counter() - start)
 
 
+def _score_share(url: str, share: int, of: int, n: int) -> tuple[int, float]:
+    """(tiles, wall seconds) of scoring every ``of``-th of the first ``n`` tiles, from
+    ``share``, on one thread of this process, with no Dask and nothing written."""
+    torch.set_num_threads(1)
+    store = featurestore.open(url)
+    model = place(ModelFiles(store, MODEL).load_model(), torch.device("cpu"))
+    tiles = store.tiles().values[:n].astype(np.float32)[share::of]
+    score_tiles(model, tiles[:64], False, torch.device("cpu"))  # warm up
+    start = time.perf_counter()
+    score_tiles(model, tiles, False, torch.device("cpu"))
+    return len(tiles), time.perf_counter() - start
+
+
+def plain_processes(url: str, n_procs: int, n: int = 2048) -> float:
+    """Tiles/s of ``n_procs`` plain processes (no Dask, no driver) scoring ``n`` tiles split
+    between them, started together: the ceiling for ``n_procs`` CPU workers here."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(n_procs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(time.sleep, [0.5] * n_procs))  # start every process first
+        results = list(pool.map(_score_share, [url] * n_procs, range(n_procs),
+                                [n_procs] * n_procs, [n] * n_procs))
+    return sum(t for t, _ in results) / max(w for _, w in results)
+
+
 def track_by_track(url: str, device: torch.device, limit: int = 200) -> float:
     store = featurestore.open(url)
     model = ModelFiles(store, MODEL).load_model().to(device)  # as a plain script would
@@ -103,6 +131,7 @@ def main() -> None:
     torch.set_num_threads(1)  # one core, as one Dask worker has
 
     alone = model_only(url, device)
+    plain = ({k: plain_processes(url, k) for k in (1, 2)} if device.type == "cpu" else None)
     naive = track_by_track(url, device)
     one, one_tracks, tiles = dask_run(url, 1, args.device, args.repeats)
     two, two_tracks, _ = dask_run(url, 2, args.device, args.repeats)
@@ -114,6 +143,10 @@ def main() -> None:
           f"({one / naive:.1f}x track by track)")
     print(f"score, 2 workers:                 {two:8.0f} tiles/s  {two_tracks:6.1f} tracks/s  "
           f"({two / one:.2f}x 1 worker)")
+    if plain:
+        print(f"model alone in 1 / 2 plain processes (no Dask): {plain[1]:.0f} / {plain[2]:.0f} "
+              f"tiles/s: the ceiling for 2 workers here is {plain[2] / plain[1]:.2f}x; "
+              f"score's {two / one:.2f}x is {two / one / (plain[2] / plain[1]):.0%} of it")
     for hours in (100, 10_000):
         print(f"{hours:>6} h catalog ({hours * per_hour:,.0f} tiles): "
               f"{hours * per_hour / two / 3600:.2f} h on 2 workers, "

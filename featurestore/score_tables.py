@@ -156,6 +156,10 @@ class ScoreTable:
         they are one commit's."""
         return self._committed_table(columns, where)[0].to_pandas()
 
+    def tracks(self, columns: list[str]) -> pd.DataFrame:
+        """One row per scored track (its rank-1 row: the scan skips the other labels' rows)."""
+        return self.rankings(columns, pc.field("rank") == 1)
+
     def tiles(self, rankings: pd.DataFrame, attempts: int = 20) -> pd.DataFrame:
         """The tile scores of the tracks in ``rankings`` (rows of :meth:`rankings` carrying
         ``catalog``, ``track_id`` and ``tiles_part``), in track order then tile offset."""
@@ -171,7 +175,7 @@ class ScoreTable:
             except FileNotFoundError:
                 # a commit replaced these scores and cleaned up: the caller's rankings are old
                 time.sleep(0.05)
-                current = self.rankings([*KEY, "tiles_part"]).drop_duplicates()
+                current = self.tracks([*KEY, "tiles_part"])
                 keys = keys[KEY].merge(current, on=KEY)
         else:
             raise StoreError(f"{self.dir}: tile scores kept changing while being read")
@@ -262,7 +266,7 @@ class ScoreTable:
         tile files no committed row refers to."""
         if self.fs.exists(self.path("staged")):
             self.fs.rm(self.path("staged"), recursive=True)
-        live = set(self.rankings(["tiles_part"])["tiles_part"].unique())
+        live = set(self._committed_table(["tiles_part"])[0]["tiles_part"].unique().to_pylist())
         try:
             tile_files = [p for p in self.fs.find(self.path("tiles")) if p.endswith(".parquet")]
         except FileNotFoundError:

@@ -418,7 +418,7 @@ class Store:
         arrays), then one column per label."""
         table = self.score_table(model, version)
         classes = list(table.info().classes)
-        rankings = table.rankings(["catalog", "track_id", "tiles_part"]).drop_duplicates()
+        rankings = table.tracks(["catalog", "track_id", "tiles_part"])
         if track_id is not None:
             ids = [track_id] if isinstance(track_id, str) else list(track_id)
             rankings = rankings[rankings["track_id"].isin(ids)]

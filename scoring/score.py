@@ -196,7 +196,7 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
         tracks = store.tracks(feature_set=fset.hash, columns=_TRACK_COLUMNS)
         report.skipped = _skip_reasons(store, tracks, fset.hash)
         built = tracks[tracks["status"] == OK]
-        scored = table.rankings([*KEY, "content_hash"]).drop_duplicates(KEY)
+        scored = table.tracks([*KEY, "content_hash"])
         if rescore:
             todo = built
         else:
