@@ -104,7 +104,7 @@ def _skip_reasons(store: Store, tracks: pd.DataFrame, feature_set: str) -> list[
         else:
             reason = f"not built yet for feature set {feature_set}"
         out.append((row.catalog, row.track_id, reason))
-    return out
+    return sorted(out)
 
 
 def _adoptable(table: ScoreTable, todo: pd.DataFrame,
