@@ -64,20 +64,21 @@ def model_only(url: str, device: torch.device, n: int = 2048) -> float:
     return len(tiles) / (time.perf_counter() - start)
 
 
-def _score_share(url: str, share: int, of: int, n: int) -> tuple[int, float]:
+def _score_share(url: str, share: int, of: int, n: int,
+                 batch_size: int | None = None) -> tuple[int, float]:
     """(tiles, wall seconds) of scoring every ``of``-th of the first ``n`` tiles, from
     ``share``, on one thread of this process, with no Dask and nothing written."""
     torch.set_num_threads(1)
     store = featurestore.open(url)
     model = place(ModelFiles(store, MODEL).load_model(), torch.device("cpu"))
     tiles = store.tiles().values[:n].astype(np.float32)[share::of]
-    score_tiles(model, tiles[:64], False, torch.device("cpu"))  # warm up
+    score_tiles(model, tiles[:64], False, torch.device("cpu"), batch_size)  # warm up
     start = time.perf_counter()
-    score_tiles(model, tiles, False, torch.device("cpu"))
+    score_tiles(model, tiles, False, torch.device("cpu"), batch_size)
     return len(tiles), time.perf_counter() - start
 
 
-def plain_processes(url: str, n_procs: int, n: int = 2048) -> float:
+def plain_processes(url: str, n_procs: int, n: int = 2048, batch_size: int | None = None) -> float:
     """Tiles/s of ``n_procs`` plain processes (no Dask, no driver) scoring ``n`` tiles split
     between them, started together: the ceiling for ``n_procs`` CPU workers here."""
     import multiprocessing
@@ -86,8 +87,23 @@ def plain_processes(url: str, n_procs: int, n: int = 2048) -> float:
     with ProcessPoolExecutor(n_procs, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(time.sleep, [0.5] * n_procs))  # start every process first
         results = list(pool.map(_score_share, [url] * n_procs, range(n_procs),
-                                [n_procs] * n_procs, [n] * n_procs))
+                                [n_procs] * n_procs, [n] * n_procs, [batch_size] * n_procs))
     return sum(t for t, _ in results) / max(w for _, w in results)
+
+
+def compare_batch_sizes(url: str, sizes: list[int], repeats: int) -> None:
+    """Tiles/s of the model alone in 1 and in 2 plain processes for each batch size, the sizes
+    alternating ``repeats`` times (this machine's speed drifts), then the means."""
+    runs: dict[int, list[tuple[float, float]]] = {b: [] for b in sizes}
+    for _ in range(repeats):
+        for b in sizes:
+            runs[b].append((plain_processes(url, 1, 3200, b), plain_processes(url, 2, 3200, b)))
+            print(f"batch {b}: 1 process {runs[b][-1][0]:.0f}, 2 processes {runs[b][-1][1]:.0f} "
+                  "tiles/s", flush=True)
+    for b, r in runs.items():
+        one, two = np.mean(r, axis=0)
+        print(f"batch {b}: means 1 process {one:.0f}, 2 processes {two:.0f} tiles/s "
+              f"({two / one:.2f}x)")
 
 
 def track_by_track(url: str, device: torch.device, limit: int = 200) -> float:
@@ -125,8 +141,13 @@ def main() -> None:
     parser.add_argument("--dir", default="benchmarks/out/scoring")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compare-batch", type=int, nargs="*", default=[],
+                        help="only compare these CPU batch sizes, in 1 and 2 plain processes")
     args = parser.parse_args()
     url = prepare(args.dir, args.tracks)
+    if args.compare_batch:
+        compare_batch_sizes(url, args.compare_batch, args.repeats)
+        return
     device = resolve_device(args.device)
     torch.set_num_threads(1)  # one core, as one Dask worker has
 
