@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 import soundfile as sf
-from worker_memory import WorkerPeaks
+from worker_usage import WorkerPeaks, cpu_seconds
 
 from catalogs.demo import FILMS, synthesize
 
@@ -109,20 +109,38 @@ def _warm_worker() -> None:
     _kernels(FeatureSpec())
 
 
-def timed_build(catalog: str, store: str, workers: int, **kwargs):
+def timed_build(catalog: str, store: str, workers: int, monitoring: bool = False,
+                quiet: bool = False, **kwargs):
     """Build on a fresh LocalCluster of ``workers`` processes; time only the build itself."""
     import featurestore
     from featurestore.cluster import connect
 
     shutil.rmtree(store, ignore_errors=True)
-    with connect(n_workers=workers) as client:
+    with connect(n_workers=workers, monitoring=monitoring) as client:
         # One-time start-up (imports, librosa's filterbank) is excluded, as the loop's is.
         client.run(_warm_worker)
+        cpu_before = cpu_seconds(client)
         with WorkerPeaks(client) as peaks:
             start = time.perf_counter()
             report = featurestore.build(catalog, store, client=client, progress=False, **kwargs)
             wall = time.perf_counter() - start
+        driver, workers_cpu = (b - a for a, b in zip(cpu_before, cpu_seconds(client)))
+    if not quiet:
+        print(f"  ({workers} worker(s): {wall:.2f} s wall; CPU: workers {workers_cpu:.2f} s, "
+              f"driver {driver:.2f} s)")
     return report, wall, max(peaks.peaks_mib)
+
+
+def compare_monitoring(catalog: str, out: str, runs: int) -> None:
+    """2-worker builds with Dask's default monitoring and with ours (quieter), alternating
+    ``runs`` times (this machine's speed drifts); prints every wall time and the medians."""
+    walls: dict[str, list[float]] = {"Dask's default monitoring": [], "quiet monitoring": []}
+    for _ in range(runs):
+        for name, monitoring in zip(walls, (True, False)):
+            walls[name].append(timed_build(catalog, os.path.join(out, "store-monitoring"), 2,
+                                           monitoring=monitoring, quiet=True)[1])
+    for name, w in walls.items():
+        print(f"{name:26s} {' '.join(f'{x:.2f}' for x in w)} s; median {np.median(w):.3f} s")
 
 
 def main() -> None:
@@ -130,6 +148,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     parser.add_argument("--noop-tracks", type=int, default=10_000)
+    parser.add_argument("--compare-monitoring", type=int, metavar="RUNS", default=0,
+                        help="only compare 2-worker builds with Dask's default monitoring and "
+                             "with the quieter one, RUNS times each")
     args = parser.parse_args()
     lib_dir = os.path.join(args.out, "mp3-library")
     t0 = time.perf_counter()
@@ -138,6 +159,9 @@ def main() -> None:
         paths = [r["path"] for r in csv.DictReader(f)]
     print(f"library: {len(paths)} MP3 files, {args.minutes:.0f} min "
           f"(ready in {time.perf_counter() - t0:.0f} s)")
+    if args.compare_monitoring:
+        compare_monitoring(catalog, args.out, args.compare_monitoring)
+        return
 
     audio, wall = librosa_loop(paths)
     loop_rate = audio / wall

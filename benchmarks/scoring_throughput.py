@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 import torch
+from worker_usage import cpu_seconds
 
 import featurestore
 from catalogs.demo import generate_demo_library
@@ -124,12 +125,16 @@ def dask_run(url: str, workers: int, device: str, repeats: int) -> tuple[float, 
     each run's wall time, the seconds its tasks took, and the rest (planning, commit)."""
     best = None
     with connect(n_workers=workers) as client:
-        score(url, MODEL, client=client, rescore=True, device=device, progress=False)  # warm
+        score(url, MODEL, client=client, rescore=True, device=device, progress=False,
+              log=lambda msg: None)  # warm
         for _ in range(repeats):
+            before = cpu_seconds(client)
             report = score(url, MODEL, client=client, rescore=True, device=device,
-                           progress=False)
+                           progress=False, log=lambda msg: None)
+            driver, workers_cpu = (b - a for a, b in zip(before, cpu_seconds(client)))
             print(f"{workers} worker(s): {report.seconds:.2f} s wall, tasks "
-                  f"{report.task_seconds:.2f} s, {report.scored} tracks")
+                  f"{report.task_seconds:.2f} s, {report.scored} tracks; CPU: workers "
+                  f"{workers_cpu:.2f} s, driver {driver:.2f} s")
             if best is None or report.seconds < best.seconds:
                 best = report
     return best.tiles / best.seconds, best.scored / best.seconds, best.tiles

@@ -1,4 +1,4 @@
-"""Peak resident memory of Dask worker processes, sampled from outside (for the benchmarks).
+"""Dask worker processes' peak memory, sampled from outside, and CPU time (for the benchmarks).
 
 ``ru_maxrss`` cannot be used for spawned workers: Linux keeps a process's high-water mark
 across ``exec``, so a worker reports at least the driver's size at the moment it was started.
@@ -44,3 +44,11 @@ class WorkerPeaks:
     @property
     def peaks_mib(self) -> list[int]:
         return sorted(round(v / 2 ** 20) for v in self.peaks.values())
+
+
+def cpu_seconds(client) -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by this process (the driver, with a
+    LocalCluster's scheduler and nannies) and by all of ``client``'s worker processes."""
+    workers = [psutil.Process(pid) for pid in client.run(os.getpid).values()]
+    return (sum(psutil.Process().cpu_times()[:2]),
+            sum(sum(p.cpu_times()[:2]) for p in workers))
