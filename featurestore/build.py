@@ -33,7 +33,8 @@ from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.store import FeatureSet, Store
 from featurestore.tile_arrays import Moments, round_up
 
-#: Seconds between commits while batches keep finishing (each commit is one small file).
+#: Seconds between commits while batches keep finishing (each commit is one small file, and the
+#: manifest is compacted at the end); what a killed build loses is at most this much work.
 COMMIT_INTERVAL_S = 1.0
 
 EXIT_OK = 0
@@ -89,8 +90,9 @@ class BuildReport:
 class _Committer:
     """Accumulates finished rows and commits them as numbered manifest entries."""
 
-    def __init__(self, fset: FeatureSet, state: ManifestState, run_id: str):
-        self.fset, self.run_id = fset, run_id
+    def __init__(self, fset: FeatureSet, state: ManifestState, run_id: str,
+                 interval: float = COMMIT_INTERVAL_S):
+        self.fset, self.run_id, self.interval = fset, run_id, interval
         self.frame = state.frame
         self.seq, self.high_water = state.seq, state.high_water
         self.moments = fset.read_moments(state.seq)
@@ -106,7 +108,7 @@ class _Committer:
         self.region_end = max(self.region_end, region_end)
 
     def commit(self, force: bool = False) -> None:
-        if not self.rows or (not force and time.monotonic() - self.last < COMMIT_INTERVAL_S):
+        if not self.rows or (not force and time.monotonic() - self.last < self.interval):
             return
         now = pd.Timestamp.now(tz="UTC")
         rows = pd.DataFrame(self.rows).assign(built_at=now, run_id=self.run_id, seq=self.seq + 1)
@@ -155,7 +157,8 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
           client: Client | None = None, scheduler: str | None = None,
           scheduler_file: str | None = None, n_workers: int | None = None,
           storage_options: dict | None = None, rebuild: bool = False,
-          batch_seconds: float | None = None, progress: bool = True, log=None) -> BuildReport:
+          batch_seconds: float | None = None, commit_seconds: float = COMMIT_INTERVAL_S,
+          progress: bool = True, log=None) -> BuildReport:
     """Build (or bring up to date) the tiles of one catalog in a store.
 
     Parameters
@@ -178,6 +181,9 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
         Extract every track again even if unchanged.
     batch_seconds : float, optional
         Audio seconds per task (default: sized from the library and the number of workers).
+    commit_seconds : float
+        Seconds between commits while batches finish (0: after every batch). Committed tracks
+        are visible to readers and kept if the build is killed.
     progress : bool
         Show a progress bar of tracks and audio hours.
 
@@ -205,7 +211,7 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
         stats = stat_files(tracks["path"].tolist(), storage_options)
         plan = plan_build(cat_name, tracks, state.frame, stats, rebuild=rebuild)
         store.write_catalog(cat_name, tracks)
-        committer = _Committer(fset, state, run_id)
+        committer = _Committer(fset, state, run_id, commit_seconds)
         _commit_driver_side(committer, fset, cat_name, tracks, plan, state, stats)
         report.unchanged, report.removed = len(plan.skipped), len(plan.removed)
         if plan.to_build:

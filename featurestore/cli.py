@@ -14,7 +14,8 @@ import os
 import sys
 import warnings
 
-from featurestore.build import EXIT_CATALOG, EXIT_ERROR, EXIT_STORE, EXIT_USAGE, build
+from featurestore.build import (COMMIT_INTERVAL_S, EXIT_CATALOG, EXIT_ERROR, EXIT_STORE,
+                                EXIT_USAGE, build)
 from featurestore.errors import StoreError
 from featurestore.spec import FeatureSpec, TileEncoding
 
@@ -140,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
                         "client_kwargs.endpoint_url=http://127.0.0.1:9000 (repeatable)")
     b.add_argument("--batch-seconds", type=float, metavar="S",
                    help="audio seconds per Dask task (default: sized from library and workers)")
+    b.add_argument("--commit-seconds", type=float, metavar="S", default=COMMIT_INTERVAL_S,
+                   help="seconds between commits while batches finish; committed tracks are "
+                        "visible and survive a kill (default %(default)s; 0: every batch)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_cluster_args(b)
     _add_spec_args(b)
@@ -285,7 +289,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
                    n_workers=args.workers,
                    storage_options=_storage_options(args.storage_option) or None,
                    rebuild=args.rebuild, batch_seconds=args.batch_seconds,
-                   progress=not args.no_progress)
+                   commit_seconds=args.commit_seconds, progress=not args.no_progress)
     print(report.summary())
     return report.exit_code
 
@@ -490,8 +494,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Generate, build, train, score, evaluate, show rankings: each step incremental, so a
     second run does only what changed."""
-    from catalogs.demo import generate_demo_library
     import featurestore
+    from catalogs.demo import generate_demo_library
     from featurestore.cluster import connect
     from scoring import best_tracks, evaluate, score, track_rankings, write_report
     from training import TrainConfig, TrainingError, train

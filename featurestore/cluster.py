@@ -72,8 +72,11 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None,
     workers = n_workers or min(os.cpu_count() or 1, 64)
     config = {"distributed.nanny.pre-spawn-environ": WORKER_ENVIRON,
               **({} if monitoring else QUIET_MONITORING)}
+    # Only while the cluster starts: its scheduler, nannies and workers keep what they read
+    # then (a restarted worker too), and the caller's configuration is left as it was.
     with dask.config.set(config):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
-                          memory_limit=memory_limit, silence_logs=logging.ERROR,
-                          dashboard_address=":0") as cluster, Client(cluster) as client:
-            yield client
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
+                               memory_limit=memory_limit, silence_logs=logging.ERROR,
+                               dashboard_address=":0")
+    with cluster, Client(cluster) as client:
+        yield client
