@@ -65,7 +65,7 @@ _SEQ = b"featurestore.seq"
 #: at most this many rows, so that "the best tracks for a label" reads only its own groups.
 ROW_GROUP_ROWS = 65536
 #: Columns with few distinct values, dictionary-encoded; ids and hashes are not (one distinct
-#: value a track: dictionaries made the nightly rewrite 30% slower and the file 28% larger).
+#: value a track: a dictionary only makes the file larger and its write slower).
 _DICTIONARY = ["catalog", "label", "tiles_part", "model", "version", "feature_set", "aggregate",
                "run_id"]
 _ORDER = [("label", "ascending"), ("score", "descending"), ("catalog", "ascending"),
