@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -90,6 +91,18 @@ def assert_same_build(got_url: str, expected_url: str, n_tracks: int) -> None:
     assert c1 == c2
     np.testing.assert_allclose(m2, m1, atol=1e-4)
     np.testing.assert_allclose(s2, s1, atol=1e-3)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll ``predicate`` until it returns something true (returned), or raise TimeoutError
+    naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise TimeoutError(what)
 
 
 def cli(*args: str) -> list[str]:

@@ -10,22 +10,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 import featurestore
-from tests.conftest import assert_same_build, cli, small_library, track_tiles
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(what)
+from tests.conftest import assert_same_build, cli, small_library, track_tiles, wait_for
 
 
 @pytest.fixture
@@ -40,7 +29,7 @@ def scheduler_and_workers(tmp_path):
                                "--dashboard-address", ":0", "--scheduler-file", sched_file],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
-        _wait_for(lambda: os.path.exists(sched_file) and os.path.getsize(sched_file) > 0, 60,
+        wait_for(lambda: os.path.exists(sched_file) and os.path.getsize(sched_file) > 0, 60,
                   "scheduler file")
         for _ in range(2):
             procs.append(subprocess.Popen(
@@ -149,10 +138,10 @@ def test_killed_build_resumes_to_identical_tiles(reference_build, tmp_path, poin
     reader.start()
     try:
         if point == "lock":
-            _wait_for(lambda: os.path.exists(lock), 120, "the writer lock")
+            wait_for(lambda: os.path.exists(lock), 120, "the writer lock")
         else:
             need = 1 if point == "first_commit" else 2
-            _wait_for(lambda: _commits(store) >= need, 120, f"{need} commits")
+            wait_for(lambda: _commits(store) >= need, 120, f"{need} commits")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

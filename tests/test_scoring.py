@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -27,7 +26,7 @@ from scoring.metrics import per_class, ranking_metrics
 from scoring.scorer import score_tiles
 from training import TrainConfig, TrainingError, train
 from training.model_files import ModelFiles
-from tests.conftest import cli, write_audio, write_catalog
+from tests.conftest import cli, wait_for, write_audio, write_catalog
 
 MODEL = "ens"
 LINEAGE = ["run_id", "scored_at", "tiles_part"]
@@ -292,15 +291,6 @@ def test_failed_and_other_feature_set_tracks_are_skipped_and_reported(store_copy
     assert "fine" in scored and not scored & {"broken", "gone", "elsewhere"}
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise TimeoutError(what)
-
-
 def _add_second_catalog(url: str, trained: dict, client) -> None:
     """The demo's 48 files again, as catalog ``more``: 48 new tracks to score."""
     featurestore.build(trained["catalog"], url, name="more", client=client, progress=False)
@@ -327,9 +317,9 @@ def test_killed_run_keeps_old_results_and_rerun_completes_it(store_copy, trained
     lock = os.path.join(store_copy, "locks", f"score-{MODEL}.json")
     try:
         if point == "lock":
-            _wait_for(lambda: os.path.exists(lock), 120, "the scoring lock")
+            wait_for(lambda: os.path.exists(lock), 120, "the scoring lock")
         else:
-            _wait_for(lambda: len(table.staged_files()) >= 3, 120, "staged batches")
+            wait_for(lambda: len(table.staged_files()) >= 3, 120, "staged batches")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
