@@ -234,11 +234,13 @@ class ScoreTable:
             data = None if replace else pa.py_buffer(self.fs.cat_file(self.rankings_path))
         except FileNotFoundError:
             data = None
-        seq = self.seq() if data is None else _seq_of(pq.read_schema(pa.BufferReader(data)))
         labels = set(new["label"].unique().to_pylist())
-        if data is not None:
-            labels |= set(pq.read_table(pa.BufferReader(data), columns=["label"])["label"]
-                          .unique().to_pylist())
+        if data is None:
+            seq = self.seq()
+        else:
+            previous = pq.ParquetFile(pa.BufferReader(data))
+            seq = _seq_of(previous.schema_arrow)
+            labels |= set(previous.read(columns=["label"])["label"].unique().to_pylist())
         keys = (None if keep is None else
                 pa.table({c: pa.array(keep[c].astype(str), pa.string()) for c in KEY}))
         buffer = pa.BufferOutputStream()
