@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 import soundfile as sf
-from worker_usage import WorkerPeaks, cpu_seconds
+from measuring import WorkerPeaks, cpu_seconds, together
 
 from catalogs.demo import FILMS, synthesize
 
@@ -82,23 +82,10 @@ def _extract_all(paths: list[str]) -> tuple[float, float]:
 def plain_processes(paths: list[str], n: int) -> float:
     """Audio seconds per wall second of ``n`` plain processes (no Dask, no driver) extracting
     ``paths`` split between them, started together: the ceiling for ``n`` workers here."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     from featurestore.cluster import WORKER_ENVIRON
 
-    saved = {k: os.environ.get(k) for k in WORKER_ENVIRON}
-    os.environ.update(WORKER_ENVIRON)  # the build's workers' environment
-    try:
-        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-            list(pool.map(_extract_all, [paths[:1]] * n))  # start every process first
-            results = list(pool.map(_extract_all, [paths[i::n] for i in range(n)]))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    # the build's workers' environment
+    results = together(_extract_all, [(paths[i::n],) for i in range(n)], WORKER_ENVIRON)
     return sum(a for a, _ in results) / max(w for _, w in results)
 
 

@@ -5,7 +5,7 @@
 For each size N, a store's score table of one model version is filled with N tracks' rankings
 (``--labels`` rows a track, as scoring writes them), then one night's run is committed on top:
 ``--nightly`` new tracks plus as many rescored ones (changed audio). Prints, for that commit:
-its wall time and peak memory above the process's baseline (the median of ``--repeats``
+its wall time and peak memory above the process's baseline (the kernel's high-water mark; the median of ``--repeats``
 commits, each in a fresh process, and the range of times); the same for the commit done with
 pandas merges and sort (the obvious alternative) and the ratio; the file's size; and beside them the
 time of the question the file's sort order serves (the 20 best tracks for one label), of
@@ -16,18 +16,15 @@ does first) from their rank-1 rows and, the alternative, from every row.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import shutil
 import tempfile
-import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
-import psutil
 import pyarrow.compute as pc
+from measuring import PeakRss, together
 
 from featurestore.parquet_files import parquet_bytes
 from featurestore.score_tables import (KEY, RANKING_SCHEMA, ROW_GROUP_ROWS, ScoreTable,
@@ -39,44 +36,18 @@ LABELS = ["Action", "Adventure", "Comedy", "Crime", "Drama", "Horror", "Romance"
           "Thriller", "Western", "Fantasy", "Mystery", "War", "Music", "Family", "History"]
 
 
-class PeakRss:
-    """Peak resident memory of this process above its level on entry, sampled every 5 ms."""
-
-    def __init__(self):
-        self.process = psutil.Process()
-
-    def __enter__(self):
-        self.base = self.peak = self.process.memory_info().rss
-        self.running = True
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def _sample(self):
-        while self.running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-
-    @property
-    def mib(self) -> float:
-        return (self.peak - self.base) / 2**20
-
-
-def batch_frames(ids: np.ndarray, labels: list[str], run_id: str, rng) -> tuple:
-    """One scoring task's rankings and tile scores for tracks ``ids`` (2 tiles each)."""
-    n, k = len(ids), len(labels)
+def batch_frames(track_ids: np.ndarray, hashes: np.ndarray, labels: list[str], run_id: str,
+                 rng) -> tuple:
+    """One scoring task's rankings and tile scores for tracks ``track_ids`` with content
+    ``hashes`` (2 tiles each)."""
+    n, k = len(track_ids), len(labels)
     scores = rng.random((n, k), dtype=np.float32)
     ranks = (-scores).argsort(1).argsort(1) + 1
-    track_ids = np.array([f"t{i:07d}" for i in ids], dtype=object)
     rankings = pd.DataFrame({
         "catalog": "library", "track_id": np.repeat(track_ids, k),
         "label": np.tile(np.array(labels, dtype=object), n), "score": scores.ravel(),
         "rank": ranks.ravel().astype(np.int32), "n_tiles": np.int32(2),
-        "content_hash": np.repeat(np.array([f"{i:032x}" for i in ids], dtype=object), k),
+        "content_hash": np.repeat(hashes, k),
         "model": "bench", "version": "v1", "feature_set": "f1", "aggregate": "mean",
         "run_id": run_id, "scored_at": pd.Timestamp.now(tz="UTC")})
     tiles = pd.DataFrame({
@@ -90,9 +61,12 @@ def batch_frames(ids: np.ndarray, labels: list[str], run_id: str, rng) -> tuple:
 
 def stage(table: ScoreTable, ids: np.ndarray, labels: list[str], run_id: str, rng,
           per_batch: int = 2000) -> list[str]:
+    """Stage the scores of tracks numbered ``ids`` in batches of ``per_batch``."""
     for b, start in enumerate(range(0, len(ids), per_batch)):
-        table.write_batch(run_id, b, *batch_frames(ids[start:start + per_batch], labels, run_id,
-                                                   rng))
+        part = ids[start:start + per_batch]
+        table.write_batch(run_id, b, *batch_frames(
+            np.array([f"t{i:07d}" for i in part], dtype=object),
+            np.array([f"{i:032x}" for i in part], dtype=object), labels, run_id, rng))
     return [table.staged_path(run_id, b) for b in range(-(-len(ids) // per_batch))]
 
 
@@ -123,7 +97,7 @@ def timed_commit(url: str, staged: list[str], way: str) -> tuple[float, float]:
         else:
             pandas_commit(table, staged)
         seconds = time.perf_counter() - start
-    return seconds, peak.mib
+    return seconds, peak.above_base / 2**20
 
 
 def measure(n: int, labels: list[str], nightly: int, root: str, repeats: int) -> None:
@@ -147,8 +121,7 @@ def measure(n: int, labels: list[str], nightly: int, root: str, repeats: int) ->
     for rep in range(repeats):
         for way in runs:
             staged = stage(table, ids, labels, f"run-{way}-{rep}", rng)
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                runs[way].append(pool.submit(timed_commit, url, staged, way).result())
+            runs[way].append(together(timed_commit, [(url, staged, way)])[0])
             table.clean()
     (commit, peak), (alternative, alt_peak) = (np.median(runs[w], axis=0) for w in runs)
     spread = {w: f"{min(r)[0]:.2f}-{max(r)[0]:.2f} s" for w, r in runs.items()}

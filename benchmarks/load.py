@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 import soundfile as sf
-from worker_usage import WorkerPeaks
+from measuring import WorkerPeaks
 
 from catalogs.writer import write_catalog
 

@@ -43,11 +43,9 @@ def scored_store(url: str, n: int, model_dir: str) -> None:
     rng, staged, per = np.random.default_rng(0), [], 5000
     for b, start in enumerate(range(0, len(tracks), per)):
         part = tracks.iloc[start:start + per]
-        rankings, tiles = batch_frames(np.arange(len(part)), classes, "fill", rng)
-        rankings["track_id"] = part["track_id"].to_numpy(object).repeat(len(classes))
-        rankings["content_hash"] = part["content_hash"].to_numpy(object).repeat(len(classes))
-        tiles["track_id"] = part["track_id"].to_numpy(object).repeat(2)
-        table.write_batch("fill", b, rankings, tiles)
+        table.write_batch("fill", b, *batch_frames(part["track_id"].to_numpy(object),
+                                                   part["content_hash"].to_numpy(object),
+                                                   classes, "fill", rng))
         staged.append(table.staged_path("fill", b))
     table.commit(staged, keep=tracks[KEY], replace=False)
     table.clean()

@@ -123,26 +123,22 @@ def speed(url: str) -> None:
 
 _MEASURE = r"""
 import json, sys
+sys.path.insert(0, sys.argv[3])
 import featurestore, dask
+from measuring import PeakRss
 store = featurestore.open(sys.argv[1])
-def status(key):
-    with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith(key)) * 1024
 import dask.dataframe  # both modes start with the same modules loaded
 # first-call costs (imports, caches) of both paths, on one row group
 store.tracks(status="none", year=1965)
 store.tracks(lazy=True, status="none").get_partition(0).compute(scheduler="sync")
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")  # reset the peak (VmHWM) to the current RSS
-base = status("VmRSS")
-if sys.argv[2] == "eager":
-    t = store.tracks()
-    total = int(t["n_tiles"].sum())
-else:
-    t = store.tracks(lazy=True)
-    total = int(t["n_tiles"].sum().compute(scheduler="sync"))
-peak = status("VmHWM")
-print(json.dumps({"total": total, "peak_above_base": peak - base,
+with PeakRss() as peak:
+    if sys.argv[2] == "eager":
+        t = store.tracks()
+        total = int(t["n_tiles"].sum())
+    else:
+        t = store.tracks(lazy=True)
+        total = int(t["n_tiles"].sum().compute(scheduler="sync"))
+print(json.dumps({"total": total, "peak_above_base": peak.above_base,
                   "partitions": getattr(t, "npartitions", 1)}))
 """
 
@@ -150,8 +146,9 @@ print(json.dumps({"total": total, "peak_above_base": peak - base,
 def memory(url: str) -> None:
     out = {}
     for mode in ("eager", "lazy"):
-        res = subprocess.run([sys.executable, "-c", _MEASURE, url, mode], capture_output=True,
-                             text=True, check=True)
+        res = subprocess.run([sys.executable, "-c", _MEASURE, url, mode,
+                              os.path.dirname(os.path.abspath(__file__))],
+                             capture_output=True, text=True, check=True)
         out[mode] = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["eager"]["total"] == out["lazy"]["total"]
     e, z = out["eager"]["peak_above_base"], out["lazy"]["peak_above_base"]

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 import torch
-from worker_usage import cpu_seconds
+from measuring import cpu_seconds, together
 
 import featurestore
 from catalogs.demo import generate_demo_library
@@ -82,13 +82,8 @@ def _score_share(url: str, share: int, of: int, n: int,
 def plain_processes(url: str, n_procs: int, n: int = 2048, batch_size: int | None = None) -> float:
     """Tiles/s of ``n_procs`` plain processes (no Dask, no driver) scoring ``n`` tiles split
     between them, started together: the ceiling for ``n_procs`` CPU workers here."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(n_procs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(time.sleep, [0.5] * n_procs))  # start every process first
-        results = list(pool.map(_score_share, [url] * n_procs, range(n_procs),
-                                [n_procs] * n_procs, [n] * n_procs, [batch_size] * n_procs))
+    results = together(_score_share, [(url, share, n_procs, n, batch_size)
+                                      for share in range(n_procs)])
     return sum(t for t, _ in results) / max(w for _, w in results)
 
 
