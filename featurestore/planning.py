@@ -133,13 +133,17 @@ def plan_build(catalog: str, tracks: pd.DataFrame, state: pd.DataFrame,
 def make_batches(tasks: list[TrackTask], seconds: dict[str, float], n_workers: int,
                  chunk_seconds: float, target_seconds: float | None = None,
                  max_tracks: int = 256, min_seconds: float = 60.0) -> list[list[TrackTask]]:
-    """Group tracks into batches (tasks), in catalog order.
+    """Group tracks into batches (tasks), longest tracks first.
 
-    With ``target_seconds``, every batch holds about that much audio. Otherwise sizes are
-    guided: each batch takes the remaining audio divided by twice the workers, between
-    ``min_seconds`` and 8 chunks' worth. Early batches are large (few partly filled chunks, as
-    every batch pads its last chunk); late ones are small, so workers finish together.
+    Longest first (catalog order among equals), so that a long track starts while the short
+    ones are still there to balance it: a 60-minute track last in its catalog, run last, kept
+    one worker busy alone after the others had finished. With ``target_seconds``, every batch
+    holds about that much audio. Otherwise sizes are guided: each batch takes the remaining audio
+    divided by twice the workers, between ``min_seconds`` and 8 chunks' worth. Early batches are
+    large (few partly filled chunks, as every batch pads its last chunk); late ones are small,
+    so workers finish together.
     """
+    tasks = sorted(tasks, key=lambda t: -seconds[t.track_id])  # stable: catalog order among equals
     batches: list[list[TrackTask]] = []
     remaining = sum(seconds[t.track_id] for t in tasks)
     acc, target = 0.0, 0.0

@@ -13,7 +13,9 @@ import pytest
 import featurestore
 from featurestore import layout
 from featurestore.errors import StoreBusyError, StoreError
+from featurestore.build_tasks import TrackTask
 from featurestore.lock import WriterLock
+from featurestore.planning import make_batches
 from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.store import Store
 from tests.conftest import cli, small_library, track_tiles, write_audio, write_catalog
@@ -144,6 +146,21 @@ def test_specs_never_mix_and_chunks_are_task_owned(tmp_path, dask_client):
     state = store.feature_set(FeatureSpec()).state().frame
     # Each batch (one track here) starts on its own chunk of 4 tiles.
     assert sorted(state["tile_start"] % 4) == [0, 0, 0]
+
+
+def test_batches_run_the_longest_tracks_first():
+    # A 60-minute suite last in a catalog of 1-minute cues: run last, it kept one worker busy
+    # alone for half the build.
+    ids = [f"cue{i}" for i in range(40)] + ["suite"]
+    seconds = {**{t: 60.0 for t in ids}, "suite": 3600.0}
+    tasks = [TrackTask(t, f"/lib/{t}.mp3") for t in ids]
+    batches = make_batches(tasks, seconds, n_workers=2, chunk_seconds=256 * 9.29)
+    order = [t.track_id for batch in batches for t in batch]
+    assert order == ["suite"] + ids[:-1]  # each once; catalog order among equal lengths
+    assert batches[0] == [tasks[-1]]
+    # Batches shrink towards the end, down to one track, so that workers finish together.
+    audio = [sum(seconds[t.track_id] for t in batch) for batch in batches]
+    assert audio[1:] == sorted(audio[1:], reverse=True) and len(batches[-1]) == 1
 
 
 def test_second_writer_refused_and_stale_lock_taken_over(tmp_path, dask_client):
