@@ -1,13 +1,13 @@
 """Build throughput, scaling, worker memory and no-op rebuild time (run by hand).
 
-    python benchmarks/build_throughput.py [--minutes 60] [--out benchmarks/out]
+    python benchmarks/build_throughput.py [--minutes 60] [--rounds 5] [--out benchmarks/out]
 
 Prints, for a generated library of MP3 film cues (the demo's synthesis, 44.1 kHz stereo):
-1. audio seconds per wall second per core: a plain loop of ``librosa.load(sr=22050)`` +
-   ``librosa.feature.mfcc`` over the same files, then our build on 1 and on 2 worker processes,
+1. in each of ``--rounds`` rounds, audio seconds per wall second per core: a plain loop of
+   ``librosa.load(sr=22050)`` + ``librosa.feature.mfcc`` over the same files, then our build on 1 and on 2 worker processes,
    and the ratios (targets: ours/loop >= 1.5 per core; 2 workers / 1 >= 1.8); beside them, the
    same extraction in 1 and in 2 plain processes with no Dask and no driver, whose ratio is
-   what 2 cores allow at most;
+   what 2 cores allow at most; then the median and range of each ratio over the rounds;
 2. peak RSS per worker during a build with a 60-minute MP3 in the library (target < 1 GiB);
 3. the wall time of a rebuild with nothing to do, for a catalog of 10,000 tracks (target < 10 s).
 """
@@ -99,6 +99,8 @@ def _warm_worker() -> None:
 def timed_build(catalog: str, store: str, workers: int, monitoring: bool = False,
                 quiet: bool = False, **kwargs):
     """Build on a fresh LocalCluster of ``workers`` processes; time only the build itself."""
+    from distributed import get_task_stream
+
     import featurestore
     from featurestore.cluster import connect
 
@@ -107,15 +109,31 @@ def timed_build(catalog: str, store: str, workers: int, monitoring: bool = False
         # One-time start-up (imports, librosa's filterbank) is excluded, as the loop's is.
         client.run(_warm_worker)
         cpu_before = cpu_seconds(client)
-        with WorkerPeaks(client) as peaks:
-            start = time.perf_counter()
+        with WorkerPeaks(client) as peaks, get_task_stream(client) as stream:
+            start, started = time.perf_counter(), time.time()
             report = featurestore.build(catalog, store, client=client, progress=False, **kwargs)
             wall = time.perf_counter() - start
         driver, workers_cpu = (b - a for a, b in zip(cpu_before, cpu_seconds(client)))
     if not quiet:
         print(f"  ({workers} worker(s): {wall:.2f} s wall; CPU: workers {workers_cpu:.2f} s, "
-              f"driver {driver:.2f} s)")
+              f"driver {driver:.2f} s; {_task_time(stream.data, started, wall)})")
     return report, wall, max(peaks.peaks_mib)
+
+
+def _task_time(records: list[dict], started: float, wall: float) -> str:
+    """Where the workers' wall time went: running tasks, or waiting for the first task, between
+    tasks, and after their last one (the build's start, round trips, and its tail)."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for record in records:
+        for s in record["startstops"]:
+            if s["action"] == "compute":
+                spans.setdefault(record["worker"], []).append((s["start"], s["stop"]))
+    busy = sum(b - a for runs in spans.values() for a, b in runs)
+    first = np.mean([min(a for a, _ in runs) - started for runs in spans.values()])
+    last = np.mean([started + wall - max(b for _, b in runs) for runs in spans.values()])
+    idle = len(spans) * wall - busy
+    return (f"tasks {busy:.2f} s; per worker idle {idle / len(spans):.2f} s: "
+            f"{first:.2f} s before its first task, {last:.2f} s after its last")
 
 
 def compare_monitoring(catalog: str, out: str, runs: int) -> None:
@@ -135,6 +153,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out"))
     parser.add_argument("--noop-tracks", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds of the loop, the builds and the plain processes")
     parser.add_argument("--compare-monitoring", type=int, metavar="RUNS", default=0,
                         help="only compare 2-worker builds with Dask's default monitoring and "
                              "with the quieter one, RUNS times each")
@@ -150,25 +170,41 @@ def main() -> None:
         compare_monitoring(catalog, args.out, args.compare_monitoring)
         return
 
-    audio, wall = librosa_loop(paths)
-    loop_rate = audio / wall
-    print(f"librosa loop (1 process):   {loop_rate:7.1f} audio s / wall s per core "
-          f"({audio:.0f} s audio in {wall:.1f} s)")
-    rates = {}
-    for workers in (1, 2):
-        report, wall, peak = timed_build(catalog, os.path.join(args.out, f"store-{workers}"),
-                                         workers)
-        rates[workers] = report.audio_seconds / wall
-        print(f"featurestore build, {workers} worker(s): {rates[workers] / workers:7.1f} audio s "
-              f"/ wall s per core ({report.audio_seconds:.0f} s audio in {wall:.1f} s; "
-              f"peak worker RSS {peak:.0f} MiB)")
-    plain = {n: plain_processes(paths, n) for n in (1, 2)}
-    print(f"no Dask, {len(plain)} plain processes:  {plain[2]:7.1f} audio s / wall s "
-          f"({plain[1]:.1f} in 1 process: the ceiling for 2 workers here is "
-          f"{plain[2] / plain[1]:.2f}x)")
-    print(f"per core, build / librosa loop: {rates[1] / loop_rate:.2f}x (target >= 1.5x)")
-    print(f"2 workers / 1 worker:           {rates[2] / rates[1]:.2f}x (target >= 1.8x; "
-          f"{rates[2] / rates[1] / (plain[2] / plain[1]):.0%} of the ceiling)")
+    # This machine's speed drifts by 5-40% between minutes, so each round measures every rate
+    # within a minute of the others and the ratios are taken within the round.
+    per_core, scaling, ceiling, peaks = [], [], [], []
+    for r in range(1, args.rounds + 1):
+        audio, wall = librosa_loop(paths)
+        loop_rate = audio / wall
+        print(f"round {r}: librosa loop (1 process): {loop_rate:7.1f} audio s / wall s "
+              f"({audio:.0f} s audio in {wall:.1f} s)")
+        rates = {}
+        for workers in (1, 2):
+            report, wall, peak = timed_build(catalog, os.path.join(args.out, f"store-{workers}"),
+                                             workers)
+            rates[workers] = report.audio_seconds / wall
+            peaks.append(peak)
+            print(f"round {r}: featurestore build, {workers} worker(s): "
+                  f"{rates[workers] / workers:7.1f} audio s / wall s per core "
+                  f"({report.audio_seconds:.0f} s audio in {wall:.2f} s; "
+                  f"peak worker RSS {peak:.0f} MiB)")
+        plain = {n: plain_processes(paths, n) for n in (1, 2)}
+        per_core.append(rates[1] / loop_rate)
+        scaling.append(rates[2] / rates[1])
+        ceiling.append(plain[2] / plain[1])
+        print(f"round {r}: no Dask, 2 plain processes: {plain[2]:7.1f} audio s / wall s "
+              f"({plain[1]:.1f} in 1 process)")
+        print(f"round {r}: per core, build / librosa loop {per_core[-1]:.2f}x; 2 workers / 1 "
+              f"{scaling[-1]:.2f}x; 2 plain processes / 1 {ceiling[-1]:.2f}x")
+    print(f"over {args.rounds} rounds (median, range):")
+    print(f"  per core, build / librosa loop: {np.median(per_core):.2f}x "
+          f"({min(per_core):.2f}-{max(per_core):.2f}; target >= 1.5x)")
+    print(f"  2 workers / 1 worker:           {np.median(scaling):.2f}x "
+          f"({min(scaling):.2f}-{max(scaling):.2f}; target >= 1.8x)")
+    print(f"  ceiling, 2 plain processes / 1: {np.median(ceiling):.2f}x "
+          f"({min(ceiling):.2f}-{max(ceiling):.2f}); the build reaches "
+          f"{np.median(np.array(scaling) / np.array(ceiling)):.0%} of it")
+    print(f"  peak worker RSS: {max(peaks):.0f} MiB (target < 1024)")
 
     # Memory with a 60-minute track in the library.
     long_path = os.path.join(lib_dir, "long-60min.mp3")
