@@ -10,6 +10,9 @@ Prints, for a generated library of MP3 film cues (the demo's synthesis, 44.1 kHz
    what 2 cores allow at most; then the median and range of each ratio over the rounds;
 2. peak RSS per worker during a build with a 60-minute MP3 in the library (target < 1 GiB);
 3. the wall time of a rebuild with nothing to do, for a catalog of 10,000 tracks (target < 10 s).
+
+``--stages FILES`` only times each stage of both paths (decode, resample, the whole extraction;
+``librosa.load``, + ``mfcc``) per file, in a plain process.
 """
 
 from __future__ import annotations
@@ -77,6 +80,48 @@ def _extract_all(paths: list[str]) -> tuple[float, float]:
     start = time.perf_counter()
     audio = sum(r.duration_s for r in (extract_track(p, spec) for p in paths))
     return audio, time.perf_counter() - start
+
+
+def stage_times(paths: list[str], passes: int = 3) -> dict[str, list[float]]:
+    """Milliseconds per file of each stage of both paths, in each of ``passes`` passes over
+    ``paths``, in this process (run it in a plain process with the workers' environment)."""
+    import librosa
+    import soundfile as sf
+
+    from featurestore.audio import AudioInfo, mono_blocks, open_audio
+    from featurestore.extract import extract_track
+    from featurestore.spec import FeatureSpec
+
+    spec = FeatureSpec()
+
+    def decode(p):
+        with sf.SoundFile(p) as f:
+            while len(f.read(1 << 17, dtype="float32", always_2d=True)) == 1 << 17:
+                pass
+
+    def decode_mono_resample(p):
+        with open_audio(p) as sound:
+            for _ in mono_blocks(sound, spec.sample_rate, AudioInfo(0, 0)):
+                pass
+
+    def librosa_both(p):
+        y, sr = librosa.load(p, sr=22050)
+        librosa.feature.mfcc(y=y, sr=sr, n_mfcc=41, n_fft=2048, hop_length=2048)
+
+    named = {"libsndfile decode": decode, "+ downmix + soxr HQ": decode_mono_resample,
+             "our extraction (extract_track)": lambda p: extract_track(p, spec),
+             "librosa.load(sr=22050)": lambda p: librosa.load(p, sr=22050),
+             "librosa.load + feature.mfcc": librosa_both}
+    times: dict[str, list[float]] = {name: [] for name in named}
+    for fn in named.values():
+        fn(paths[0])  # warm up
+    for _ in range(passes):
+        for name, fn in named.items():
+            start = time.perf_counter()
+            for p in paths:
+                fn(p)
+            times[name].append((time.perf_counter() - start) / len(paths) * 1000)
+    return times
 
 
 def plain_processes(paths: list[str], n: int) -> float:
@@ -158,6 +203,8 @@ def main() -> None:
     parser.add_argument("--compare-monitoring", type=int, metavar="RUNS", default=0,
                         help="only compare 2-worker builds with Dask's default monitoring and "
                              "with the quieter one, RUNS times each")
+    parser.add_argument("--stages", type=int, metavar="FILES", default=0,
+                        help="only time each stage of both paths over the first FILES files")
     args = parser.parse_args()
     lib_dir = os.path.join(args.out, "mp3-library")
     t0 = time.perf_counter()
@@ -166,6 +213,14 @@ def main() -> None:
         paths = [r["path"] for r in csv.DictReader(f)]
     print(f"library: {len(paths)} MP3 files, {args.minutes:.0f} min "
           f"(ready in {time.perf_counter() - t0:.0f} s)")
+    if args.stages:
+        from featurestore.cluster import WORKER_ENVIRON
+
+        times = together(stage_times, [(paths[:args.stages],)], WORKER_ENVIRON)[0]
+        for name, t in times.items():
+            print(f"{name:32s} {np.median(t):6.1f} ms per file, median of "
+                  f"{' '.join(f'{x:.1f}' for x in t)}")
+        return
     if args.compare_monitoring:
         compare_monitoring(catalog, args.out, args.compare_monitoring)
         return
