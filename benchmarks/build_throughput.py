@@ -4,10 +4,11 @@
 
 Prints, for a generated library of MP3 film cues (the demo's synthesis, 44.1 kHz stereo):
 1. in each of ``--rounds`` rounds, audio seconds per wall second per core: a plain loop of
-   ``librosa.load(sr=22050)`` + ``librosa.feature.mfcc`` over the same files, then our build on 1 and on 2 worker processes,
-   and the ratios (targets: ours/loop >= 1.5 per core; 2 workers / 1 >= 1.8); beside them, the
-   same extraction in 1 and in 2 plain processes with no Dask and no driver, whose ratio is
-   what 2 cores allow at most; then the median and range of each ratio over the rounds;
+   ``librosa.load(sr=22050)`` + ``librosa.feature.mfcc`` over the same files, then our build on 1
+   and on 2 worker processes, and the ratios (targets: ours/loop >= 1.5 per core; 2 workers / 1
+   >= 1.8); beside them, the same extraction in 1 and in 2 plain processes with no Dask and
+   no driver, whose ratio is what 2 cores allow at most; then the median and range of each
+   ratio over the rounds;
 2. peak RSS per worker during a build with a 60-minute MP3 in the library (target < 1 GiB);
 3. the wall time of a rebuild with nothing to do, for a catalog of 10,000 tracks (target < 10 s).
 
@@ -28,6 +29,7 @@ import soundfile as sf
 from measuring import WorkerPeaks, cpu_seconds, together
 
 from catalogs.demo import FILMS, synthesize
+from catalogs.writer import write_catalog
 
 
 def make_library(directory: str, minutes: float, seconds_each: float = 60.0) -> str:
@@ -44,15 +46,17 @@ def make_library(directory: str, minutes: float, seconds_each: float = 60.0) -> 
             os.replace(path + ".part", path)
         rows.append({"track_id": f"cue{i:04d}", "path": path, "film": film, "year": year,
                      "genres": "|".join(genres)})
-    return _write_catalog(os.path.join(directory, "catalog.csv"), rows)
+    return write_catalog(os.path.join(directory, "catalog.csv"), rows)
 
 
-def _write_catalog(path: str, rows: list[dict]) -> str:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+def librosa_mfcc(path: str) -> float:
+    """The obvious alternative for one file: ``librosa.load`` + ``feature.mfcc`` with the
+    study's parameters; returns the audio seconds."""
+    import librosa
+
+    y, sr = librosa.load(path, sr=22050)
+    librosa.feature.mfcc(y=y, sr=sr, n_mfcc=41, n_fft=2048, hop_length=2048)
+    return len(y) / sr
 
 
 def librosa_loop(paths: list[str]) -> tuple[float, float]:
@@ -60,12 +64,8 @@ def librosa_loop(paths: list[str]) -> tuple[float, float]:
     import librosa
 
     librosa.feature.mfcc(y=np.zeros(22050, dtype=np.float32), sr=22050)  # warm numba once
-    audio = 0.0
     start = time.perf_counter()
-    for p in paths:
-        y, sr = librosa.load(p, sr=22050)
-        librosa.feature.mfcc(y=y, sr=sr, n_mfcc=41, n_fft=2048, hop_length=2048)
-        audio += len(y) / sr
+    audio = sum(librosa_mfcc(p) for p in paths)
     return audio, time.perf_counter() - start
 
 
@@ -86,9 +86,8 @@ def stage_times(paths: list[str], passes: int = 3) -> dict[str, list[float]]:
     """Milliseconds per file of each stage of both paths, in each of ``passes`` passes over
     ``paths``, in this process (run it in a plain process with the workers' environment)."""
     import librosa
-    import soundfile as sf
 
-    from featurestore.audio import AudioInfo, mono_blocks, open_audio
+    from featurestore.audio import BLOCK_FRAMES, AudioInfo, mono_blocks, open_audio
     from featurestore.extract import extract_track
     from featurestore.spec import FeatureSpec
 
@@ -96,7 +95,7 @@ def stage_times(paths: list[str], passes: int = 3) -> dict[str, list[float]]:
 
     def decode(p):
         with sf.SoundFile(p) as f:
-            while len(f.read(1 << 17, dtype="float32", always_2d=True)) == 1 << 17:
+            while len(f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)) == BLOCK_FRAMES:
                 pass
 
     def decode_mono_resample(p):
@@ -104,14 +103,10 @@ def stage_times(paths: list[str], passes: int = 3) -> dict[str, list[float]]:
             for _ in mono_blocks(sound, spec.sample_rate, AudioInfo(0, 0)):
                 pass
 
-    def librosa_both(p):
-        y, sr = librosa.load(p, sr=22050)
-        librosa.feature.mfcc(y=y, sr=sr, n_mfcc=41, n_fft=2048, hop_length=2048)
-
     named = {"libsndfile decode": decode, "+ downmix + soxr HQ": decode_mono_resample,
              "our extraction (extract_track)": lambda p: extract_track(p, spec),
              "librosa.load(sr=22050)": lambda p: librosa.load(p, sr=22050),
-             "librosa.load + feature.mfcc": librosa_both}
+             "librosa.load + feature.mfcc": librosa_mfcc}
     times: dict[str, list[float]] = {name: [] for name in named}
     for fn in named.values():
         fn(paths[0])  # warm up
@@ -273,7 +268,7 @@ def main() -> None:
         rows = list(csv.DictReader(f))
     rows.append({"track_id": "long", "path": long_path, "film": "Long", "year": 2000,
                  "genres": "Drama"})
-    mem_catalog = _write_catalog(os.path.join(lib_dir, "catalog-with-long.csv"), rows)
+    mem_catalog = write_catalog(os.path.join(lib_dir, "catalog-with-long.csv"), rows)
     report, wall, peak = timed_build(mem_catalog, os.path.join(args.out, "store-mem"), 2)
     print(f"with a 60-minute MP3: peak worker RSS {peak:.0f} MiB (target < 1024), "
           f"{report.audio_seconds / 3600:.2f} h in {wall:.1f} s")
@@ -290,7 +285,7 @@ def main() -> None:
         if not os.path.exists(p):
             sf.write(p, y * (1 + i % 7) / 8, 22050, subtype="PCM_16")
         rows.append({"track_id": f"m{i:05d}", "path": p, "genres": "Drama"})
-    many = _write_catalog(os.path.join(many_dir, "catalog.csv"), rows)
+    many = write_catalog(os.path.join(many_dir, "catalog.csv"), rows)
     spec = FeatureSpec(tile_frames=10, tile_hop=10)
     report, wall, _ = timed_build(many, os.path.join(args.out, "store-many"), 2, spec=spec,
                                   batch_seconds=200.0)
