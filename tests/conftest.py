@@ -80,15 +80,16 @@ def track_tiles(store_url: str, catalog: str | None = None) -> dict[tuple[str, s
     return out
 
 
-def assert_same_build(got_url: str, expected_url: str, n_tracks: int) -> None:
-    """Every ok track's tiles equal, tile for tile, and the feature statistics equal."""
+def assert_same_build(got_url: str, expected_url: str, n_tracks: int, n_tiles: int) -> None:
+    """Every ok track's tiles equal, tile for tile, and the feature statistics equal, over
+    ``n_tiles`` tiles in both."""
     expected, got = track_tiles(expected_url), track_tiles(got_url)
     assert expected.keys() == got.keys() and len(got) == n_tracks
     for key in expected:
         np.testing.assert_array_equal(got[key], expected[key])
     m1, s1, c1 = featurestore.open(expected_url).feature_set().statistics()
     m2, s2, c2 = featurestore.open(got_url).feature_set().statistics()
-    assert c1 == c2
+    assert c1 == c2 == n_tiles
     np.testing.assert_allclose(m2, m1, atol=1e-4)
     np.testing.assert_allclose(s2, s1, atol=1e-3)
 

@@ -157,7 +157,7 @@ def test_killed_build_resumes_to_identical_tiles(reference_build, tmp_path, poin
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"{40 - n_ok} extracted" in res.stdout and f"{n_ok} skipped" in res.stdout
-    assert_same_build(store, reference, 40)  # statistics exact after the resume too
+    assert_same_build(store, reference, 40, n_tiles=80)  # statistics exact after the resume too
 
 
 def _worker_monitoring() -> tuple[bool, float]:

@@ -116,7 +116,7 @@ def test_worker_killed_mid_build_gives_the_undisturbed_tiles(tmp_path, dask_clie
         client.wait_for_workers(2, timeout=60)  # the nanny restarted it
     report = outcome["report"]
     assert report.built == 40 and report.exit_code == 0
-    assert_same_build(url, reference, 40)
+    assert_same_build(url, reference, 40, n_tiles=80)
 
 
 def test_build_and_scoring_run_together(trained, tmp_path, dask_client):
