@@ -5,10 +5,10 @@
 For each size N, a store's score table of one model version is filled with N tracks' rankings
 (``--labels`` rows a track, as scoring writes them), then one night's run is committed on top:
 ``--nightly`` new tracks plus as many rescored ones (changed audio). Prints, for that commit:
-its wall time and peak memory above the process's baseline (the kernel's high-water mark; the median of ``--repeats``
-commits, each in a fresh process, and the range of times); the same for the commit done with
-pandas merges and sort (the obvious alternative) and the ratio; the file's size; and beside them the
-time of the question the file's sort order serves (the 20 best tracks for one label), of
+its wall time and peak memory above the process's baseline (the kernel's high-water mark; the
+median of ``--repeats`` commits, each in a fresh process, and the range of times); the same for
+the commit done with pandas merges and sort (the obvious alternative) and the ratio; the file's
+size; and beside them the time of the question the file's sort order serves (the 20 best tracks for one label), of
 reading the whole table once, and of finding which tracks have scores (as every scoring run
 does first) from their rank-1 rows and, the alternative, from every row.
 """
@@ -125,7 +125,8 @@ def measure(n: int, labels: list[str], nightly: int, root: str, repeats: int) ->
             table.clean()
     (commit, peak), (alternative, alt_peak) = (np.median(runs[w], axis=0) for w in runs)
     spread = {w: f"{min(r)[0]:.2f}-{max(r)[0]:.2f} s" for w, r in runs.items()}
-    assert table.seq() == 1 + 2 * repeats and len(table.rankings(["track_id"])) == (n + nightly) * len(labels)
+    assert table.seq() == 1 + 2 * repeats
+    assert len(table.rankings(["track_id"])) == (n + nightly) * len(labels)
 
     t = time.perf_counter()
     table.rankings(["catalog", "track_id", "score"], where=pc.field("label") == labels[0]).head(20)

@@ -9,7 +9,8 @@ on a fresh LocalCluster of 2 single-threaded worker processes, train a small CNN
 and score every track on a fresh 2-worker cluster. It prints wall times, the peak resident
 memory of each worker (sampled every 50 ms) and of the driver (``ru_maxrss``), and the checks
 that nothing was lost or doubled: every track ``ok`` with its tiles, each tile slot used once,
-every track scored with every label ranked once. Memory is bounded when the peaks do not grow with ``N``.
+every track scored with every label ranked once. Memory is bounded when the peaks do not grow
+with ``N``.
 """
 
 from __future__ import annotations
