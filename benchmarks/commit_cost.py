@@ -8,9 +8,9 @@ For each size N, a store's score table of one model version is filled with N tra
 its wall time and peak memory above the process's baseline (the kernel's high-water mark; the
 median of ``--repeats`` commits, each in a fresh process, and the range of times); the same for
 the commit done with pandas merges and sort (the obvious alternative) and the ratio; the file's
-size; and beside them the time of the question the file's sort order serves (the 20 best tracks for one label), of
-reading the whole table once, and of finding which tracks have scores (as every scoring run
-does first) from their rank-1 rows and, the alternative, from every row.
+size; and beside them the time of the question the file's sort order serves (the 20 best
+tracks for one label), of reading the whole table once, and of finding which tracks have scores
+(as every scoring run does first) from their rank-1 rows and, the alternative, from every row.
 """
 
 from __future__ import annotations
