@@ -7,6 +7,7 @@ metadata. Validation happens in full before any work is done, so a bad catalog c
 
 from __future__ import annotations
 
+import datetime
 import posixpath
 import warnings
 from dataclasses import dataclass, field
@@ -20,7 +21,9 @@ from catalogs.genres import normalize_genres
 #: Columns the store knows the meaning of; any other column is free metadata.
 KNOWN_COLUMNS: tuple[str, ...] = ("track_id", "path", "title", "film", "composer", "year", "genres")
 TEXT_COLUMNS: tuple[str, ...] = ("title", "film", "composer")
-YEAR_RANGE: tuple[int, int] = (1800, 2100)
+#: Release years a catalog may hold: recordings of old music carry the composition's year
+#: (Machaut 1360, Bach 1727), so anything from 1000 to a few years ahead (announced releases).
+YEAR_RANGE: tuple[int, int] = (1000, datetime.date.today().year + 5)
 
 _FORMATS = {
     ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet",
@@ -114,8 +117,8 @@ def _parse_year(value: object, source: str, row: int) -> int | None:
     year = int(number)
     lo, hi = YEAR_RANGE
     if not lo <= year <= hi:
-        raise CatalogError(f"year {year} is outside {lo}..{hi}", source=source, row=row,
-                           column="year")
+        raise CatalogError(f"year {year} cannot be a release year (years from {lo} to {hi} "
+                           "are accepted)", source=source, row=row, column="year")
     return year
 
 

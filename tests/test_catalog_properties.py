@@ -109,7 +109,7 @@ def problems(drawn: Drawn) -> dict[tuple[int, str], str]:
             elif "." in text:
                 out[(label(i), "year")] = "is not a whole year"
             elif not lo <= int(text) <= hi:
-                out[(label(i), "year")] = "is outside"
+                out[(label(i), "year")] = "cannot be a release year"
     return out
 
 

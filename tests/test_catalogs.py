@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -69,11 +70,21 @@ def test_unknown_genres_are_kept_with_one_warning(tmp_path):
     assert cat.unknown_genres == ["Giallo", "Kaiju"]
 
 
+def test_years_of_old_music_and_announced_releases_are_accepted(tmp_path):
+    ahead = datetime.date.today().year + 3
+    rows = [{"path": f"{y}.wav", "year": str(y)} for y in (1000, 1360, 1727, ahead)]
+    frame = read_catalog(write_catalog(tmp_path / "old.csv", rows)).frame
+    assert frame["year"].tolist() == [1000, 1360, 1727, ahead]
+
+
 @pytest.mark.parametrize("rows, needle", [
     ([{"file": "a.wav"}], "no 'path' column"),
     ([{"path": "a.wav", "year": "1999"}, {"path": "b.wav", "year": "nineteen"}],
      "row 3, column 'year': year 'nineteen' is not a number"),
-    ([{"path": "a.wav", "year": "19999"}], "row 2, column 'year': year 19999 is outside"),
+    ([{"path": "a.wav", "year": "19999"}],
+     "row 2, column 'year': year 19999 cannot be a release year (years from 1000 to "),
+    ([{"path": "a.wav", "year": "1727"}, {"path": "b.wav", "year": "-40"}],
+     "row 3, column 'year': year -40 cannot be a release year"),
     ([{"path": "a.wav", "year": "1999.5"}], "is not a whole year"),
     ([{"track_id": "x", "path": "a.wav"}, {"track_id": "x", "path": "b.wav"}],
      "row 3, column 'track_id': duplicate track_id 'x', first at row 2"),
