@@ -52,6 +52,8 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("feature spec (defaults are the reference study's)")
     g.add_argument("--spec", metavar="JSON", help="a JSON file of FeatureSpec fields")
+    g.add_argument("--kind", choices=["mfcc", "logmel"],
+                   help="features: mfcc (default, the study's) or logmel (n_mels bands)")
     for field, kind in (("sample_rate", int), ("n_fft", int), ("hop_length", int),
                         ("n_mels", int), ("n_mfcc", int), ("tile_frames", int),
                         ("tile_hop", int)):
@@ -114,7 +116,7 @@ def _spec(args: argparse.Namespace) -> FeatureSpec:
     if args.spec:
         with open(args.spec) as f:
             fields.update(json.load(f))
-    for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc", "tile_frames",
+    for name in ("kind", "sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc", "tile_frames",
                  "tile_hop"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)

@@ -15,7 +15,7 @@ import numpy as np
 
 from featurestore.audio import AudioInfo, check_signal, mono_blocks, open_audio
 from featurestore.errors import TrackFailure
-from featurestore.mfcc import MfccStream
+from featurestore.mfcc import FeatureStream
 from featurestore.spec import FeatureSpec
 from featurestore.tiles import cut_tiles
 from featurestore.urls import is_local
@@ -77,7 +77,7 @@ def extract_track(path: str, spec: FeatureSpec, storage_options: dict | None = N
             info = AudioInfo(source_rate=0, channels=0)
             with open_audio(local) as sound:
                 info.source_rate, info.channels = sound.samplerate, sound.channels
-                stream = MfccStream(spec)
+                stream = FeatureStream(spec)
                 for block in mono_blocks(sound, spec.sample_rate, info):
                     stream.push(block)
             check_signal(info)

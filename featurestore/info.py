@@ -39,7 +39,7 @@ def store_info(store: Store) -> dict:
         live = state.frame[state.frame["status"] == OK]
         feature_sets.append({
             "hash": fset.hash,
-            "spec": {"sample_rate": spec.sample_rate, "n_fft": spec.n_fft,
+            "spec": {"kind": spec.kind, "sample_rate": spec.sample_rate, "n_fft": spec.n_fft,
                      "hop_length": spec.hop_length, "n_mels": spec.n_mels,
                      "n_mfcc": spec.n_mfcc, "tile_shape": list(spec.tile_shape)},
             "tiles": int(live["n_tiles"].sum()),
@@ -83,7 +83,9 @@ def format_info(info: dict) -> str:
                      + f", {c['removed']} removed), {c['hours']:.2f} h, {c['tiles']} tiles")
     for f in info["feature_sets"]:
         s = f["spec"]
-        lines.append(f"  feature set {f['hash']}: {s['n_mfcc']} MFCC at {s['sample_rate']} Hz, "
+        what = (f"{s['n_mfcc']} MFCC" if s["kind"] == "mfcc"
+                else f"{s['n_mels']}-band log-mel")
+        lines.append(f"  feature set {f['hash']}: {what} at {s['sample_rate']} Hz, "
                      f"n_fft {s['n_fft']}, hop {s['hop_length']}, tiles "
                      f"{s['tile_shape'][0]}x{s['tile_shape'][1]}; {f['tiles']} live tiles in "
                      f"{f['slots']} slots, {f['commits']} commits, {_human(f['bytes'])}")

@@ -1,7 +1,8 @@
-"""MFCC computed as ``librosa.feature.mfcc`` defines it, streamed block by block.
+"""MFCC and log-mel spectrograms computed as librosa defines them, streamed block by block.
 
 librosa is the reference: the mel filterbank and window come from librosa/scipy themselves, and
-``tests/test_mfcc.py`` proves this path equals ``librosa.feature.mfcc`` to 1e-3. It is faster
+``tests/test_mfcc.py`` proves this path equals ``librosa.feature.mfcc`` and
+``librosa.power_to_db(librosa.feature.melspectrogram(...))`` to 1e-3. It is faster
 because it frames the signal once in float32 and uses one real FFT and one matrix product per
 block; it is streaming because ``power_to_db(top_db=...)`` clips relative to the whole track's
 maximum, so the mel power is kept (small: n_mels values per frame) and the log, clip and DCT
@@ -34,9 +35,10 @@ def _kernels(spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
     return window, np.ascontiguousarray(mel.T)
 
 
-class MfccStream:
+class FeatureStream:
     """Feed mono samples at ``spec.sample_rate`` with :meth:`push`; :meth:`finish` returns the
-    MFCC of everything pushed, shaped ``(spec.n_coefficients, n_frames)``, float32.
+    features of the spec's kind (MFCC or log-mel) of everything pushed, shaped
+    ``(spec.n_coefficients, n_frames)``, float32.
 
     Frames are centred as in librosa (``n_fft // 2`` zeros of padding at each end), so a signal
     of ``n`` samples gives ``1 + n // hop_length`` frames.
@@ -53,7 +55,7 @@ class MfccStream:
     def push(self, samples: np.ndarray) -> None:
         """Add mono float32 samples; complete frames are turned into mel power right away."""
         if self._finished:
-            raise RuntimeError("MfccStream.push after finish")
+            raise RuntimeError("FeatureStream.push after finish")
         self.n_samples += len(samples)
         self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
         self._drain()
@@ -76,27 +78,37 @@ class MfccStream:
         return np.concatenate(self._mel_frames, axis=0).T
 
     def finish(self) -> np.ndarray:
-        """End the signal and return its MFCC, ``(n_coefficients, n_frames)`` float32."""
+        """End the signal and return its features, ``(n_coefficients, n_frames)`` float32."""
         if not self._finished:
             self._buffer = np.concatenate(
                 [self._buffer, np.zeros(self.spec.n_fft // 2, dtype=np.float32)])
             self._drain()
             self._finished = True
-        return mel_to_mfcc(self.mel_power(), self.spec)
+        log_spec = power_to_db(self.mel_power(), self.spec)
+        if self.spec.kind == "logmel":
+            return np.ascontiguousarray(log_spec, dtype=np.float32)
+        return db_to_mfcc(log_spec, self.spec)
 
 
-def mel_to_mfcc(mel_power: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """librosa's ``power_to_db(ref=1.0, amin=1e-10, top_db)`` then orthonormal DCT-II, keeping
-    coefficients ``drop_first .. n_mfcc - 1``."""
+def power_to_db(mel_power: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """librosa's ``power_to_db(ref=1.0, amin=1e-10, top_db)``: the clip is relative to the
+    maximum of the whole array, so it is applied once the track has ended."""
     log_spec = 10.0 * np.log10(np.maximum(_AMIN, mel_power))
     if spec.top_db is not None and log_spec.size:
         log_spec = np.maximum(log_spec, log_spec.max() - spec.top_db)
+    return log_spec
+
+
+def db_to_mfcc(log_spec: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Orthonormal DCT-II of a dB mel spectrogram, keeping coefficients ``drop_first ..
+    n_mfcc - 1``."""
     coefficients = scipy.fft.dct(log_spec, axis=0, type=2, norm="ortho")[: spec.n_mfcc]
     return np.ascontiguousarray(coefficients[spec.drop_first:], dtype=np.float32)
 
 
-def mfcc(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """MFCC of a whole mono signal at ``spec.sample_rate``: ``(n_coefficients, n_frames)``."""
-    stream = MfccStream(spec)
+def features(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """The spec's features (MFCC or log-mel) of a whole mono signal at ``spec.sample_rate``:
+    ``(n_coefficients, n_frames)``."""
+    stream = FeatureStream(spec)
     stream.push(np.asarray(y, dtype=np.float32))
     return stream.finish()

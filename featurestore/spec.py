@@ -14,20 +14,30 @@ from dataclasses import asdict, dataclass, fields
 ALGORITHM_VERSION = 1
 
 
+#: Feature kinds a spec can ask for, each the name of its tile array in the store.
+KINDS = ("mfcc", "logmel")
+# Fields that only shape MFCC; a log-mel spec's hash leaves them out.
+_MFCC_ONLY = ("n_mfcc", "drop_first")
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
-    """MFCC tile parameters; the defaults are the reference study's.
+    """Tile parameters; the defaults are the reference study's MFCC.
 
-    Audio is downmixed to mono, resampled to ``sample_rate`` (soxr HQ), and turned into MFCC
-    exactly as ``librosa.feature.mfcc`` does with these parameters (centred frames, zero
-    padding, Slaney mel filters, ``power_to_db(ref=1.0, top_db=top_db)`` over the whole track,
-    orthonormal DCT-II). The first ``drop_first`` coefficients are dropped, and the rest cut
-    into tiles of ``tile_frames`` frames, starting every ``tile_hop`` frames.
+    Audio is downmixed to mono, resampled to ``sample_rate`` (soxr HQ), and turned into a mel
+    power spectrogram exactly as ``librosa.feature.melspectrogram`` does with these parameters
+    (centred frames, zero padding, Slaney mel filters), then ``power_to_db(ref=1.0,
+    top_db=top_db)`` over the whole track. ``kind="mfcc"`` (the default) continues as
+    ``librosa.feature.mfcc`` (orthonormal DCT-II; the first ``drop_first`` of ``n_mfcc``
+    coefficients dropped): tiles of ``(n_mfcc - drop_first, tile_frames)``. ``kind="logmel"``
+    keeps the ``n_mels`` log-mel bands: tiles of ``(n_mels, tile_frames)``. Tiles hold
+    ``tile_frames`` frames and start every ``tile_hop`` frames.
 
     ``top_db=None`` disables the clip; frames of near-silence then sit at the 1e-10 power floor,
     where float32 rounding differs between FFT implementations by up to ~0.2 (dB-cepstrum units).
     """
 
+    kind: str = "mfcc"
     sample_rate: int = 22050
     n_fft: int = 2048
     hop_length: int = 2048
@@ -42,14 +52,17 @@ class FeatureSpec:
     tile_hop: int = 100
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"FeatureSpec.kind must be one of {', '.join(KINDS)}, "
+                             f"got {self.kind!r}")
         for name in ("sample_rate", "n_fft", "hop_length", "n_mels", "n_mfcc",
                      "tile_frames", "tile_hop"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"FeatureSpec.{name} must be a positive integer, got {value!r}")
-        if not 0 <= self.drop_first < self.n_mfcc:
+        if self.kind == "mfcc" and not 0 <= self.drop_first < self.n_mfcc:
             raise ValueError(f"FeatureSpec.drop_first must be in 0..{self.n_mfcc - 1}")
-        if self.n_mfcc > self.n_mels:
+        if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
             raise ValueError("FeatureSpec.n_mfcc cannot exceed n_mels")
         nyquist = self.sample_rate / 2
         if self.fmax is not None and not self.fmin < self.fmax <= nyquist:
@@ -59,12 +72,17 @@ class FeatureSpec:
 
     @property
     def n_coefficients(self) -> int:
-        """Coefficients kept per frame (41 - 1 = 40 by default)."""
-        return self.n_mfcc - self.drop_first
+        """Rows of a tile: MFCC coefficients kept (41 - 1 = 40 by default), or mel bands."""
+        return self.n_mfcc - self.drop_first if self.kind == "mfcc" else self.n_mels
+
+    @property
+    def coefficients(self) -> range:
+        """What each tile row is: the MFCC coefficient's number, or the mel band's."""
+        return range(self.drop_first, self.n_mfcc) if self.kind == "mfcc" else range(self.n_mels)
 
     @property
     def tile_shape(self) -> tuple[int, int]:
-        """Shape of one tile: (coefficients, frames), (40, 100) by default."""
+        """Shape of one tile: (coefficients or mel bands, frames), (40, 100) by default."""
         return (self.n_coefficients, self.tile_frames)
 
     @property
@@ -79,6 +97,17 @@ class FeatureSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def hashed_fields(self) -> dict:
+        """The fields that name the feature set. An MFCC spec's are those of specs written
+        before log-mel existed (no ``kind``), so stores built then keep their feature sets."""
+        out = self.to_dict()
+        if self.kind == "mfcc":
+            del out["kind"]
+        else:
+            for name in _MFCC_ONLY:
+                del out[name]
+        return out
+
     @classmethod
     def from_dict(cls, data: dict) -> FeatureSpec:
         known = {f.name for f in fields(cls)}
@@ -90,7 +119,7 @@ class FeatureSpec:
     @property
     def hash(self) -> str:
         """16 hex digits naming this feature set; changes with any field or the algorithm."""
-        payload = json.dumps({**self.to_dict(), "algorithm_version": ALGORITHM_VERSION},
+        payload = json.dumps({**self.hashed_fields(), "algorithm_version": ALGORITHM_VERSION},
                              sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -376,9 +376,9 @@ class Store:
             coords={"catalog": ("tile", np.repeat(tracks["catalog"].to_numpy(object), counts)),
                     "track_id": ("tile", np.repeat(tracks["track_id"].to_numpy(object), counts)),
                     "offset": ("tile", offsets.astype(np.int32)),
-                    "coefficient": np.arange(fset.spec.drop_first, fset.spec.n_mfcc),
+                    "coefficient": np.asarray(fset.spec.coefficients),
                     "frame": np.arange(fset.spec.tile_frames)},
-            name="mfcc", attrs={"feature_set": fset.hash, "tile_seconds": fset.spec.tile_seconds})
+            name=fset.spec.kind, attrs={"feature_set": fset.hash, "tile_seconds": fset.spec.tile_seconds})
 
     # -- scores --------------------------------------------------------------------------
 

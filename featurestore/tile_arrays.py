@@ -2,7 +2,8 @@
 
 Group ``tiles.zarr``:
 
-- ``mfcc``   (tile, coefficient, frame) float32, ``chunk_tiles`` tiles a chunk;
+- ``mfcc`` or ``logmel`` (the spec's kind): (tile, coefficient, frame) float32, ``chunk_tiles``
+  tiles a chunk (for log-mel, ``coefficient`` is the mel band);
 - ``entry``  (tile,) int64: the first tile index of the track that owns the slot, -1 if unused;
 - ``offset`` (tile,) int32: the tile's position within its track, -1 if unused;
 - ``coefficient`` and ``frame``: index coordinates, so xarray shows real coefficient numbers.
@@ -49,7 +50,7 @@ def round_up(n: int, chunk: int) -> int:
 class TileArrays:
     """Open handles on one feature set's arrays."""
 
-    mfcc: zarr.Array
+    mfcc: zarr.Array  # the tiles, whatever the spec's kind
     entry: zarr.Array
     offset: zarr.Array
 
@@ -65,18 +66,17 @@ class TileArrays:
     def create(cls, url: str, spec: FeatureSpec, encoding: TileEncoding,
                storage_options: dict | None = None) -> TileArrays:
         group = zarr.open_group(zarr_store(url, storage_options), mode="a", zarr_format=3)
-        if "mfcc" in group:
+        if spec.kind in group:
             return cls.open(url, storage_options, read_only=False)
-        # "mfcc" comes last: without it, whatever is here is a creation killed midway, holding
-        # no tiles, and is overwritten.
+        # The tile array comes last: without it, whatever is here is a creation killed midway,
+        # holding no tiles, and is overwritten.
         n = encoding.chunk_tiles
         n_coef, frames = spec.tile_shape
         blosc = zarr.codecs.BloscCodec(cname=encoding.codec, clevel=encoding.clevel,
                                        shuffle=encoding.shuffle)
         group.attrs.update({"spec_hash": spec.hash, "spec": spec.to_dict(),
                             "tile_seconds": spec.tile_seconds})
-        group.create_array("coefficient", data=np.arange(spec.drop_first, spec.n_mfcc,
-                                                         dtype=np.int32),
+        group.create_array("coefficient", data=np.asarray(spec.coefficients, dtype=np.int32),
                            dimension_names=("coefficient",), overwrite=True)
         group.create_array("frame", data=np.arange(frames, dtype=np.int32),
                            dimension_names=("frame",), overwrite=True)
@@ -84,18 +84,21 @@ class TileArrays:
                            dimension_names=("tile",), overwrite=True)
         group.create_array("offset", shape=(0,), chunks=(n,), dtype="int32", fill_value=-1,
                            dimension_names=("tile",), overwrite=True)
-        group.create_array("mfcc", shape=(0, n_coef, frames), chunks=(n, n_coef, frames),
+        units = ("MFCC (dB-scaled mel cepstrum)" if spec.kind == "mfcc"
+                 else "log-mel power (dB, ref 1.0)")
+        group.create_array(spec.kind, shape=(0, n_coef, frames), chunks=(n, n_coef, frames),
                            dtype="float32", fill_value=0.0, compressors=blosc,
                            dimension_names=("tile", "coefficient", "frame"),
-                           attributes={"units": "MFCC (dB-scaled mel cepstrum)"}, overwrite=True)
-        return cls(group["mfcc"], group["entry"], group["offset"])
+                           attributes={"units": units}, overwrite=True)
+        return cls(group[spec.kind], group["entry"], group["offset"])
 
     @classmethod
     def open(cls, url: str, storage_options: dict | None = None,
              read_only: bool = True) -> TileArrays:
         group = zarr.open_group(zarr_store(url, storage_options, read_only=read_only),
                                 mode="r" if read_only else "r+", zarr_format=3)
-        return cls(group["mfcc"], group["entry"], group["offset"])
+        kind = group.attrs.get("spec", {}).get("kind", "mfcc")
+        return cls(group[kind], group["entry"], group["offset"])
 
     def ensure_capacity(self, n_tiles: int) -> None:
         """Grow the arrays to hold at least ``n_tiles`` slots (geometrically, to rewrite the

@@ -1,4 +1,5 @@
-"""The fast MFCC path equals librosa's, streamed or not, and tiles are cut as specified."""
+"""The fast MFCC and log-mel paths equal librosa's, streamed or not, and tiles are cut as
+specified."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from featurestore.extract import extract_track
-from featurestore.mfcc import MfccStream, mfcc
+from featurestore.mfcc import FeatureStream, features
 from featurestore.spec import FeatureSpec
 from featurestore.tiles import count_tiles, cut_tiles
 from tests.conftest import tone, write_audio
@@ -33,32 +34,84 @@ SPECS = [
 ]
 
 
+def librosa_logmel(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    mel = librosa.feature.melspectrogram(y=y, sr=spec.sample_rate, n_fft=spec.n_fft,
+                                         hop_length=spec.hop_length, n_mels=spec.n_mels,
+                                         fmin=spec.fmin, fmax=spec.fmax)
+    return librosa.power_to_db(mel, top_db=spec.top_db)
+
+
+def signal_of(kind: str, sr: int) -> np.ndarray:
+    if kind == "tone":
+        return tone(17.3, sr)
+    if kind == "noise":
+        return (0.2 * np.random.default_rng(1).standard_normal(int(13.1 * sr))).astype(
+            np.float32)
+    y = librosa.chirp(fmin=60, fmax=sr / 3, sr=sr, duration=11.0).astype(np.float32) * 0.5
+    y[: sr * 2] = 0.0  # the -80 dB floor must be taken from the whole track
+    return y
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=["study", "small", "fmax-topdb60"])
 @pytest.mark.parametrize("signal", ["tone", "noise", "chirp-with-silence"])
 def test_mfcc_equals_librosa(spec, signal):
-    sr = spec.sample_rate
-    rng = np.random.default_rng(1)
-    if signal == "tone":
-        y = tone(17.3, sr)
-    elif signal == "noise":
-        y = (0.2 * rng.standard_normal(int(13.1 * sr))).astype(np.float32)
-    else:
-        y = librosa.chirp(fmin=60, fmax=sr / 3, sr=sr, duration=11.0).astype(np.float32) * 0.5
-        y[: sr * 2] = 0.0  # the -80 dB floor must be taken from the whole track
+    y = signal_of(signal, spec.sample_rate)
     expected = librosa_mfcc(y, spec)
-    ours = mfcc(y, spec)
+    ours = features(y, spec)
     assert ours.shape == expected.shape == (spec.n_coefficients, spec.n_frames(len(y)))
     np.testing.assert_allclose(ours, expected, atol=1e-3, rtol=0)
+
+
+LOGMEL_SPECS = [
+    FeatureSpec(kind="logmel"),
+    FeatureSpec(kind="logmel", sample_rate=16000, n_fft=1024, hop_length=512, n_mels=64,
+                tile_frames=50, tile_hop=25),
+    FeatureSpec(kind="logmel", hop_length=512, n_mels=96, fmin=50.0, fmax=8000.0, top_db=60.0),
+]
+
+
+@pytest.mark.parametrize("spec", LOGMEL_SPECS, ids=["128-bands", "small", "fmax-topdb60"])
+@pytest.mark.parametrize("signal", ["tone", "noise", "chirp-with-silence"])
+def test_logmel_equals_librosa_melspectrogram_power_to_db(spec, signal):
+    y = signal_of(signal, spec.sample_rate)
+    expected = librosa_logmel(y, spec)
+    ours = features(y, spec)
+    assert ours.shape == expected.shape == (spec.n_mels, spec.n_frames(len(y)))
+    np.testing.assert_allclose(ours, expected, atol=1e-3, rtol=0)
+
+
+def test_logmel_track_tiles_equal_librosa(tmp_path):
+    spec = FeatureSpec(kind="logmel", n_mels=64)
+    path = write_audio(tmp_path / "x.flac", 21.0, 44100, 2, seed=5)
+    result = extract_track(path, spec)
+    assert result.status == "ok", result.error
+    y, _ = librosa.load(path, sr=spec.sample_rate)
+    expected = cut_tiles(librosa_logmel(y, spec), spec)
+    assert result.tiles.shape == expected.shape == (2, 64, 100)
+    np.testing.assert_allclose(result.tiles, expected, atol=1e-3, rtol=0)
+
+
+def test_logmel_spec_is_its_own_feature_set():
+    mfcc, logmel = FeatureSpec(), FeatureSpec(kind="logmel")
+    assert logmel.hash != mfcc.hash and logmel.tile_shape == (128, 100)
+    assert list(logmel.coefficients) == list(range(128))
+    assert list(mfcc.coefficients) == list(range(1, 41))
+    # MFCC-only fields do not name a log-mel set; its own parameters do.
+    assert FeatureSpec(kind="logmel", n_mfcc=20).hash == logmel.hash
+    assert FeatureSpec(kind="logmel", n_mels=64).hash != logmel.hash
+    assert FeatureSpec.from_dict(logmel.to_dict()) == logmel
+    with pytest.raises(ValueError, match="kind"):
+        FeatureSpec(kind="cqt")
 
 
 @pytest.mark.parametrize("block", [1, 777, 2048, 4096, 100_000])
 def test_streamed_mfcc_equals_whole_signal(block):
     spec = FeatureSpec()
     y = tone(12.0, spec.sample_rate, seed=3)
-    stream = MfccStream(spec)
+    stream = FeatureStream(spec)
     for i in range(0, len(y), block if block > 1 else 997):
         stream.push(y[i:i + (block if block > 1 else 997)])
-    np.testing.assert_allclose(stream.finish(), mfcc(y, spec), atol=1e-4)
+    np.testing.assert_allclose(stream.finish(), features(y, spec), atol=1e-4)
 
 
 @pytest.mark.parametrize("ext, sr, channels", [
