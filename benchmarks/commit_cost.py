@@ -71,8 +71,7 @@ def stage(table: ScoreTable, ids: np.ndarray, labels: list[str], run_id: str, rn
 
 
 def pandas_commit(table: ScoreTable, staged: list[str]) -> None:
-    """The obvious alternative: the same commit with pandas merges and sort (what
-    :meth:`ScoreTable.commit` did before it ran in Arrow)."""
+    """The obvious alternative: the same commit with pandas merges and sort."""
     new = table.read_staged(staged)
     old = table.rankings()
     replaced = new[KEY].drop_duplicates().assign(_new=True)

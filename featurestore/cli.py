@@ -597,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_ERROR
         where = getattr(args, "store", None)
         print(f"error: store{f' {where!r}' if where else ''} cannot be used: "
-              f"{_storage_reason(exc)}. What earlier runs committed is intact; fix this and "
+              f"{_storage_reason(exc)}. What previous runs committed is intact; fix this and "
               "run the same command again.", file=sys.stderr)
         return EXIT_STORE
     except Exception as exc:  # the last line of defence: say what happened, exit non-zero

@@ -1,19 +1,5 @@
-"""Where everything lives inside a store. The README's "Store layout" section documents it.
-
-::
-
-    <store>/featurestore.json                      format name and layout version
-    <store>/locks/writer.json                      the writer lock (one build at a time)
-    <store>/catalogs/<catalog>/tracks.parquet      each catalog's metadata, one row per track
-    <store>/features/<spec-hash>/spec.json         the feature spec and tile encoding
-    <store>/features/<spec-hash>/tiles.zarr/       Zarr v3 group: mfcc, entry, offset, ...
-    <store>/features/<spec-hash>/manifest/snapshot.parquet   build manifest as of the last run
-    <store>/features/<spec-hash>/manifest/log/<seq>.parquet  commits since that snapshot
-    <store>/features/<spec-hash>/stats/<seq>.npz   per-value count, sum and sum of squares
-    <store>/models/<name>/                         trained models (config, weights, split, history)
-    <store>/scores/<model>/<version>/              scores of one model version: see score_tables
-    <store>/locks/score-<model>.json               the lock of a scoring run of that model
-"""
+"""Where everything lives inside a store: one function per path. docs/store-format.md is the
+layout reference (every path, what it holds, who writes it)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The build manifest: where builds are committed, one Parquet file per commit.
+"""The build manifest: where builds are committed, one Parquet file per commit (its columns and
+files: docs/store-format.md).
 
 A commit is one Parquet file ``log/<seq>.parquet`` written atomically after the tiles it points
 to are in the Zarr arrays; a track is visible exactly when the commit naming it exists. The

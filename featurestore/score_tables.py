@@ -1,12 +1,8 @@
 """Scores written back into the store, and how a scoring run commits them.
 
-One folder per model version (the version is a hash of the model's config and weights)::
-
-    <store>/scores/<model>/<version>/version.json         model, feature set, classes, aggregation
-    <store>/scores/<model>/<version>/rankings.parquet     THE committed state: one row per track
-                                                          and label (score, rank, lineage)
-    <store>/scores/<model>/<version>/tiles/<run>/<batch>.parquet     per-tile scores
-    <store>/scores/<model>/<version>/staged/<run>/<batch>.parquet    a running run's rankings
+One folder per model version (the version is a hash of the model's config and weights), holding
+``version.json``, ``rankings.parquet`` (the committed state), per-tile score files and the
+staged rankings of a running run; docs/store-format.md describes each file and its columns.
 
 A scoring task writes its batch's tile scores and rankings as two new files; nothing reads them
 yet. The run commits by writing a new ``rankings.parquet`` (the previous rows, less the tracks

@@ -1,12 +1,6 @@
-"""The Zarr v3 arrays that hold a feature set's tiles.
-
-Group ``tiles.zarr``:
-
-- ``mfcc`` or ``logmel`` (the spec's kind): (tile, coefficient, frame) float32, ``chunk_tiles``
-  tiles a chunk (for log-mel, ``coefficient`` is the mel band);
-- ``entry``  (tile,) int64: the first tile index of the track that owns the slot, -1 if unused;
-- ``offset`` (tile,) int32: the tile's position within its track, -1 if unused;
-- ``coefficient`` and ``frame``: index coordinates, so xarray shows real coefficient numbers.
+"""The Zarr v3 arrays that hold a feature set's tiles (group ``tiles.zarr``: the tiles, named
+for the spec's kind, ``mfcc`` or ``logmel``; ``entry``, ``offset``, and the ``coefficient`` and
+``frame`` coordinates; docs/store-format.md describes each).
 
 Slots are handed out chunk-aligned, one region per build task, so no two writers ever touch one
 chunk (concurrent unaligned writes to a chunk lose data). A region's tail may stay unused; the

@@ -88,7 +88,7 @@ def test_permission_denied_during_a_build(built, where):
     assert res.returncode == 5, res.stdout + res.stderr
     assert f"error: store '{store}' cannot be used: permission denied" in res.stderr
     assert any(d + os.sep in res.stderr for d in denied)  # the path refused
-    assert "What earlier runs committed is intact" in res.stderr
+    assert "What previous runs committed is intact" in res.stderr
     pd.testing.assert_frame_equal(featurestore.open(store).tracks(), tracks)
     after = track_tiles(store)
     assert after.keys() == tiles.keys()

@@ -1,14 +1,6 @@
-"""Where a trained model lives in the store, and reading and writing its files.
-
-::
-
-    <store>/models/<name>/config.json        what was trained, how, on what; metrics; complete?
-    <store>/models/<name>/split.parquet      catalog, track_id, side (train / val / test)
-    <store>/models/<name>/weights/<member>.pt   best weights (state dict, standardization included)
-    <store>/models/<name>/checkpoints/<member>.pt  last epoch's state, for resuming
-    <store>/models/<name>/history.csv        member, epoch, train_loss, val_loss, lr, tiles/s ...
-    <store>/models/<name>/curves.png         training curves
-"""
+"""Where a trained model lives in the store (``<store>/models/<name>/``: config, split,
+weights, checkpoints, history, curves; docs/store-format.md describes each file), and reading
+and writing its files."""
 
 from __future__ import annotations
 

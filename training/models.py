@@ -1,4 +1,4 @@
-"""The study's models in torch, named as in its table (REFERENCE.md, "Models").
+"""The study's models in torch, named as in its table (docs/training.md lists their layers).
 
 Every model takes ``(batch, 1, coefficients, frames)`` float32 tiles and returns logits: softmax
 (``dnn``, ``cnn``) or sigmoid (``member``, ``multilabel``, ``ensemble``) is applied by the loss and
