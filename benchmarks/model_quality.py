@@ -1,111 +1,135 @@
-"""Model quality on the demo library: track-level LRAP of each architecture against a
-scikit-learn baseline, on the same split, in the same run (run by hand).
+"""Model quality over cross-validation folds: every architecture and the logistic baseline on
+the same folds, by track and grouped by film (run by hand).
 
-    python benchmarks/model_quality.py [--tracks 240] [--epochs 15] [--dir benchmarks/out/quality]
+    python benchmarks/model_quality.py --catalog PATH [--folds 5] [--archs linear,kernel,pooled]
+    python benchmarks/model_quality.py                # the demo library (240 cues)
 
-Generates and builds the demo library, trains ``dnn``, ``cnn``, ``ensemble`` and ``multilabel``
-with the same seed and class selection (so the same track split, checked), scores every track
-and evaluates the test side with ``scoring.evaluate``. The baseline is a one-vs-rest
-``LogisticRegression`` on each track's per-coefficient MFCC mean and standard deviation over its
-tiles (80 values at the study's spec), standardized, fitted on the same training tracks and
-ranked on the same test tracks with ``label_ranking_average_precision_score``.
+Builds the catalog's store (or reuses ``--store``), cuts the usable tracks into ``--folds`` folds
+(by track; with ``--by film`` whole films, so every test film is unseen), and for each fold trains
+each architecture with ``featurestore``'s own ``train`` on the other folds (a seeded fifth of them
+for validation) and measures track LRAP and coverage error on the fold. The baseline is the
+ten-line one: scikit-learn's ``LogisticRegression`` (defaults, one-vs-rest) on each track's
+MFCC mean and standard deviation per coefficient, standardized, fitted on the same training and
+validation tracks. Prints per-fold figures, then mean and spread per model.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import label_ranking_average_precision_score
+from sklearn.metrics import coverage_error, label_ranking_average_precision_score
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import featurestore
 from catalogs.demo import generate_demo_library
-from featurestore.cluster import connect
-from featurestore.score_tables import KEY
-from scoring import evaluate, score
+from featurestore.errors import OK
+from featurestore.tile_arrays import tile_rows
 from training import TrainConfig, train
-from training.model_files import ModelFiles
-from training.targets import multi_hot
-
-ARCHS = ("dnn", "cnn", "ensemble", "multilabel")
-
-
-def track_summaries(store, tracks: pd.DataFrame) -> np.ndarray:
-    """Per track: MFCC mean and standard deviation over its tiles' frames, per coefficient."""
-    tiles = store.tiles(tracks).compute()
-    index = pd.MultiIndex.from_arrays([tiles["catalog"].values, tiles["track_id"].values])
-    wanted = pd.MultiIndex.from_frame(tracks[KEY])
-    rows = []
-    for key in wanted:
-        frames = tiles.values[index == key]  # (tiles, coefficients, frames)
-        flat = frames.transpose(1, 0, 2).reshape(frames.shape[1], -1)
-        rows.append(np.concatenate([flat.mean(axis=1), flat.std(axis=1)]))
-    return np.asarray(rows, dtype=np.float64)
+from training.linear import statistics_of
+from training.loader import TileSource, read_tiles
+from training.selection import folds_of, inner_split
+from training.targets import multi_hot, select_classes
 
 
-def baseline_lrap(url: str, model: str) -> float:
-    """LogisticRegression on track summaries, on ``model``'s own split and classes."""
-    store = featurestore.open(url)
-    files = ModelFiles(store, model)
-    config = files.read_complete_config()
-    classes = list(config["classes"])
-    sides = files.read_frame("split.parquet")
-    tracks = store.tracks(status="ok")
-    data = sides.merge(tracks, on=KEY)
-    train_side, test_side = data[data["side"] == "train"], data[data["side"] == "test"]
-    x_train, x_test = track_summaries(store, train_side), track_summaries(store, test_side)
-    y_train = multi_hot(train_side, classes, config["label_column"])
-    y_test = multi_hot(test_side, classes, config["label_column"])
-    clf = make_pipeline(StandardScaler(),
-                        OneVsRestClassifier(LogisticRegression(max_iter=2000)))
-    clf.fit(x_train, y_train)
-    return float(label_ranking_average_precision_score(y_test, clf.predict_proba(x_test)))
+def baseline(x: np.ndarray, y: np.ndarray, fit: np.ndarray, test: np.ndarray) -> np.ndarray:
+    clf = make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(max_iter=2000)))
+    return clf.fit(x[fit], y[fit]).predict_proba(x[test])
+
+
+def mfcc_statistics(store, tracks: pd.DataFrame) -> np.ndarray:
+    """The baseline's input: each track's MFCC mean and std per coefficient (the study's
+    feature set, whichever set the models train on)."""
+    mfcc = store.feature_set(featurestore.FeatureSpec())
+    rows = tracks[["catalog", "track_id"]].merge(
+        store.tracks(feature_set=mfcc.hash, status=OK), on=["catalog", "track_id"])
+    counts = rows["n_tiles"].to_numpy()
+    tiles = read_tiles(TileSource(mfcc.tiles_url),
+                       tile_rows(rows["tile_start"].to_numpy(), counts)[0])
+    return statistics_of(tiles, counts)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tracks", type=int, default=240)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--catalog", help="a catalog file (default: the demo library)")
+    parser.add_argument("--store", help="a store already built from it")
+    parser.add_argument("--tracks", type=int, default=240, help="demo library size")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--by", default="track", help="track, or a column such as film")
+    parser.add_argument("--archs", default="linear,kernel,pooled,auto")
+    parser.add_argument("--min-tracks", type=int, default=20)
+    parser.add_argument("--feature-set", help="feature set hash (default: the store's MFCC)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, help="epochs of the trained networks")
     parser.add_argument("--dir", default=os.path.join(os.path.dirname(__file__), "out",
                                                       "quality"))
+    parser.add_argument("--json", help="write every figure here")
     args = parser.parse_args()
-    catalog = generate_demo_library(os.path.join(args.dir, "lib"), n_tracks=args.tracks)
-    url = os.path.join(args.dir, "store")
-    results = {}
-    with connect(n_workers=2) as client:
-        featurestore.build(catalog, url, name="demo", client=client, progress=False)
-        splits, names = [], []
-        for arch in ARCHS:
-            name = f"q-{arch}-{args.epochs}-{args.seed}"
-            start = time.perf_counter()
-            if not ModelFiles(featurestore.open(url), name).exists():
-                train(url, name, TrainConfig(arch=arch, epochs=args.epochs, optimizer="adam",
-                                             learning_rate=1e-3, min_tracks=6, seed=args.seed,
-                                             device="cpu"), progress=False)
-            trained_s = time.perf_counter() - start
-            score(url, name, client=client, progress=False)
-            ev = evaluate(url, name, split="test")
-            results[arch] = (ev.track["lrap"], ev.tile["lrap"], trained_s, ev.track["samples"])
-            names.append(name)
-            splits.append(ModelFiles(featurestore.open(url), name).read_frame("split.parquet")
-                          .sort_values(KEY).reset_index(drop=True))
-    same = all(s.equals(splits[0]) for s in splits)
-    base = baseline_lrap(url, names[0])
-    print(f"demo library: {args.tracks} tracks, {args.epochs} epochs, seed {args.seed}; "
-          f"one split for every model: {same}; {results['dnn'][3]} test tracks")
-    print("| model | track LRAP | tile LRAP | vs LogisticRegression | training s |")
-    print("|---|---|---|---|---|")
-    for arch, (track, tile, seconds, _) in results.items():
-        print(f"| {arch} | {track:.3f} | {tile:.3f} | {track / base:.2f}x | {seconds:.0f} |")
-    print(f"| LogisticRegression (MFCC mean+std per track) | {base:.3f} | | 1.00x | |")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    url = args.store or os.path.join(args.dir, "store")
+    if not args.store:
+        catalog = args.catalog or generate_demo_library(os.path.join(args.dir, "lib"),
+                                                        n_tracks=args.tracks)
+        featurestore.build(catalog, url, progress=False)
+    store = featurestore.open(url)
+    fset = store.feature_set(args.feature_set)
+    tracks = store.tracks(feature_set=fset.hash, status=OK)
+    classes = select_classes(tracks, "genres", (), args.min_tracks)
+    y = multi_hot(tracks, classes)
+    tracks, y = tracks[y.sum(1) > 0].reset_index(drop=True), y[y.sum(1) > 0]
+    x = mfcc_statistics(store, tracks)
+    groups = None if args.by == "track" else tracks[args.by].astype(str).to_numpy()
+    folds = folds_of(np.arange(len(tracks)), groups, args.folds, args.seed)
+    archs = [a for a in args.archs.split(",") if a]
+    print(f"{len(tracks)} tracks, {len(classes)} classes ({', '.join(classes)}), "
+          f"{args.folds} folds by {args.by}, feature set {fset.hash} ({fset.spec.kind}); "
+          f"chance LRAP {label_ranking_average_precision_score(y, np.random.default_rng(0).random(y.shape)):.3f}")
+    rows = []
+    for k, (fit, test) in enumerate(folds):
+        tr, va = inner_split(fit, 0.2, args.seed + k)
+        side = np.full(len(tracks), "test", dtype=object)
+        side[tr], side[va] = "train", "val"
+        split = tracks[["catalog", "track_id"]].assign(side=side)
+        p = baseline(x, y, fit, test)
+        rows.append({"fold": k, "model": "logistic baseline", "lrap":
+                     label_ranking_average_precision_score(y[test], p),
+                     "coverage": coverage_error(y[test], p), "seconds": 0.0})
+        for arch in archs:
+            config = TrainConfig(arch=arch, labels=tuple(classes), seed=args.seed,
+                                 feature_set=fset.hash, epochs=args.epochs)
+            started = time.perf_counter()
+            report = train(store, f"q-{arch}-{k}", config, split=split, overwrite=True,
+                           progress=False, log=lambda msg: None)
+            rows.append({"fold": k, "model": arch if arch != "auto" else f"auto ({report.arch})",
+                         "lrap": report.metrics["track_lrap"],
+                         "coverage": report.metrics["track_coverage_error"],
+                         "seconds": time.perf_counter() - started})
+        for r in rows[-len(archs) - 1:]:
+            print(f"fold {k}: {r['model']:20s} LRAP {r['lrap']:.3f} coverage "
+                  f"{r['coverage']:.2f} ({r['seconds']:.0f} s)", flush=True)
+    frame = pd.DataFrame(rows)
+    frame["model"] = frame["model"].str.replace(r"auto \(.*\)", "auto", regex=True)
+    summary = frame.groupby("model", sort=False).agg(
+        lrap=("lrap", "mean"), lrap_std=("lrap", "std"), coverage=("coverage", "mean"),
+        seconds=("seconds", "mean"))
+    base = summary.loc["logistic baseline", "lrap"]
+    print(f"\n| model | track LRAP (mean +- std over {args.folds} folds) | vs baseline | "
+          "coverage error | training s per fold |\n|---|---|---|---|---|")
+    for model, r in summary.iterrows():
+        print(f"| {model} | {r.lrap:.3f} +- {r.lrap_std:.3f} | {r.lrap - base:+.3f} | "
+              f"{r.coverage:.2f} | {r.seconds:.0f} |")
+    print(f"(coverage bound: {y.sum(1).mean():.2f} labels per track)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"folds": rows, "by": args.by, "classes": classes}, f, indent=1)
 
 
 if __name__ == "__main__":

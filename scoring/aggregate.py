@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 AGGREGATES = ("mean", "max", "median")
+#: Recorded as the aggregate of a track-level model, which scores a track from all its tiles.
+POOLED = "pooled"
 
 
 def aggregate(tile_scores: np.ndarray, counts: np.ndarray, how: str = "mean") -> np.ndarray:

@@ -26,9 +26,9 @@ from featurestore.errors import FAILURE_STATUSES, OK, PENDING, StoreError
 from featurestore.lock import WriterLock
 from featurestore.score_tables import KEY, ScoreTable, VersionInfo
 from featurestore.store import Store
-from scoring.aggregate import AGGREGATES
+from scoring.aggregate import AGGREGATES, POOLED
 from scoring.scorer import ScoreJob, score_batch
-from training.config import TrainConfig
+from training.config import TRACK_LEVEL, TrainConfig
 from training.model_files import ModelFiles
 
 _TRACK_COLUMNS = ["status", "n_tiles", "tile_start", "content_hash"]
@@ -151,7 +151,9 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
         tracks without a current score (new, or whose audio changed) are scored.
     aggregate : {"mean", "max", "median"}, optional
         How tile scores make a track score; default the version's (``mean`` when new).
-        Changing it for an existing version needs ``rescore``.
+        Changing it for an existing version needs ``rescore``. Track-level models
+        (``linear``, ``pooled``) score a track from all its tiles themselves (recorded as
+        ``pooled``) and take no aggregate.
     device : str
         Torch device on the workers: ``auto`` (CUDA where present), ``cpu``, ``cuda``.
     batch_size : int, optional
@@ -181,12 +183,17 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
     with WriterLock(store.fs, layout.score_lock(store.root, model),
                     purpose=f"scoring of {model}"):
         info = table.info()
+        track_level = config["arch"] in TRACK_LEVEL
+        if track_level and aggregate not in (None, POOLED):
+            raise ValueError(f"model {model!r} ({config['arch']}) scores each track from all "
+                             "of its tiles itself; --aggregate applies to tile models only")
         if info is not None and aggregate not in (None, info.aggregate) and not rescore:
             raise ValueError(f"model {model!r} version {version} is scored with the "
                              f"{info.aggregate} of tile scores; pass --rescore to replace "
                              f"every score with the {aggregate}")
-        how = aggregate or (info.aggregate if info is not None else "mean")
-        if how not in AGGREGATES:
+        how = POOLED if track_level else (
+            aggregate or (info.aggregate if info is not None else "mean"))
+        if how not in (*AGGREGATES, POOLED):
             raise ValueError(f"aggregate {how!r}: choose one of {', '.join(AGGREGATES)}")
         if info is None or info.aggregate != how:
             table.write_info(VersionInfo(model, version, fset.hash, tuple(config["classes"]),

@@ -88,6 +88,17 @@ def score_tiles(model: nn.Module, tiles: np.ndarray, softmax: bool, device: torc
     return np.concatenate(out)
 
 
+def score_tracks(model: nn.Module, tiles: np.ndarray, counts: np.ndarray, device: torch.device,
+                 mixed_precision: bool = True) -> np.ndarray:
+    """Track probabilities ``(tracks, classes)`` of a track-level model (``track_level``:
+    ``linear``, ``pooled``) from all of each track's tiles, stored track after track."""
+    with torch.inference_mode():
+        x = place(torch.from_numpy(tiles)[:, None], device)
+        with autocast(device, mixed_precision):
+            logits = model.forward_tracks(x, torch.as_tensor(counts, device=device)).float()
+    return logits.sigmoid().cpu().numpy()
+
+
 def score_batch(tracks: list[dict], batch: int, job: ScoreJob) -> dict:
     """Score one batch of ``ok`` tracks (dicts of catalog, track_id, content_hash,
     tile_start, n_tiles) and write its files. Returns counts, seconds and whether this call
@@ -101,7 +112,10 @@ def score_batch(tracks: list[dict], batch: int, job: ScoreJob) -> dict:
     read_s = time.perf_counter() - started
     tile_scores = score_tiles(model, tiles, job.softmax, device, job.batch_size,
                               job.mixed_precision)
-    track_scores = aggregate(tile_scores, counts, job.aggregate)
+    if getattr(model, "track_level", False):  # the model pools its tiles itself
+        track_scores = score_tracks(model, tiles, counts, device, job.mixed_precision)
+    else:
+        track_scores = aggregate(tile_scores, counts, job.aggregate)
     lineage = {"model": job.model, "version": job.version, "feature_set": job.feature_set,
                "aggregate": job.aggregate, "run_id": job.run_id,
                "scored_at": pd.Timestamp.now(tz="UTC")}

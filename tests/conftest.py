@@ -67,6 +67,20 @@ def dask_client():
         yield client
 
 
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory, dask_client):
+    """The demo library (48 cues, 16 films) built with chunks of 8 tiles, shared by the
+    training and model tests (which only add models to it)."""
+    from catalogs.demo import generate_demo_library
+
+    root = tmp_path_factory.mktemp("demo")
+    catalog = generate_demo_library(str(root))
+    url = str(root / "store")
+    featurestore.build(catalog, url, name="demo", client=dask_client, progress=False,
+                       encoding=featurestore.TileEncoding(chunk_tiles=8))
+    return url
+
+
 def track_tiles(store_url: str, catalog: str | None = None) -> dict[tuple[str, str], np.ndarray]:
     """Every ok track's tiles, keyed by (catalog, track_id), read through the public API."""
     store = featurestore.open(store_url)

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import featurestore
-from catalogs.demo import generate_demo_library
 from featurestore.tile_arrays import tile_rows
 from training import TrainConfig, TrainingError, train
 from training.loader import BlockShuffleTiles, TileSource, make_loader
@@ -21,17 +20,6 @@ from training.samplers import MultiClassSampler, MultiLabelSampler, OneVsRestSam
 from training.split import split_tracks
 
 FAST = dict(optimizer="adam", learning_rate=1e-3, min_tracks=6, test_size=0.2)
-
-
-@pytest.fixture(scope="module")
-def demo_store(tmp_path_factory, dask_client):
-    """The demo library (48 cues, 16 films) built with chunks of 8 tiles."""
-    root = tmp_path_factory.mktemp("demo")
-    catalog = generate_demo_library(str(root))
-    url = str(root / "store")
-    featurestore.build(catalog, url, name="demo", client=dask_client, progress=False,
-                       encoding=featurestore.TileEncoding(chunk_tiles=8))
-    return url
 
 
 def _frame(n_films: int = 40, per_film: int = 3, seed: int = 0) -> pd.DataFrame:

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-ARCHITECTURES = ("dnn", "cnn", "ensemble", "multilabel")
+#: ``auto`` selects among :data:`CANDIDATES` by cross-validation on the training side.
+ARCHITECTURES = ("auto", "linear", "kernel", "pooled", "dnn", "cnn", "ensemble", "multilabel")
+#: The candidates ``auto`` compares unless ``candidates`` names others.
+CANDIDATES = ("linear", "kernel", "pooled")
+#: Architectures that score a whole track from all its tiles (trained on track targets).
+TRACK_LEVEL = ("linear", "kernel", "pooled")
 BALANCING = ("equal", "weights", "oversample", "none")
+
+# Settings left unset (None) take the architecture's default: the study's for its models
+# (SGD at 0.01 with linear decay, batches of 128 tiles, up to 200 epochs, patience 20), and for
+# the track-level CNN those measured best on real recordings (docs/training.md).
+_STUDY = {"optimizer": "sgd", "learning_rate": 0.01, "epochs": 200, "patience": 20,
+          "batch_size": 128, "weight_decay": 0.0}
+ARCH_DEFAULTS = {
+    "dnn": _STUDY, "cnn": _STUDY, "ensemble": _STUDY, "multilabel": _STUDY,
+    "pooled": {"optimizer": "adamw", "learning_rate": 3e-3, "epochs": 60, "patience": 15,
+               "batch_size": 128, "weight_decay": 1e-2},
+}
+# The statistics models are fitted by scikit-learn: no optimizer settings of ours apply.
+ARCH_DEFAULTS["linear"] = ARCH_DEFAULTS["kernel"] = {
+    "optimizer": "lbfgs", "learning_rate": 0.0, "epochs": 1, "patience": 1, "batch_size": 128,
+    "weight_decay": 0.0}
 
 
 class TrainingError(ValueError):
@@ -14,17 +34,31 @@ class TrainingError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train. Defaults are the reference study's where it gives one.
+    """How to train.
+
+    ``arch``: ``auto`` (default: cross-validates ``candidates`` on the training side and
+    trains the best), ``linear`` (logistic regression on per-track feature statistics),
+    ``kernel`` (RBF support vector machines on the same statistics),
+    ``pooled`` (a CNN over every tile of a track, pooled, trained on track targets), or the
+    study's ``dnn``, ``cnn``, ``ensemble`` of one-vs-rest CNNs, ``multilabel`` CNN.
 
     ``labels``: explicit classes, else every label with at least ``min_tracks`` tracks, from the
     ``label_column``. Splits are by track (or by ``group_by``, e.g. ``film``), seeded.
-    ``balance``: ``equal`` tiles per class each epoch (the study's scheme; for the ensemble, all
-    positives and a fresh equal-sized uniform sample of negatives per member and epoch),
-    ``weights`` (class-weighted loss over all tiles), ``oversample`` (every class drawn up to the
-    largest), ``none``.
+    ``balance`` (tile models): ``equal`` tiles per class each epoch (the study's scheme; for the
+    ensemble, all positives and a fresh equal-sized uniform sample of negatives per member and
+    epoch), ``weights`` (class-weighted loss over all tiles), ``oversample`` (every class drawn
+    up to the largest), ``none``; track-level models see every track once an epoch and honour
+    ``weights`` only.
+
+    ``optimizer``, ``learning_rate``, ``epochs``, ``patience``, ``batch_size`` and
+    ``weight_decay`` left as None take the architecture's defaults (:data:`ARCH_DEFAULTS`).
+    ``pooled`` trains on ``tracks_per_batch`` tracks a step, each a random crop of
+    ``crop_tiles`` tiles' worth of frames, with SpecAugment masking (``spec_augment``) and
+    mixup (``mixup``: the Beta parameter, 0 for none); ``width`` sets its channels.
+    ``folds``: the cross-validation folds of ``auto``.
     """
 
-    arch: str = "cnn"
+    arch: str = "auto"
     labels: tuple[str, ...] = ()
     min_tracks: int = 20
     label_column: str = "genres"
@@ -33,20 +67,29 @@ class TrainConfig:
     group_by: str | None = None
     seed: int = 0
     balance: str = "equal"
-    epochs: int = 200
-    patience: int = 20
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    learning_rate: float = 0.01
+    epochs: int | None = None
+    patience: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    weight_decay: float | None = None
     momentum: float = 0.9
     lr_decay: str = "linear"
     dense_units: int = 50
     dropout: tuple[float, ...] = ()
+    crop_tiles: int = 8
+    tracks_per_batch: int = 16
+    spec_augment: bool = True
+    mixup: float = 0.2
+    width: int = 32
+    folds: int = 3
+    candidates: tuple[str, ...] = ()
     device: str = "auto"
     mixed_precision: bool = True
     loader_workers: int = 0
     memory_budget_mb: float = 1024.0
     buffer_chunks: int = 8
+    checkpoint_seconds: float = 30.0
     feature_set: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -55,21 +98,44 @@ class TrainConfig:
             raise TrainingError(f"arch {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
         if self.balance not in BALANCING:
             raise TrainingError(f"balance {self.balance!r}: choose one of {', '.join(BALANCING)}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise TrainingError(f"optimizer {self.optimizer!r}: choose sgd or adam")
+        if self.optimizer not in (None, "sgd", "adam", "adamw", "lbfgs"):
+            raise TrainingError(f"optimizer {self.optimizer!r}: choose sgd, adam or adamw")
         if not (0 <= self.test_size < 1 and 0 < self.val_size < 1):
             raise TrainingError("test_size must be in [0, 1) and val_size in (0, 1)")
-        if self.epochs < 1 or self.patience < 1 or self.batch_size < 1:
-            raise TrainingError("epochs, patience and batch_size must be positive")
+        for name in ("epochs", "patience", "batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise TrainingError("epochs, patience and batch_size must be positive")
+        if self.crop_tiles < 1 or self.tracks_per_batch < 1 or self.width < 4:
+            raise TrainingError("crop_tiles and tracks_per_batch must be positive, width >= 4")
+        if self.folds < 2:
+            raise TrainingError("folds must be at least 2")
+        unknown = [c for c in self.candidates if c not in ARCHITECTURES or c == "auto"]
+        if unknown:
+            raise TrainingError(f"candidates {', '.join(unknown)}: choose among "
+                                f"{', '.join(a for a in ARCHITECTURES if a != 'auto')}")
+
+    def resolved(self, arch: str | None = None) -> TrainConfig:
+        """This config for ``arch`` (default its own), every unset setting filled with that
+        architecture's default."""
+        arch = arch or self.arch
+        if arch == "auto":
+            return replace(self, candidates=self.candidates or CANDIDATES)
+        fill = {k: v for k, v in ARCH_DEFAULTS[arch].items() if getattr(self, k) is None}
+        return replace(self, arch=arch, **fill)
+
+    @property
+    def track_level(self) -> bool:
+        return self.arch in TRACK_LEVEL
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        out["labels"], out["dropout"] = list(self.labels), list(self.dropout)
+        for name in ("labels", "dropout", "candidates"):
+            out[name] = list(getattr(self, name))
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
         data = dict(data)
-        data["labels"] = tuple(data.get("labels", ()))
-        data["dropout"] = tuple(data.get("dropout", ()))
+        for name in ("labels", "dropout", "candidates"):
+            data[name] = tuple(data.get(name, ()))
         return cls(**data)

@@ -54,6 +54,21 @@ def autocast(device: torch.device, enabled: bool):
                           enabled=enabled and device.type == "cuda")
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig):
+    """The run's optimizer (SGD with momentum, Adam or AdamW, with its weight decay) and its
+    learning-rate schedule (linear decay to zero over ``epochs``, or constant)."""
+    params, lr, decay = model.parameters(), config.learning_rate, config.weight_decay or 0.0
+    if config.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=decay)
+    elif config.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=decay)
+    else:
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=decay)
+    schedule = ((lambda e: max(1.0 - e / config.epochs, 0.0)) if config.lr_decay == "linear"
+                else (lambda e: 1.0))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
 def evaluate_loss(model: nn.Module, dataset: BlockShuffleTiles, loss_fn: nn.Module,
                   device: torch.device, config: TrainConfig) -> float:
     """Mean loss over the dataset's plan (every tile once, no dropout)."""
@@ -78,14 +93,7 @@ def fit(model: nn.Module, sampler, train_data: BlockShuffleTiles, val_data: Bloc
     place(model, device)
     loss_fn = make_loss(softmax, sampler.loss_weights()).to(device)
     val_loss_fn = make_loss(softmax, None).to(device)
-    if config.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=config.learning_rate,
-                              momentum=config.momentum)
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    decay = (lambda e: max(1.0 - e / config.epochs, 0.0)) if config.lr_decay == "linear" else (
-        lambda e: 1.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, decay)
+    opt, sched = make_optimizer(model, config)
     history: list[dict] = []
     start, best_val, best_state, bad = 0, float("inf"), None, 0
     state = checkpoint.load()

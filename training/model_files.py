@@ -68,6 +68,15 @@ class ModelFiles:
             return pd.read_csv(io.BytesIO(self.fs.cat_file(self.path(name))))
         return read_parquet(self.fs, self.path(name)).to_pandas()
 
+    def has(self, name: str) -> bool:
+        return self.fs.exists(self.path(name))
+
+    def read_json(self, name: str) -> dict:
+        return json.loads(self.fs.cat_file(self.path(name)))
+
+    def write_json(self, data: dict, name: str) -> None:
+        atomic_write(self.fs, self.path(name), json.dumps(data, indent=2).encode())
+
     def write_bytes(self, data: bytes, name: str) -> None:
         atomic_write(self.fs, self.path(name), data)
 
@@ -108,8 +117,50 @@ class ModelFiles:
         config = config or self.read_complete_config()
         train_config = TrainConfig.from_dict(config["train_config"])
         model = build_model(config["arch"], tuple(config["tile_shape"]), len(config["classes"]),
-                            train_config.dense_units, train_config.dropout)
+                            train_config.dense_units, train_config.dropout, train_config.width)
         nets = list(model.members) if isinstance(model, Ensemble) else [model]
         for net, key in zip(nets, config["members"], strict=True):
             net.load_state_dict(self.load_torch("weights", f"{key}.pt"))
         return model.eval()
+
+
+def list_models(store: Store) -> pd.DataFrame:
+    """Every model in ``store``, one row each, settings and test metrics side by side:
+    name, arch (and what ``auto`` chose it over), feature set and kind, classes, the split's
+    track counts, test track LRAP and coverage error (with its bound), tile LRAP, epochs run,
+    the settings that differ between architectures, and whether training finished."""
+    root = layout.models_dir(store.root)
+    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(root, detail=False)) \
+        if store.fs.exists(root) else []
+    rows = []
+    for name in names:
+        files = ModelFiles(store, name)
+        if not files.exists():
+            continue
+        config = files.read_config()
+        settings = config.get("train_config", {})
+        metrics = config.get("metrics", {})
+        selection = config.get("selection") or {}
+        chose = selection.get("candidates", {})
+        rows.append({
+            "name": name, "arch": config.get("arch"),
+            "selected_by": ("auto: " + ", ".join(f"{a} {c['mean']:.3f}" for a, c in
+                                                  chose.items())) if chose else "",
+            "feature_set": config.get("feature_set"),
+            "kind": config.get("spec", {}).get("kind", "mfcc"),
+            "classes": len(config.get("classes", [])),
+            "test_tracks": metrics.get("test_tracks"),
+            "track_lrap": metrics.get("track_lrap"),
+            "track_coverage": metrics.get("track_coverage_error"),
+            "coverage_bound": metrics.get("mean_labels"),
+            "tile_lrap": metrics.get("tile_lrap"),
+            "optimizer": settings.get("optimizer"), "learning_rate": settings.get("learning_rate"),
+            "epochs": settings.get("epochs"), "seed": settings.get("seed"),
+            "group_by": settings.get("group_by"), "device": config.get("device"),
+            "complete": bool(config.get("complete")),
+        })
+    return pd.DataFrame(rows, columns=["name", "arch", "selected_by", "feature_set", "kind",
+                                       "classes", "test_tracks", "track_lrap",
+                                       "track_coverage", "coverage_bound", "tile_lrap",
+                                       "optimizer", "learning_rate", "epochs", "seed",
+                                       "group_by", "device", "complete"])

@@ -103,9 +103,19 @@ class Ensemble(nn.Module):
 
 
 def build_model(arch: str, tile_shape: tuple[int, int], n_classes: int, dense: int = 50,
-                dropout: tuple[float, ...] = ()) -> nn.Module:
+                dropout: tuple[float, ...] = (), width: int = 32) -> nn.Module:
     """The model of ``arch``: ``dnn``, ``cnn``, ``multilabel`` (the CNN with a sigmoid per
-    class) or ``ensemble`` (``n_classes`` members)."""
+    class), ``ensemble`` (``n_classes`` members), or the track-level ``linear``, ``kernel`` and
+    ``pooled``
+    (:mod:`training.track_models`; ``width``: the pooled CNN's channels)."""
+    from training.track_models import PooledCNN, TrackKernel, TrackLinear  # they use this one
+
+    if arch == "linear":
+        return TrackLinear(tile_shape, n_classes)
+    if arch == "kernel":
+        return TrackKernel(tile_shape, n_classes)
+    if arch == "pooled":
+        return PooledCNN(tile_shape, n_classes, width)
     kw = {"dense": dense, **({"dropout": dropout} if dropout else {})}
     if arch == "dnn":
         return dnn(tile_shape, n_classes, **kw)

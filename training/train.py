@@ -13,13 +13,14 @@ from sklearn.metrics import coverage_error, label_ranking_average_precision_scor
 from featurestore.errors import OK
 from featurestore.store import Store
 from training.config import TrainConfig, TrainingError
-from training.loader import BlockShuffleTiles, TileSource, tile_moments
+from training.loader import BlockShuffleTiles, TileSource, read_tiles, tile_moments
 from training.loop import Checkpointer, fit, predict, resolve_device
 from training.model_files import ModelFiles
 from training.models import Ensemble, build_model, is_softmax
 from training.samplers import (MultiClassSampler, MultiLabelSampler, OneVsRestSampler,
                                TileTable)
-from training.split import split_tracks
+from training.selection import TrackData, fit_track_model, select, track_scores
+from training.split import SIDES, split_tracks
 from training.targets import multi_hot, select_classes
 
 @dataclass
@@ -33,10 +34,13 @@ class TrainReport:
     history: pd.DataFrame
     metrics: dict = field(default_factory=dict)
     resumed: bool = False
+    selection: dict | None = None
 
     def summary(self) -> str:
         m = self.metrics
-        return (f"model {self.name!r} ({self.arch}, {len(self.classes)} classes: "
+        chosen = (f"auto chose {self.arch}: {self.selection['reason']}\n"
+                  if self.selection else "")
+        return chosen + (f"model {self.name!r} ({self.arch}, {len(self.classes)} classes: "
                 f"{', '.join(self.classes)}) on {self.device}; {len(self.history)} epochs"
                 f"{' (resumed)' if self.resumed else ''}; test: track LRAP "
                 f"{m.get('track_lrap', float('nan')):.3f}, coverage error "
@@ -61,9 +65,9 @@ def _prepare(files: ModelFiles, config: TrainConfig, fset_hash: str, overwrite: 
             f"model {files.name!r} was started on feature set {saved.get('feature_set')}, but "
             f"the store's feature set is {fset_hash} (another spec): the model's input "
             "would not match; --overwrite to start over on this feature set")
-    if saved.get("train_config") != config.to_dict():
-        changed = sorted(k for k, v in config.to_dict().items()
-                         if saved.get("train_config", {}).get(k) != v)
+    asked = saved.get("requested_config", saved.get("train_config", {}))
+    if asked != config.to_dict():
+        changed = sorted(k for k, v in config.to_dict().items() if asked.get(k) != v)
         raise TrainingError(f"model {files.name!r} is an interrupted run with other settings "
                             f"({', '.join(changed)}); rerun with the same settings to resume, "
                             "or --overwrite to start over")
@@ -85,11 +89,14 @@ def _curves_png(history: pd.DataFrame) -> bytes:
     return save_figure(fig)
 
 
-def test_metrics(scores: np.ndarray, table: TileTable) -> dict:
-    """Tile- and track-level LRAP and coverage error (track scores: the mean of its tiles)."""
+def test_metrics(scores: np.ndarray, table: TileTable,
+                 track_scores: np.ndarray | None = None) -> dict:
+    """Tile- and track-level LRAP and coverage error (track scores: ``track_scores``, one row
+    per track of the table in order, else the mean of its tiles)."""
     truth = table.labels
     keep = truth.sum(1) > 0
-    tracks = pd.DataFrame(scores).groupby(table.track).mean()
+    tracks = (pd.DataFrame(scores).groupby(table.track).mean() if track_scores is None
+              else pd.DataFrame(track_scores, index=np.unique(table.track)))
     track_truth = table.targets[tracks.index.to_numpy()]
     return {"tile_lrap": float(label_ranking_average_precision_score(truth[keep], scores[keep])),
             "tile_coverage_error": float(coverage_error(truth[keep], scores[keep])),
@@ -100,29 +107,62 @@ def test_metrics(scores: np.ndarray, table: TileTable) -> dict:
             "test_tracks": len(tracks), "test_tiles": len(table)}
 
 
+def _explicit_split(tracks: pd.DataFrame, split: pd.DataFrame) -> pd.Series:
+    """The sides of ``split`` (catalog, track_id, side) for every row of ``tracks``."""
+    bad = sorted(set(split["side"]) - set(SIDES))
+    if bad:
+        raise TrainingError(f"split sides {', '.join(map(str, bad))}: use {', '.join(SIDES)}")
+    side = tracks[["catalog", "track_id"]].merge(split[["catalog", "track_id", "side"]],
+                                                 how="left")["side"]
+    if side.isna().any():
+        raise TrainingError(f"the split leaves {int(side.isna().sum())} usable tracks without "
+                            "a side (each needs train, val or test)")
+    return pd.Series(side.to_numpy(), index=tracks.index, name="side")
+
+
+def _track_data(source: TileSource, tracks: pd.DataFrame, targets: np.ndarray,
+                config: TrainConfig, tile_shape: tuple[int, int], device) -> TrackData:
+    """Every usable track's tiles, read once (chunk by chunk) onto the training device."""
+    counts = tracks["n_tiles"].to_numpy(np.int64)
+    needed = counts.sum() * 4 * int(np.prod(tile_shape))
+    if needed > config.memory_budget_mb * 2**20:
+        raise TrainingError(f"track-level models keep the tiles in memory: these need "
+                            f"{needed / 2**20:.0f} MiB, above --memory-budget-mb "
+                            f"{config.memory_budget_mb:.0f}; raise it")
+    table = TileTable.of(tracks, targets)
+    tiles = torch.from_numpy(read_tiles(source, table.index)).to(device)
+    return TrackData(tiles, np.cumsum(counts) - counts, counts, targets)
+
+
 def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
-          storage_options: dict | None = None, overwrite: bool = False, progress: bool = True,
-          on_epoch=None, log=None) -> TrainReport:
+          split: pd.DataFrame | None = None, storage_options: dict | None = None,
+          overwrite: bool = False, progress: bool = True, on_epoch=None,
+          log=None) -> TrainReport:
     """Train a tagger on the store's built tracks and save it as ``models/<name>``.
 
-    Running the same call again after an interruption resumes from the last checkpoint; a
-    finished model is never overwritten unless ``overwrite``. Raises :class:`TrainingError` for
-    a bad request (unknown labels, too few tracks, a model of that name on another feature set).
+    ``config.arch="auto"`` (the default) cross-validates the candidate architectures on the
+    training side and trains the best (the report and the model's config say which and why).
+    ``split``: a frame of ``catalog, track_id, side`` (train / val / test) to use instead of
+    the config's seeded split. Running the same call again after an interruption resumes from
+    the last checkpoint; a finished model is never overwritten unless ``overwrite``. Raises
+    :class:`TrainingError` for a bad request (unknown labels, too few tracks, a model of that
+    name on another feature set).
     """
-    config = config or TrainConfig()
+    requested = config or TrainConfig()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     store = store if isinstance(store, Store) else Store(store, storage_options)
     store.check_layout()
-    fset = store.feature_set(config.feature_set)
+    fset = store.feature_set(requested.feature_set)
     files = ModelFiles(store, name)
-    resumed = _prepare(files, config, fset.hash, overwrite)
+    resumed = _prepare(files, requested, fset.hash, overwrite)
 
     tracks = store.tracks(feature_set=fset.hash, status=OK)
-    if config.label_column not in tracks.columns:
-        raise TrainingError(f"label column {config.label_column!r} is not in the catalog "
+    if requested.label_column not in tracks.columns:
+        raise TrainingError(f"label column {requested.label_column!r} is not in the catalog "
                             f"(columns: {', '.join(tracks.columns)})")
-    classes = select_classes(tracks, config.label_column, config.labels, config.min_tracks)
-    targets = multi_hot(tracks, classes, config.label_column)
+    classes = select_classes(tracks, requested.label_column, requested.labels,
+                             requested.min_tracks)
+    targets = multi_hot(tracks, classes, requested.label_column)
     usable = targets.sum(1) > 0  # tracks with none of the classes teach nothing here
     tracks, targets = tracks[usable].reset_index(drop=True), targets[usable]
     if resumed:
@@ -131,11 +171,13 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
         if side.isna().any():
             raise TrainingError(f"model {name!r}: the store's tracks changed since the "
                                 "interrupted run began; --overwrite to start over")
+    elif split is not None:
+        side = _explicit_split(tracks, split)
     else:
-        side = split_tracks(tracks, config.test_size, config.val_size, config.seed,
-                            config.group_by, targets)
+        side = split_tracks(tracks, requested.test_size, requested.val_size, requested.seed,
+                            requested.group_by, targets)
     tables = {s: TileTable.of(tracks[side.to_numpy() == s], targets[side.to_numpy() == s])
-              for s in ("train", "val", "test")}
+              for s in SIDES}
     for s in ("train", "val"):
         missing = [c for c, n in zip(classes, tables[s].labels.sum(0)) if n == 0]
         if missing:
@@ -143,46 +185,107 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
                                 "groups) of that class to split; raise --min-tracks or name "
                                 "--labels")
 
-    device = resolve_device(config.device)
+    device = resolve_device(requested.device)
     source = TileSource(fset.tiles_url, store.storage_options)
+    base = {"name": name, "arch": requested.arch, "classes": classes,
+            "label_column": requested.label_column, "feature_set": fset.hash,
+            "spec": fset.spec.to_dict(), "tile_shape": list(fset.spec.tile_shape),
+            "train_config": requested.to_dict(), "requested_config": requested.to_dict(),
+            "softmax": False, "complete": False}
+    if not resumed:
+        files.write_frame(tracks[["catalog", "track_id"]].assign(side=side.to_numpy()),
+                          "split.parquet")
+        files.write_config(base)
+
+    data, selection = None, None
+    config = requested.resolved()
+    if requested.arch == "auto" or config.track_level:
+        data = _track_data(source, tracks, targets, requested, fset.spec.tile_shape, device)
+    if requested.arch == "auto":
+        selection = files.read_json("selection.json") if files.has("selection.json") else None
+        if selection is None:
+            rows = np.flatnonzero(side.to_numpy() != "test")
+            groups = (tracks[requested.group_by].astype("string").fillna("<missing>")
+                      .to_numpy()[rows] if requested.group_by else None)
+            selection = select(config, data, rows, groups, log)
+            files.write_json(selection, "selection.json")
+        log(f"auto chose {selection['best']}: {selection['reason']}")
+        config = requested.resolved(selection["best"])
+    base.update(arch=config.arch, train_config=config.to_dict(),
+                softmax=is_softmax(config.arch), **({"selection": selection} if selection
+                                                    else {}))
+    files.write_config(base)
+    log(f"training {config.arch} {name!r} on {device}: {len(classes)} classes, "
+        f"{len(tables['train'])}/{len(tables['val'])}/{len(tables['test'])} train/val/test "
+        f"tiles from {len(tracks)} tracks")
+    test = "test" if len(tables["test"]) else "val"
+    if config.track_level:
+        model, history, members, metrics = _train_tracks(
+            files, config, data, side.to_numpy(), tables[test], test, progress, on_epoch)
+    else:
+        model, history, members, metrics = _train_tiles(
+            files, config, source, tables, fset, test, device, progress, on_epoch, log)
+    metrics["evaluated_on"] = test
+    frame = pd.DataFrame(history)
+    files.write_frame(frame, "history.csv")
+    files.write_bytes(_curves_png(frame), "curves.png")
+    files.write_config({**base, "complete": True, "metrics": metrics, "device": str(device),
+                        "members": members, "weights_sha256": files.weights_digest(members)})
+    return TrainReport(name, config.arch, classes, str(device), frame, metrics, resumed,
+                       selection)
+
+
+def _train_tracks(files: ModelFiles, config: TrainConfig, data: TrackData, side: np.ndarray,
+                  test: TileTable, test_side: str, progress: bool, on_epoch):
+    """Fit a track-level model on the training tracks (validation tracks for its choices),
+    save it, and measure it on the test tracks."""
+    checkpoint = Checkpointer(
+        save=lambda state: files.save_torch(state, "checkpoints", "model.pt"),
+        load=lambda: files.load_torch("checkpoints", "model.pt"))
+    model, history = fit_track_model(config, data, np.flatnonzero(side == "train"),
+                                     np.flatnonzero(side == "val"), checkpoint,
+                                     progress=progress, on_epoch=on_epoch)
+    files.save_torch(model.state_dict(), "weights", "model.pt")
+    rows = np.flatnonzero(side == test_side)
+    per_track = track_scores(model, data, rows, config)
+    tiles = data.tiles[torch.as_tensor(np.concatenate(
+        [np.arange(s, s + c) for s, c in zip(data.starts[rows], data.counts[rows])]),
+        device=data.tiles.device)]
+    with torch.no_grad():
+        per_tile = torch.sigmoid(model(tiles[:, None])).cpu().numpy()
+    return model, history, ["model"], test_metrics(per_tile, test, per_track)
+
+
+def _train_tiles(files: ModelFiles, config: TrainConfig, source: TileSource,
+                 tables: dict[str, TileTable], fset, test_side: str, device, progress: bool,
+                 on_epoch, log):
+    """The study's tile models: trained on tiles, a track scored by the mean of its tiles."""
     datasets = {s: BlockShuffleTiles(source, config.batch_size, config.buffer_chunks,
                                      shuffle=(s == "train"), seed=config.seed)
-                for s in ("train", "val", "test")}
+                for s in SIDES}
     needed = np.concatenate([t.index for t in tables.values()])
     tile_bytes = 4 * int(np.prod(fset.spec.tile_shape))
     if len(np.unique(needed)) * tile_bytes <= config.memory_budget_mb * 2**20:
         datasets["train"].preload(needed)  # fits the budget: read once, serve from memory
         for s in ("val", "test"):
             datasets[s].memory = datasets["train"].memory
+        log("tiles in memory")
     moments = tile_moments(source, tables["train"].index, datasets["train"].memory)
-    log(f"training {config.arch} {name!r} on {device}: {len(classes)} classes, "
-        f"{len(tables['train'])}/{len(tables['val'])}/{len(tables['test'])} train/val/test "
-        f"tiles from {len(tracks)} tracks"
-        f"{', tiles in memory' if datasets['train'].memory is not None else ''}")
-
-    base = {"name": name, "arch": config.arch, "classes": classes,
-            "label_column": config.label_column, "feature_set": fset.hash,
-            "spec": fset.spec.to_dict(), "tile_shape": list(fset.spec.tile_shape),
-            "train_config": config.to_dict(), "softmax": is_softmax(config.arch),
-            "complete": False}
-    if not resumed:
-        split = tracks[["catalog", "track_id"]].assign(side=side.to_numpy())
-        files.write_frame(split, "split.parquet")
-        files.write_config(base)
 
     torch.manual_seed(config.seed)  # the initial weights are part of what a seed fixes
-    model = build_model(config.arch, fset.spec.tile_shape, len(classes), config.dense_units,
-                        config.dropout)
+    model = build_model(config.arch, fset.spec.tile_shape, len(tables["train"].targets[0]),
+                        config.dense_units, config.dropout)
     nets = list(model.members) if isinstance(model, Ensemble) else [model]
     for net in nets:
         net.standardize.set(moments.mean, moments.std)
     history: list[dict] = []
     softmax = is_softmax(config.arch)
-    members = ([f"member-{k:02d}" for k in range(len(nets))] if isinstance(model, Ensemble)
-               else ["model"])  # the weight files' names
+    ensemble = isinstance(model, Ensemble)
+    members = [f"member-{k:02d}" for k in range(len(nets))] if ensemble else ["model"]
+    classes = files.read_config()["classes"]
     for k, (net, key) in enumerate(zip(nets, members)):
-        member = classes[k] if isinstance(model, Ensemble) else config.arch
-        if isinstance(model, Ensemble):
+        member = classes[k] if ensemble else config.arch
+        if ensemble:
             sampler = OneVsRestSampler(tables["train"], k, config.balance, config.seed + k)
             val_plan = OneVsRestSampler(tables["val"], k, "equal", config.seed).epoch(0)
         elif softmax:
@@ -199,13 +302,6 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
                        device, checkpoint, label=member, progress=progress, on_epoch=on_epoch)
         files.save_torch(net.state_dict(), "weights", f"{key}.pt")
 
-    test = tables["test"] if len(tables["test"]) else tables["val"]
-    scores = predict(model, datasets["test"], test.index, softmax, device, config)
-    metrics = test_metrics(scores, test)
-    metrics["evaluated_on"] = "test" if len(tables["test"]) else "val"
-    frame = pd.DataFrame(history)
-    files.write_frame(frame, "history.csv")
-    files.write_bytes(_curves_png(frame), "curves.png")
-    files.write_config({**base, "complete": True, "metrics": metrics, "device": str(device),
-                        "members": members, "weights_sha256": files.weights_digest(members)})
-    return TrainReport(name, config.arch, classes, str(device), frame, metrics, resumed)
+    test = tables[test_side]
+    scores = predict(model, datasets[test_side], test.index, softmax, device, config)
+    return model, history, members, test_metrics(scores, test)

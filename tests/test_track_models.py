@@ -1,0 +1,169 @@
+"""Track-level models: the linear baseline equals scikit-learn, the pooled CNN pools every tile
+once, augmentations keep shapes and labels, ``auto`` picks the better candidate, and both are
+scored and rescored nightly like every other model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import featurestore
+from training import TrainConfig, TrainingError, train
+from training.augment import crop_windows, mixup, spec_augment
+from training.model_files import ModelFiles
+from training.targets import multi_hot
+from training.track_models import PooledCNN, TrackLinear, track_statistics
+
+QUICK = dict(min_tracks=6, test_size=0.25, device="cpu")
+
+
+def _statistics_by_hand(tiles: np.ndarray) -> np.ndarray:
+    """Mean and std per coefficient over every frame of a track's tiles, in numpy."""
+    frames = tiles.transpose(1, 0, 2).reshape(tiles.shape[1], -1).astype(np.float64)
+    return np.concatenate([frames.mean(1), frames.std(1)])
+
+
+def _tracks_and_tiles(url: str, sides: pd.DataFrame, side: str):
+    store = featurestore.open(url)
+    tracks = sides[sides["side"] == side].merge(store.tracks(status="ok"),
+                                                on=["catalog", "track_id"])
+    tiles = store.tiles(tracks).compute()
+    per_track = [tiles.values[(tiles["track_id"].values == t)] for t in tracks["track_id"]]
+    return tracks, per_track
+
+
+def test_track_statistics_equal_numpy():
+    rng = np.random.default_rng(0)
+    tracks = [rng.normal(size=(n, 5, 7)).astype(np.float32) for n in (1, 4, 2)]
+    got = track_statistics(torch.from_numpy(np.concatenate(tracks)), torch.tensor([1, 4, 2]))
+    np.testing.assert_allclose(got.numpy(), [_statistics_by_hand(t) for t in tracks],
+                               atol=1e-6)
+
+
+def test_linear_model_equals_scikit_learn_fitted_by_hand(demo_store):
+    report = train(demo_store, "lin", TrainConfig(arch="linear", **QUICK), progress=False)
+    files = ModelFiles(featurestore.open(demo_store), "lin")
+    config = files.read_config()
+    assert report.arch == "linear" and config["complete"]
+    sides = files.read_frame("split.parquet")
+    c = report.history["C"].iloc[0]
+    fitted, x = {}, {}
+    for side in ("train", "val", "test"):
+        tracks, tiles = _tracks_and_tiles(demo_store, sides, side)
+        x[side] = np.stack([_statistics_by_hand(t) for t in tiles])
+        fitted[side] = (tracks, tiles)
+    y = {s: multi_hot(fitted[s][0], config["classes"]) for s in fitted}
+    by_hand = make_pipeline(StandardScaler(), OneVsRestClassifier(
+        LogisticRegression(C=c, max_iter=5000)))
+    by_hand.fit(np.concatenate([x["train"], x["val"]]), np.concatenate([y["train"], y["val"]]))
+    expected = by_hand.predict_proba(x["test"])
+    model = files.load_model()
+    tracks, tiles = fitted["test"]
+    counts = torch.tensor([len(t) for t in tiles])
+    got = model.forward_tracks(torch.from_numpy(np.concatenate(tiles))[:, None], counts)
+    np.testing.assert_allclose(torch.sigmoid(got).numpy(), expected, atol=1e-5)
+    assert config["metrics"]["track_lrap"] > 0.5
+
+
+def test_pooled_cnn_pools_every_tile_of_a_track_once():
+    torch.manual_seed(0)
+    model = PooledCNN((40, 100), 3, width=8).eval()
+    tiles = torch.randn(6, 1, 40, 100)
+    counts = torch.tensor([1, 3, 2])
+    with torch.no_grad():
+        got = model.forward_tracks(tiles, counts)
+        embedded = model.embed(tiles)
+        expected = []
+        for part in embedded.split(counts.tolist()):
+            expected.append(model.head(torch.cat([part.mean(0), part.amax(0)])))
+        torch.testing.assert_close(got, torch.stack(expected), atol=1e-5, rtol=1e-5)
+        # The order of a track's tiles does not matter; each tile counts once.
+        shuffled = tiles[[0, 3, 1, 2, 5, 4]]
+        torch.testing.assert_close(model.forward_tracks(shuffled, counts), got, atol=1e-5,
+                                   rtol=1e-5)
+        doubled = torch.cat([tiles[:1], tiles[1:4], tiles[1:2], tiles[4:]])
+        assert not torch.allclose(model.forward_tracks(doubled, torch.tensor([1, 4, 2])), got)
+        # Long tracks are embedded in chunks with the same result.
+        model.embed_chunk = 2
+        torch.testing.assert_close(model.forward_tracks(tiles, counts), got, atol=1e-5,
+                                   rtol=1e-5)
+        # One tile scored alone is a one-tile track.
+        torch.testing.assert_close(model(tiles[:1]), got[:1], atol=1e-5, rtol=1e-5)
+
+
+def test_augmentations_keep_shapes_and_labels_and_change_values():
+    tiles = torch.randn(10, 4, 6)  # two tracks: 4 tiles, 6 tiles; 6 frames a tile
+    starts, counts = torch.tensor([0, 4]), torch.tensor([4, 6])
+    windows, taken = crop_windows(tiles, starts, counts, 3, torch.Generator().manual_seed(1))
+    assert windows.shape == (6, 4, 6) and taken.tolist() == [3, 3]
+    for track, (s, n) in enumerate(((0, 4), (4, 6))):
+        frames = tiles[s:s + n].permute(1, 0, 2).reshape(4, -1)
+        crop = windows[3 * track:3 * track + 3].permute(1, 0, 2).reshape(4, -1)
+        found = [o for o in range(frames.shape[1] - crop.shape[1] + 1)
+                 if torch.equal(frames[:, o:o + crop.shape[1]], crop)]
+        assert found, "a crop is consecutive frames of its own track"
+    offsets = {crop_windows(tiles, starts, counts, 3, torch.Generator().manual_seed(k))[0][0, 0, 0]
+               .item() for k in range(20)}
+    assert len(offsets) > 1  # crops move between draws
+    short, taken = crop_windows(tiles[:2], torch.tensor([0]), torch.tensor([2]), 5)
+    assert taken.tolist() == [2] and torch.equal(short, tiles[:2])
+
+    fill = torch.full((4, 6), 7.0)
+    masked = spec_augment(tiles, fill, max_rows=0.5, max_frames=0.5,
+                          generator=torch.Generator().manual_seed(0))
+    assert masked.shape == tiles.shape
+    changed = masked != tiles
+    assert changed.any() and (masked[changed] == 7.0).all()
+
+    features, targets = torch.randn(8, 5), torch.eye(8)[:, :3]
+    mixed, mixed_targets = mixup(features, targets, 0.4, torch.Generator().manual_seed(0))
+    assert mixed.shape == features.shape and mixed_targets.shape == targets.shape
+    assert not torch.allclose(mixed, features)
+    assert (mixed_targets >= 0).all() and (mixed_targets <= 1).all()
+    assert mixup(features, targets, 0.0)[0] is features
+
+
+def test_pooled_model_trains_resumes_and_scores(demo_store):
+    config = TrainConfig(arch="pooled", epochs=4, patience=4, checkpoint_seconds=0, **QUICK)
+    whole = train(demo_store, "pool-whole", config, progress=False)
+    assert len(whole.history) == 4 and whole.history["val_lrap"].notna().all()
+
+    class Stop(Exception):
+        pass
+
+    def stop(row):
+        if row["epoch"] == 1:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        train(demo_store, "pool-cut", config, progress=False, on_epoch=stop)
+    resumed = train(demo_store, "pool-cut", config, progress=False)
+    assert resumed.resumed and list(resumed.history["epoch"]) == [0, 1, 2, 3]
+    np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"],
+                               rtol=1e-4)
+    model = ModelFiles(featurestore.open(demo_store), "pool-whole").load_model()
+    assert isinstance(model, PooledCNN)
+
+
+def test_auto_picks_the_candidate_with_the_best_validation_score(demo_store):
+    # The demo's genres are separable from MFCC statistics, and one epoch leaves the CNN
+    # near chance: auto must pick linear, and say why.
+    report = train(demo_store, "auto", TrainConfig(epochs=1, folds=3, **QUICK), progress=False)
+    config = ModelFiles(featurestore.open(demo_store), "auto").read_config()
+    selection = config["selection"]
+    assert report.arch == config["arch"] == selection["best"] == "linear"
+    scores = selection["candidates"]
+    assert set(scores) == {"linear", "pooled"}
+    assert all(len(s["lrap"]) == 3 for s in scores.values())
+    assert scores["linear"]["mean"] > scores["pooled"]["mean"]
+    assert "linear has the best mean validation LRAP" in report.summary()
+    with pytest.raises(TrainingError, match="track-level"):
+        train(demo_store, "auto-cnn", TrainConfig(candidates=("linear", "cnn"), **QUICK),
+              progress=False)
+    assert TrackLinear((40, 100), 2).track_level

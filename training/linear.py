@@ -1,0 +1,99 @@
+"""The models on per-track summary statistics: ``linear`` (one-vs-rest logistic regression)
+and ``kernel`` (one-vs-rest RBF support vector machines).
+
+Strong models for small libraries. scikit-learn fits them; the fitted scaler and parameters
+become a :class:`training.track_models.TrackLinear` or :class:`~training.track_models.TrackKernel`,
+so the model is saved, scored, ranked and rescored like every other one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import label_ranking_average_precision_score
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from torch import nn
+
+from training.track_models import TrackKernel, TrackLinear, track_statistics
+
+#: Inverse regularization strengths tried on the validation tracks, per model.
+C_GRID = {"linear": (0.01, 0.1, 1.0, 10.0), "kernel": (1.0, 3.0, 10.0, 30.0)}
+
+
+def statistics_of(tiles: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``(tracks, 2 * rows)`` mean and standard deviation per row over each track's frames,
+    from ``(n, rows, frames)`` tiles stored track after track."""
+    return track_statistics(torch.from_numpy(tiles), torch.from_numpy(
+        np.asarray(counts, dtype=np.int64))).numpy()
+
+
+def logistic(c: float = 1.0) -> Pipeline:
+    """The ``linear`` estimator: standardization, then one logistic regression per class."""
+    return make_pipeline(StandardScaler(), OneVsRestClassifier(
+        LogisticRegression(C=c, max_iter=5000)))
+
+
+def kernel_svm(c: float = 3.0) -> Pipeline:
+    """The ``kernel`` estimator: standardization, then one RBF support vector machine per
+    class (``gamma`` 1 / features: on standardized statistics, scikit-learn's ``scale``)."""
+    return make_pipeline(StandardScaler(), OneVsRestClassifier(SVC(C=c, kernel="rbf",
+                                                                   gamma="auto")))
+
+
+ESTIMATORS = {"linear": logistic, "kernel": kernel_svm}
+
+
+def choose_c(arch: str, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
+             y_val: np.ndarray) -> tuple[float, dict[float, float]]:
+    """The ``C`` of ``C_GRID[arch]`` with the best validation LRAP (the smaller on ties), and
+    every candidate's LRAP."""
+    scores = {}
+    for c in C_GRID[arch]:
+        model = ESTIMATORS[arch](c).fit(x_train, y_train)
+        scores[c] = float(label_ranking_average_precision_score(
+            y_val, model.decision_function(x_val)))
+    best = max(scores.values())
+    return min(c for c, s in scores.items() if s == best), scores
+
+
+def to_module(pipeline: Pipeline, tile_shape: tuple[int, int]) -> nn.Module:
+    """The fitted pipeline as a torch module whose logits equal its ``decision_function``
+    (for ``linear``, whose sigmoid equals ``predict_proba``)."""
+    if isinstance(pipeline.steps[1][1].estimators_[0], SVC):
+        return kernel_module(pipeline, tile_shape)
+    scaler, ovr = pipeline.steps[0][1], pipeline.steps[1][1]
+    estimators = ovr.estimators_
+    module = TrackLinear(tile_shape, len(estimators))
+    module.center.copy_(torch.from_numpy(scaler.mean_))
+    module.scale.copy_(torch.from_numpy(scaler.scale_))
+    for k, est in enumerate(estimators):
+        if hasattr(est, "coef_"):
+            module.coef[k] = torch.from_numpy(est.coef_[0])
+            module.bias[k] = float(est.intercept_[0])
+        else:  # a class constant on the training side: sklearn predicts it as a constant
+            p = float(np.clip(est.y_[0] if hasattr(est, "y_") else 0.5, 1e-6, 1 - 1e-6))
+            module.bias[k] = float(np.log(p / (1 - p)))
+    return module.eval()
+
+
+def kernel_module(pipeline: Pipeline, tile_shape: tuple[int, int]) -> TrackKernel:
+    """A fitted :func:`kernel_svm` as a :class:`TrackKernel`: the union of the classes'
+    support vectors, each class's dual coefficients on it (zero where not its own)."""
+    scaler, ovr = pipeline.steps[0][1], pipeline.steps[1][1]
+    machines = ovr.estimators_
+    vectors = np.unique(np.concatenate([m.support_vectors_ for m in machines]), axis=0)
+    module = TrackKernel(tile_shape, len(machines), len(vectors))
+    module.center.copy_(torch.from_numpy(scaler.mean_))
+    module.scale.copy_(torch.from_numpy(scaler.scale_))
+    module.support.copy_(torch.from_numpy(vectors))
+    module.gamma.fill_(1.0 / vectors.shape[1])  # gamma="auto"
+    for k, m in enumerate(machines):
+        rows = [np.flatnonzero((vectors == v).all(1))[0] for v in m.support_vectors_]
+        # SVC's decision function is positive for its second class (our positive label)
+        module.coef[k, rows] = torch.from_numpy(m.dual_coef_[0])
+        module.bias[k] = float(m.intercept_[0])
+    return module.eval()

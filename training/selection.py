@@ -1,0 +1,151 @@
+"""Fitting the track-level models, and ``auto``: choosing among them by cross-validation.
+
+``auto`` splits the training side (training and validation tracks; the test tracks are never
+seen) into ``folds`` folds by track (or by ``group_by``), fits every candidate on each fold's
+rest and scores the fold, and keeps the candidate with the best mean validation LRAP. Every
+candidate sees the same folds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import label_ranking_average_precision_score
+from sklearn.model_selection import GroupKFold, KFold
+from torch import nn
+
+from training.config import TRACK_LEVEL, TrainConfig, TrainingError
+from training.linear import ESTIMATORS, choose_c, to_module
+from training.loop import Checkpointer
+from training.track_fit import fit_tracks, predict_tracks, track_set
+from training.track_models import PooledCNN, track_statistics
+
+
+@dataclass
+class TrackData:
+    """Every usable track's tiles as one tensor ``(n, rows, frames)`` on the training device,
+    track after track (``starts``, ``counts``), with the tracks' multi-hot ``targets``."""
+
+    tiles: torch.Tensor
+    starts: np.ndarray
+    counts: np.ndarray
+    targets: np.ndarray
+
+    def subset(self, rows: np.ndarray):
+        return track_set(self.starts[rows], self.counts[rows], self.targets[rows],
+                         self.tiles.device)
+
+    def statistics(self, rows: np.ndarray) -> np.ndarray:
+        s = self.subset(rows)
+        tiles = self.tiles[torch.repeat_interleave(
+            s.starts - (torch.cumsum(s.counts, 0) - s.counts), s.counts)
+            + torch.arange(int(s.counts.sum()), device=self.tiles.device)]
+        return track_statistics(tiles, s.counts).cpu().numpy()
+
+    def tile_moments(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-value mean and standard deviation of the tiles of ``rows``."""
+        index = np.concatenate([np.arange(s, s + c) for s, c in
+                                zip(self.starts[rows], self.counts[rows])])
+        x = self.tiles[torch.as_tensor(index, device=self.tiles.device)].double()
+        return x.mean(0).cpu().numpy(), x.std(0, unbiased=False).cpu().numpy()
+
+
+_NO_CHECKPOINT = Checkpointer(save=lambda state: None, load=lambda: None)
+
+
+def fit_track_model(config: TrainConfig, data: TrackData, train: np.ndarray, val: np.ndarray,
+                    checkpoint: Checkpointer = _NO_CHECKPOINT, label: str = "",
+                    progress: bool = False, on_epoch=None) -> tuple[nn.Module, list[dict]]:
+    """Fit ``config.arch`` (``linear``, ``kernel`` or ``pooled``) on the tracks at rows
+    ``train``, with ``val`` for its choices (the regularization ``C`` of the statistics models,
+    early stopping of ``pooled``). Returns the model (eval mode) and its history rows."""
+    tile_shape = tuple(data.tiles.shape[1:])
+    n_classes = data.targets.shape[1]
+    if config.arch in ESTIMATORS:
+        started = time.perf_counter()
+        x_train, x_val = data.statistics(train), data.statistics(val)
+        c, tried = choose_c(config.arch, x_train, data.targets[train], x_val, data.targets[val])
+        both = np.concatenate([train, val])
+        pipeline = ESTIMATORS[config.arch](c).fit(np.concatenate([x_train, x_val]),
+                                                  data.targets[both])
+        row = {"member": label or config.arch, "epoch": 0, "train_loss": float("nan"),
+               "val_loss": float("nan"), "val_lrap": tried[c], "C": c,
+               "seconds": time.perf_counter() - started}
+        return to_module(pipeline, tile_shape), [row]
+    if config.arch != "pooled":
+        raise TrainingError(f"{config.arch!r} is not a track-level architecture "
+                            f"({', '.join(TRACK_LEVEL)})")
+    torch.manual_seed(config.seed)  # the initial weights are part of what a seed fixes
+    model = PooledCNN(tile_shape, n_classes, config.width)
+    model.standardize.set(*data.tile_moments(train))
+    history = fit_tracks(model, data.tiles, data.subset(train), data.subset(val), config,
+                         checkpoint, label=label or "pooled", progress=progress,
+                         on_epoch=on_epoch)
+    return model.eval(), history
+
+
+def track_scores(model: nn.Module, data: TrackData, rows: np.ndarray,
+                 config: TrainConfig) -> np.ndarray:
+    """Probabilities ``(len(rows), classes)`` of the tracks at ``rows``."""
+    return torch.sigmoid(predict_tracks(model, data.tiles, data.subset(rows), config)).cpu() \
+        .numpy()
+
+
+def folds_of(rows: np.ndarray, groups: np.ndarray | None, k: int,
+             seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` (fit, held-out) pairs of ``rows``, by track or by group, seeded."""
+    if groups is None:
+        splitter = KFold(k, shuffle=True, random_state=seed).split(rows)
+    else:
+        n_groups = len(np.unique(groups))
+        if n_groups < k:
+            raise TrainingError(f"{n_groups} groups on the training side cannot make {k} "
+                                "folds; lower --folds")
+        splitter = GroupKFold(k, shuffle=True, random_state=seed).split(rows, groups=groups)
+    return [(rows[a], rows[b]) for a, b in splitter]
+
+
+def inner_split(rows: np.ndarray, val_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded (train, val) split of ``rows`` for a fold's early stopping."""
+    order = np.random.default_rng(seed).permutation(rows)
+    n_val = max(1, int(round(val_size * len(order))))
+    return order[n_val:], order[:n_val]
+
+
+def select(config: TrainConfig, data: TrackData, rows: np.ndarray,
+           groups: np.ndarray | None, log) -> dict:
+    """Cross-validate ``config.candidates`` on the tracks at ``rows``; returns the selection
+    (``best``, and per candidate the folds' LRAP, mean, spread and seconds)."""
+    folds = folds_of(rows, groups, config.folds, config.seed)
+    out: dict = {"folds": config.folds, "by": config.group_by or "track", "candidates": {}}
+    for arch in config.candidates:
+        if arch not in TRACK_LEVEL:
+            raise TrainingError(f"auto compares track-level models ({', '.join(TRACK_LEVEL)});"
+                                f" train {arch!r} with --arch {arch}")
+        cfg = config.resolved(arch)
+        started, scores = time.perf_counter(), []
+        for k, (fit_rows, held) in enumerate(folds):
+            train, val = inner_split(fit_rows, config.val_size, config.seed + k)
+            model, _ = fit_track_model(cfg, data, train, val, label=f"{arch} fold {k + 1}")
+            truth = data.targets[held]
+            keep = truth.sum(1) > 0
+            scores.append(float(label_ranking_average_precision_score(
+                truth[keep], track_scores(model, data, held, cfg)[keep])))
+        seconds = time.perf_counter() - started
+        out["candidates"][arch] = {"lrap": scores, "mean": float(np.mean(scores)),
+                                   "std": float(np.std(scores)), "seconds": seconds}
+        log(f"auto: {arch} validation LRAP {np.mean(scores):.3f} +- {np.std(scores):.3f} over "
+            f"{len(folds)} folds ({seconds:.0f} s)")
+    ranked = sorted(out["candidates"].items(), key=lambda kv: -kv[1]["mean"])
+    out["best"] = ranked[0][0]
+    if len(ranked) > 1:
+        (a, sa), (b, sb) = ranked[0], ranked[1]
+        out["reason"] = (f"{a} has the best mean validation LRAP over {len(folds)} folds: "
+                         f"{sa['mean']:.3f} +- {sa['std']:.3f} against {b}'s "
+                         f"{sb['mean']:.3f} +- {sb['std']:.3f}")
+    else:
+        out["reason"] = f"{ranked[0][0]} is the only candidate"
+    return out
