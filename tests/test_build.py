@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import featurestore
+from catalogs.writer import write_catalog
 from featurestore import layout
 from featurestore.errors import StoreBusyError, StoreError
 from featurestore.build_tasks import TrackTask
@@ -18,7 +19,7 @@ from featurestore.lock import WriterLock
 from featurestore.planning import make_batches
 from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.store import Store
-from tests.conftest import cli, small_library, track_tiles, write_audio, write_catalog
+from tests.helpers import cli, small_library, track_tiles, write_audio
 
 
 def _log_files(store_url: str) -> list[str]:

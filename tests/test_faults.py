@@ -18,7 +18,7 @@ from catalogs.demo import generate_demo_library
 from featurestore.cluster import connect
 from featurestore.score_tables import KEY
 from scoring import score
-from tests.conftest import assert_same_build, small_library
+from tests.helpers import assert_same_build, small_library
 from training import TrainConfig, train
 
 MODEL = "ens"

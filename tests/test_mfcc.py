@@ -10,19 +10,7 @@ from featurestore.extract import extract_track
 from featurestore.mfcc import MfccStream, mfcc
 from featurestore.spec import FeatureSpec
 from featurestore.tiles import count_tiles, cut_tiles
-from tests.conftest import tone, write_audio
-
-
-def librosa_mfcc(y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    kwargs = dict(sr=spec.sample_rate, n_mfcc=spec.n_mfcc, n_fft=spec.n_fft,
-                  hop_length=spec.hop_length, n_mels=spec.n_mels, fmin=spec.fmin, fmax=spec.fmax)
-    if spec.top_db == 80.0:  # librosa's own default: the plain call is the reference
-        return librosa.feature.mfcc(y=y, **kwargs)[spec.drop_first:]
-    mel = librosa.feature.melspectrogram(y=y, sr=spec.sample_rate, n_fft=spec.n_fft,
-                                         hop_length=spec.hop_length, n_mels=spec.n_mels,
-                                         fmin=spec.fmin, fmax=spec.fmax)
-    S = librosa.power_to_db(mel, top_db=spec.top_db)
-    return librosa.feature.mfcc(S=S, n_mfcc=spec.n_mfcc)[spec.drop_first:]
+from tests.helpers import librosa_mfcc, tone, write_audio
 
 
 SPECS = [

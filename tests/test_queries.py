@@ -15,10 +15,11 @@ import pytest
 
 import featurestore
 from catalogs.reader import read_catalog
+from catalogs.writer import write_catalog
 from featurestore.expressions import QueryError
 from featurestore.spec import TileEncoding
 from featurestore.store import Store
-from tests.conftest import cli, write_audio, write_catalog
+from tests.helpers import cli, write_audio
 
 # id, film, composer, year, genres, mood, seconds (0: the file is missing)
 HAND = [

@@ -14,7 +14,7 @@ import xarray as xr
 import zarr
 
 import featurestore
-from tests.conftest import small_library
+from tests.helpers import small_library
 
 
 @pytest.fixture(scope="module")

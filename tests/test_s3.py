@@ -10,7 +10,7 @@ import numpy as np
 
 import featurestore
 from featurestore.info import store_info
-from tests.conftest import cli, small_library
+from tests.helpers import cli, small_library
 
 
 def test_s3_store_builds_and_answers_like_a_local_one(tmp_path, s3_bucket, dask_client):

@@ -19,6 +19,7 @@ from sklearn.metrics import (coverage_error, label_ranking_average_precision_sco
 
 import featurestore
 from catalogs.demo import generate_demo_library
+from catalogs.writer import write_catalog
 from featurestore.score_tables import KEY
 from scoring import best_tracks, evaluate, score, track_rankings, write_report
 from scoring.aggregate import aggregate, ranking_rows, ranks
@@ -26,7 +27,7 @@ from scoring.metrics import per_class, ranking_metrics
 from scoring.scorer import score_tiles
 from training import TrainConfig, TrainingError, train
 from training.model_files import ModelFiles
-from tests.conftest import cli, wait_for, write_audio, write_catalog
+from tests.helpers import cli, wait_for, write_audio
 
 MODEL = "ens"
 LINEAGE = ["run_id", "scored_at", "tiles_part"]

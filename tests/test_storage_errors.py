@@ -20,7 +20,7 @@ import featurestore
 from catalogs.demo import generate_demo_library
 from featurestore.score_tables import KEY
 from scoring import score
-from tests.conftest import cli, small_library, track_tiles, write_audio
+from tests.helpers import cli, small_library, track_tiles, write_audio
 from training import TrainConfig, train
 
 if os.geteuid() == 0 and not shutil.which("setpriv"):
