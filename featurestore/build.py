@@ -24,12 +24,13 @@ from catalogs.reader import Catalog, read_catalog
 from featurestore import layout
 from featurestore.build_tasks import TrackMeta, batch_meta, extract_batch, write_batch
 from featurestore.cluster import connect
-from featurestore.errors import DUPLICATE, FAILURE_STATUSES, OK, REMOVED, StoreError
+from featurestore.errors import StoreError
 from featurestore.lock import WriterLock
 from featurestore.manifest import SCHEMA, ManifestState
 from featurestore.planning import (BuildPlan, duplicate_reason, live_range, make_batches,
                                    plan_build, stat_files)
 from featurestore.spec import FeatureSpec, TileEncoding
+from featurestore.statuses import DUPLICATE, FAILURE_STATUSES, OK, REMOVED
 from featurestore.store import FeatureSet, Store
 from featurestore.tile_arrays import Moments, round_up
 

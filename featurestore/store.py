@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore import layout
-from featurestore.errors import OK, REMOVED, StoreError
+from featurestore.errors import StoreError
 from featurestore.expressions import QueryError
 from featurestore.manifest import ManifestLog, ManifestState, empty_frame
 from featurestore.parquet_files import parquet_bytes
@@ -29,6 +29,7 @@ from featurestore.query import (BUILD_COLUMNS, CatalogPart, ScanStats, TrackQuer
 from featurestore.score_tables import ScoreTable
 from featurestore.score_tables import versions as score_versions
 from featurestore.spec import ALGORITHM_VERSION, FeatureSpec, TileEncoding
+from featurestore.statuses import OK, REMOVED
 from featurestore.tile_arrays import Moments, TileArrays, tile_rows
 from featurestore.urls import atomic_write, filesystem, normalize_url
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from catalogs.genres import normalize_genre
-from featurestore.errors import OK
+from featurestore.statuses import OK
 from featurestore.score_tables import KEY, ScoreTable, scores_matrix
 from featurestore.store import Store
 from training.model_files import ModelFiles

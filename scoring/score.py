@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 
 from featurestore import layout
 from featurestore.cluster import connect
-from featurestore.errors import FAILURE_STATUSES, OK, PENDING, StoreError
+from featurestore.errors import StoreError
 from featurestore.lock import WriterLock
 from featurestore.score_tables import KEY, ScoreTable, VersionInfo
+from featurestore.statuses import FAILURE_STATUSES, OK, PENDING
 from featurestore.store import Store
 from scoring.aggregate import AGGREGATES
 from scoring.scorer import ScoreJob, score_batch

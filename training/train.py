@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import coverage_error, label_ranking_average_precision_score
 
-from featurestore.errors import OK
+from featurestore.statuses import OK
 from featurestore.store import Store
 from training.config import TrainConfig, TrainingError
 from training.loader import BlockShuffleTiles, TileSource, tile_moments
