@@ -28,8 +28,8 @@ from sklearn.preprocessing import StandardScaler
 import featurestore
 from catalogs.demo import generate_demo_library
 from featurestore.cluster import connect
-from featurestore.score_tables import KEY
 from scoring import evaluate, score
+from scoring.score_tables import KEY
 from training import TrainConfig, train
 from training.model_files import ModelFiles
 from training.targets import multi_hot

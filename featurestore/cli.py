@@ -480,10 +480,11 @@ def _cmd_rankings(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from featurestore.urls import join
     from scoring import evaluate, write_report
+    from scoring.score_tables import score_table
 
     store = _open_store(args)
     ev = evaluate(store, args.model, args.split, args.top_k, args.version)
-    target = args.report or join(store.score_table(args.model, ev.version).url, "evaluation",
+    target = args.report or join(score_table(store, args.model, ev.version).url, "evaluation",
                                  args.split)
     path = write_report(ev, target, store.storage_options if not args.report else None)
     print(ev.to_json() if args.json else ev.summary())

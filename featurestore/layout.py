@@ -11,7 +11,7 @@
     <store>/features/<spec-hash>/manifest/log/<seq>.parquet  commits since that snapshot
     <store>/features/<spec-hash>/stats/<seq>.npz   per-value count, sum and sum of squares
     <store>/models/<name>/                         trained models (config, weights, split, history)
-    <store>/scores/<model>/<version>/              scores of one model version: see score_tables
+    <store>/scores/<model>/<version>/              a model version's scores: scoring.score_tables
     <store>/locks/score-<model>.json               the lock of a scoring run of that model
 """
 

@@ -3,7 +3,7 @@
 The driver (this process) takes the model's scoring lock, works out which tracks need scores
 (incremental: those without a current score of this model version), adopts the finished batches
 of a run that was killed, submits one task per batch of tracks, and when every task is done
-commits the run in one atomic write (see :mod:`featurestore.score_tables`).
+commits the run in one atomic write (see :mod:`scoring.score_tables`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from featurestore import layout
 from featurestore.cluster import connect
 from featurestore.errors import StoreError
 from featurestore.lock import WriterLock
-from featurestore.score_tables import KEY, ScoreTable, VersionInfo
 from featurestore.statuses import FAILURE_STATUSES, OK, PENDING
 from featurestore.store import Store
 from scoring.aggregate import AGGREGATES
+from scoring.score_tables import KEY, ScoreTable, VersionInfo
 from scoring.scorer import ScoreJob, score_batch
 from training.config import TrainConfig
 from training.model_files import ModelFiles

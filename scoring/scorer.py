@@ -3,7 +3,7 @@
 The model is loaded once per worker process and kept (tasks only name it); a task reads its
 batch's tiles chunk by chunk, scores them in mini-batches on the worker's device (CUDA when it
 has one), aggregates them per track, and writes its tile scores and staged rankings into the
-store (see :mod:`featurestore.score_tables`). Only a small summary returns to the driver.
+store (see :mod:`scoring.score_tables`). Only a small summary returns to the driver.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from featurestore.errors import StoreError
-from featurestore.score_tables import ScoreTable
 from featurestore.store import Store
 from featurestore.tile_arrays import tile_rows
 from scoring.aggregate import aggregate, ranking_rows
+from scoring.score_tables import ScoreTable
 from training.loader import TileSource, read_tiles
 from training.loop import autocast, place, resolve_device
 from training.model_files import ModelFiles

@@ -18,8 +18,8 @@ import pytest
 
 import featurestore
 from catalogs.demo import generate_demo_library
-from featurestore.score_tables import KEY
 from scoring import score
+from scoring.score_tables import KEY, score_table, scores
 from tests.helpers import cli, small_library, track_tiles, write_audio
 from training import TrainConfig, train
 
@@ -108,7 +108,7 @@ def test_permission_denied_at_a_scoring_commit_keeps_the_rankings(tmp_path, dask
           progress=False)
     score(store, "ens", client=dask_client, progress=False)
     featurestore.build(catalog, store, name="more", client=dask_client, progress=False)
-    table = featurestore.open(store).score_table("ens")
+    table = score_table(featurestore.open(store), "ens")
     before = committed(table.dir)
     read_only(table.dir)
     try:
@@ -124,7 +124,7 @@ def test_permission_denied_at_a_scoring_commit_keeps_the_rankings(tmp_path, dask
                              "--no-progress"), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "adopted from an interrupted run" in res.stdout  # the refused run's batches
-    frame = featurestore.open(store).scores("ens")
+    frame = scores(featurestore.open(store), "ens")
     assert frame.groupby(KEY).ngroups == 48
     assert table.staged_files() == []
 
