@@ -27,7 +27,7 @@ from featurestore.query import (BUILD_COLUMNS, CatalogPart, ScanStats, TrackQuer
                                 read_part)
 from featurestore.spec import ALGORITHM_VERSION, FeatureSpec, TileEncoding
 from featurestore.statuses import OK, REMOVED
-from featurestore.tile_arrays import Moments, TileArrays, tile_rows
+from featurestore.tile_arrays import Moments, TileArrays, TileSource, read_tiles, tile_rows
 from featurestore.urls import atomic_write, filesystem, normalize_url
 
 
@@ -350,6 +350,7 @@ class Store:
         :meth:`tracks` (pandas or dask); without it, the ``ok`` tracks matching ``filters``
         (the same as :meth:`tracks` takes). Only the Zarr chunks holding the selected tiles
         are read, and only when computed."""
+        import dask
         import dask.array as da
         import xarray as xr
 
@@ -366,9 +367,14 @@ class Store:
         counts = tracks["n_tiles"].to_numpy(dtype=np.int64)
         starts = tracks["tile_start"].to_numpy(dtype=np.int64)
         index, offsets = tile_rows(starts, counts)
-        arrays = fset.arrays()
-        lazy = da.from_zarr(arrays.mfcc)[index] if len(index) else da.zeros(
-            (0, *fset.spec.tile_shape), dtype=np.float32)
+        source = TileSource(fset.tiles_url, self.storage_options)
+        shape = fset.spec.tile_shape
+        # One task per run of _TILES_PER_TASK selected tiles, each reading only its chunks.
+        read = dask.delayed(read_tiles, pure=False)
+        parts = [da.from_delayed(read(source, rows), (len(rows), *shape), np.float32)
+                 for rows in np.split(index, range(_TILES_PER_TASK, len(index), _TILES_PER_TASK))
+                 if len(rows)]
+        lazy = da.concatenate(parts) if parts else da.zeros((0, *shape), dtype=np.float32)
         return xr.DataArray(
             lazy, dims=("tile", "coefficient", "frame"),
             coords={"catalog": ("tile", np.repeat(tracks["catalog"].to_numpy(object), counts)),
@@ -377,6 +383,10 @@ class Store:
                     "coefficient": np.arange(fset.spec.drop_first, fset.spec.n_mfcc),
                     "frame": np.arange(fset.spec.tile_frames)},
             name="mfcc", attrs={"feature_set": fset.hash, "tile_seconds": fset.spec.tile_seconds})
+
+
+#: Selected tiles per task of :meth:`Store.tiles`'s lazy array (16 MiB of the default tiles).
+_TILES_PER_TASK = 1024
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

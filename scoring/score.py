@@ -28,7 +28,7 @@ from featurestore.statuses import FAILURE_STATUSES, OK, PENDING
 from featurestore.store import Store
 from scoring.aggregate import AGGREGATES
 from scoring.score_tables import KEY, ScoreTable, VersionInfo
-from scoring.scorer import ScoreJob, score_batch
+from scoring.score_tasks import ScoreJob, score_batch
 from training.config import TrainConfig
 from training.model_files import ModelFiles
 

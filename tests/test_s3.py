@@ -60,9 +60,9 @@ def test_s3_whole_flow_build_train_score_evaluate(tmp_path, s3_bucket, dask_clie
 
     from catalogs.demo import generate_demo_library
     from scoring import best_tracks, evaluate, score, write_report
-    from scoring.scorer import score_tiles
+    from scoring.score_tasks import score_tiles
     from training import TrainConfig, train
-    from training.loop import place
+    from training.inference import place
     from training.model_files import ModelFiles
 
     bucket, options = s3_bucket

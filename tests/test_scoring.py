@@ -22,10 +22,10 @@ from catalogs.demo import generate_demo_library
 from catalogs.writer import write_catalog
 from scoring import best_tracks, evaluate, score, track_rankings, write_report
 from scoring.aggregate import aggregate, ranking_rows, ranks
-from scoring.metrics import per_class, ranking_metrics
 from scoring.score_tables import KEY, score_table, scores, tile_scores
-from scoring.scorer import score_tiles
+from scoring.score_tasks import score_tiles
 from training import TrainConfig, TrainingError, train
+from training.metrics import per_class, ranking_metrics
 from training.model_files import ModelFiles
 from tests.helpers import cli, wait_for, write_audio
 

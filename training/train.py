@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import coverage_error, label_ranking_average_precision_score
 
 from featurestore.statuses import OK
 from featurestore.store import Store
+from featurestore.tile_arrays import TileSource
 from training.config import TrainConfig, TrainingError
-from training.loader import BlockShuffleTiles, TileSource, tile_moments
-from training.loop import Checkpointer, fit, predict, resolve_device
+from training.inference import resolve_device
+from training.loader import BlockShuffleTiles, tile_moments
+from training.loop import Checkpointer, fit, predict
+from training.metrics import held_out_metrics
 from training.model_files import ModelFiles
 from training.models import Ensemble, build_model, is_softmax
 from training.samplers import (MultiClassSampler, MultiLabelSampler, OneVsRestSampler,
@@ -83,21 +85,6 @@ def _curves_png(history: pd.DataFrame) -> bytes:
     if history["member"].nunique() <= 6:
         ax.legend(fontsize=7)
     return save_figure(fig)
-
-
-def test_metrics(scores: np.ndarray, table: TileTable) -> dict:
-    """Tile- and track-level LRAP and coverage error (track scores: the mean of its tiles)."""
-    truth = table.labels
-    keep = truth.sum(1) > 0
-    tracks = pd.DataFrame(scores).groupby(table.track).mean()
-    track_truth = table.targets[tracks.index.to_numpy()]
-    return {"tile_lrap": float(label_ranking_average_precision_score(truth[keep], scores[keep])),
-            "tile_coverage_error": float(coverage_error(truth[keep], scores[keep])),
-            "track_lrap": float(label_ranking_average_precision_score(track_truth,
-                                                                      tracks.to_numpy())),
-            "track_coverage_error": float(coverage_error(track_truth, tracks.to_numpy())),
-            "mean_labels": float(track_truth.sum(1).mean()),
-            "test_tracks": len(tracks), "test_tiles": len(table)}
 
 
 def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
@@ -201,7 +188,7 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
 
     test = tables["test"] if len(tables["test"]) else tables["val"]
     scores = predict(model, datasets["test"], test.index, softmax, device, config)
-    metrics = test_metrics(scores, test)
+    metrics = held_out_metrics(scores, test)
     metrics["evaluated_on"] = "test" if len(tables["test"]) else "val"
     frame = pd.DataFrame(history)
     files.write_frame(frame, "history.csv")
