@@ -25,6 +25,7 @@ from featurestore import layout
 from featurestore.build_tasks import TrackMeta, batch_meta, extract_batch, write_batch
 from featurestore.cluster import connect
 from featurestore.errors import StoreError
+from featurestore.exit_codes import ExitCode
 from featurestore.lock import WriterLock
 from featurestore.manifest import SCHEMA, ManifestState
 from featurestore.planning import (BuildPlan, duplicate_reason, live_range, make_batches,
@@ -37,13 +38,6 @@ from featurestore.tile_arrays import Moments, round_up
 #: Seconds between commits while batches keep finishing (each commit is one small file, and the
 #: manifest is compacted at the end); what a killed build loses is at most this much work.
 COMMIT_INTERVAL_S = 1.0
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_CATALOG = 3
-EXIT_TRACKS_FAILED = 4
-EXIT_STORE = 5
 
 
 @dataclass
@@ -66,8 +60,9 @@ class BuildReport:
     failures: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
-    def exit_code(self) -> int:
-        return EXIT_TRACKS_FAILED if self.failures else EXIT_OK
+    def exit_code(self) -> ExitCode:
+        """``TRACKS_FAILED`` when any track of the catalog failed, else ``OK``."""
+        return ExitCode.TRACKS_FAILED if self.failures else ExitCode.OK
 
     def summary(self, max_failures: int = 20) -> str:
         lines = [
@@ -191,8 +186,8 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
     Returns
     -------
     BuildReport
-        Its ``exit_code`` is 0, or 4 when tracks failed. A bad catalog raises
-        :class:`~catalogs.reader.CatalogError` before anything is written.
+        Its ``exit_code`` is ``ExitCode.OK``, or ``TRACKS_FAILED`` when tracks failed. A bad
+        catalog raises :class:`~catalogs.reader.CatalogError` before anything is written.
     """
     started = time.monotonic()
     log = log or (lambda msg: print(msg, file=sys.stderr))

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from featurestore import layout
 from featurestore.cluster import connect
 from featurestore.errors import StoreError
+from featurestore.exit_codes import ExitCode
 from featurestore.lock import WriterLock
 from featurestore.statuses import FAILURE_STATUSES, OK, PENDING
 from featurestore.store import Store
@@ -58,8 +59,9 @@ class ScoreReport:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
-    def exit_code(self) -> int:
-        return 0
+    def exit_code(self) -> ExitCode:
+        """``OK``: tracks without usable features are reported, not failures of the run."""
+        return ExitCode.OK
 
     def summary(self, max_skipped: int = 20) -> str:
         lines = [f"model {self.model!r} version {self.version} ({self.aggregate} of tiles), "

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 ARCHITECTURES = ("dnn", "cnn", "ensemble", "multilabel")
 BALANCING = ("equal", "weights", "oversample", "none")
+OPTIMIZERS = ("sgd", "adam")
 
 
 class TrainingError(ValueError):
@@ -55,8 +56,9 @@ class TrainConfig:
             raise TrainingError(f"arch {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
         if self.balance not in BALANCING:
             raise TrainingError(f"balance {self.balance!r}: choose one of {', '.join(BALANCING)}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise TrainingError(f"optimizer {self.optimizer!r}: choose sgd or adam")
+        if self.optimizer not in OPTIMIZERS:
+            raise TrainingError(f"optimizer {self.optimizer!r}: choose one of "
+                                f"{', '.join(OPTIMIZERS)}")
         if not (0 <= self.test_size < 1 and 0 < self.val_size < 1):
             raise TrainingError("test_size must be in [0, 1) and val_size in (0, 1)")
         if self.epochs < 1 or self.patience < 1 or self.batch_size < 1:
@@ -73,3 +75,40 @@ class TrainConfig:
         data["labels"] = tuple(data.get("labels", ()))
         data["dropout"] = tuple(data.get("dropout", ()))
         return cls(**data)
+
+
+#: The values a field takes, where it takes one of a few (``featurestore train`` offers these).
+FIELD_CHOICES = {"arch": ARCHITECTURES, "balance": BALANCING, "optimizer": OPTIMIZERS}
+
+#: What each field means, as ``featurestore train --help`` says it (the option of field
+#: ``min_tracks`` is ``--min-tracks``; its default is the field's).
+FIELD_HELP = {
+    "arch": "the model: the study's dnn or cnn (softmax), an ensemble of one-vs-rest CNNs, "
+            "or a multi-label CNN",
+    "labels": "classes (default: every label with at least --min-tracks tracks)",
+    "min_tracks": "a label needs this many tracks to be a class",
+    "label_column": "catalog column holding the labels",
+    "test_size": "share of tracks (or groups) held out for the test",
+    "val_size": "share of tracks (or groups) for validation and early stopping",
+    "group_by": "split whole groups, e.g. film: no film on two sides",
+    "seed": "seed of the split, the samplers and the initial weights",
+    "balance": "equal tiles per class each epoch, class-weighted loss, oversampling to the "
+               "largest class, or none",
+    "epochs": "at most this many epochs (per ensemble member)",
+    "patience": "stop after this many epochs without a better validation loss",
+    "batch_size": "tiles per training step",
+    "optimizer": "sgd (with --momentum) or adam",
+    "learning_rate": "initial learning rate",
+    "momentum": "SGD momentum",
+    "lr_decay": "learning-rate schedule: linear (to zero over the epochs) or constant",
+    "dense_units": "units of the dense layer",
+    "dropout": "dropout rates of the model's layers (default: the model's own)",
+    "device": "auto (CUDA when present), cpu, cuda:0",
+    "mixed_precision": "bfloat16 autocast on CUDA",
+    "loader_workers": "DataLoader worker processes reading tiles",
+    "memory_budget_mb": "keep the run's tiles in memory when they fit",
+    "buffer_chunks": "chunks mixed in the shuffle buffer when tiles are read from the store",
+    "feature_set": "the feature set's hash (default: the store's only one, or the default "
+                   "spec's)",
+    "extra": "free-form settings kept with the model (Python only)",
+}
