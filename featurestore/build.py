@@ -281,6 +281,7 @@ def _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, 
     options.log(f"dask dashboard: {client.dashboard_link}")
     n_workers = max(len(client.scheduler_info(n_workers=-1)["workers"]), 1)
     arrays = fset.arrays(read_only=False)
+    arrays.consolidate()  # current however the group was last written, before any commit here
     chunk = arrays.chunk_tiles
     batches = make_batches(plan.to_build, plan.estimated_seconds, n_workers,
                            chunk * spec.tile_seconds, options.batch_seconds)

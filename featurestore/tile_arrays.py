@@ -7,6 +7,10 @@ Group ``tiles.zarr``:
 - ``offset`` (tile,) int32: the tile's position within its track, -1 if unused;
 - ``coefficient`` and ``frame``: index coordinates, so xarray shows real coefficient numbers.
 
+The group's metadata is consolidated (``zarr.consolidate_metadata``), so that xarray and other
+readers open it in one read; it is rewritten whenever the arrays grow, before any tile in the new
+slots is committed. This code opens the arrays from their own metadata.
+
 Slots are handed out chunk-aligned, one region per build task, so no two writers ever touch one
 chunk (concurrent unaligned writes to a chunk lose data). A region's tail may stay unused; the
 manifest, not the array, says which slots are live.
@@ -19,6 +23,7 @@ chunk that holds them, each group read as one contiguous slice.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,7 +100,9 @@ class TileArrays:
                            dtype="float32", fill_value=0.0, compressors=blosc,
                            dimension_names=("tile", "coefficient", "frame"),
                            attributes={"units": "MFCC (dB-scaled mel cepstrum)"}, overwrite=True)
-        return cls(group["mfcc"], group["entry"], group["offset"])
+        arrays = cls(group["mfcc"], group["entry"], group["offset"])
+        arrays.consolidate()
+        return arrays
 
     @classmethod
     def open(cls, url: str, storage_options: dict | None = None,
@@ -103,18 +110,30 @@ class TileArrays:
         import zarr
 
         group = zarr.open_group(zarr_store(url, storage_options, read_only=read_only),
-                                mode="r" if read_only else "r+", zarr_format=3)
+                                mode="r" if read_only else "r+", zarr_format=3,
+                                use_consolidated=False)
         return cls(group["mfcc"], group["entry"], group["offset"])
+
+    def consolidate(self) -> None:
+        """Write the group's consolidated metadata: the arrays as they are now."""
+        import zarr
+
+        with warnings.catch_warnings():
+            # that consolidated metadata is outside the Zarr 3 specification concerns readers
+            # without it, who read the arrays' own metadata as before
+            warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
+            zarr.consolidate_metadata(self.mfcc.store)
 
     def ensure_capacity(self, n_tiles: int) -> None:
         """Grow the arrays to hold at least ``n_tiles`` slots (geometrically, to rewrite the
-        arrays' metadata rarely)."""
+        arrays' metadata rarely), and consolidate the new shapes."""
         if n_tiles <= self.capacity:
             return
         new = round_up(max(n_tiles, 2 * self.capacity), self.chunk_tiles)
         self.mfcc.resize((new, *self.mfcc.shape[1:]))
         self.entry.resize((new,))
         self.offset.resize((new,))
+        self.consolidate()
 
     def write_region(self, start: int, tiles: np.ndarray, entries: np.ndarray,
                      offsets: np.ndarray) -> None:
