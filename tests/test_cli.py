@@ -121,3 +121,12 @@ def test_exit_codes_are_defined_once():
     assert failed.exit_code is ExitCode.TRACKS_FAILED
     assert BuildReport("c", "f", "r").exit_code is ExitCode.OK
     assert ScoreReport("m", "v", "f", "r", "mean").exit_code is ExitCode.OK
+
+
+def test_reading_scores_and_models_loads_no_torch():
+    """Rankings and evaluations read a model's config and split, never its weights."""
+    probe = ("import sys, scoring.rankings, scoring.evaluate, scoring.cli; "
+             "print(sorted({'torch', 'distributed'} & set(sys.modules)))")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
