@@ -4,7 +4,8 @@ The store's commands (``build``, ``tracks``, ``info``, ``stats``) live in
 :mod:`featurestore.commands`; later stages add theirs through the ``featurestore.commands``
 entry point group (each entry point names a :class:`Command`), so this package never imports
 them. A command's options and its work import what they need only when that command runs:
-``featurestore --help`` loads no data library. Exit codes: :class:`featurestore.exit_codes.ExitCode`.
+``featurestore --help`` loads no data library. Exit codes:
+:class:`featurestore.exit_codes.ExitCode`.
 """
 
 from __future__ import annotations
