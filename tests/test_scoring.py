@@ -20,7 +20,7 @@ from sklearn.metrics import (coverage_error, label_ranking_average_precision_sco
 import featurestore
 from catalogs.demo import generate_demo_library
 from catalogs.writer import write_catalog
-from scoring import best_tracks, evaluate, score, track_rankings, write_report
+from scoring import best_tracks, evaluate, score, track_rankings
 from scoring.aggregate import aggregate, ranking_rows, ranks
 from scoring.score_tables import KEY, score_table, scores, tile_scores
 from scoring.score_tasks import score_tiles
@@ -457,14 +457,18 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path):
     for level in ("track", "tile"):
         assert {"lrap", "coverage_error", "coverage_lower_bound", "label_ranking_loss",
                 "per_class"} <= set(figures[level])
-        assert figures[level]["coverage_error"] >= figures[level]["coverage_lower_bound"]
     assert figures["k"] == 5 and len(figures["track"]["per_class"]["classes"]) == 10
+    assert figures == json.loads(evaluate(store, MODEL, "test").to_json())  # the model's own
     assert sorted(os.listdir(report_dir)) == ["cooccurrence.png", "metrics.json",
                                               "per_class_f1.png", "report.md",
                                               "score_distributions.png"]
     with open(os.path.join(report_dir, "per_class_f1.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     # by default the report goes into the store, beside the scores
-    path = write_report(evaluate(store, MODEL, "val", k=3),
-                        os.path.join(score_table(store, MODEL).url, "evaluation", "val"))
-    assert os.path.exists(path)
+    res = subprocess.run(cli("evaluate", "--store", store_copy, "--model", MODEL, "--split",
+                             "val", "--top-k", "3"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "val split" in res.stdout, res.stderr
+    default = os.path.join(score_table(store, MODEL).url, "evaluation", "val")
+    assert f"report: {os.path.join(default, 'report.md')}" in res.stderr
+    with open(os.path.join(default, "metrics.json")) as f:
+        assert json.load(f)["k"] == 3
