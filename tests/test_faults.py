@@ -69,8 +69,12 @@ def test_worker_killed_mid_scoring_run_gives_the_undisturbed_result(trained, tmp
         while time.monotonic() < deadline and not any(
                 f.endswith(".parquet") for _, _, files in os.walk(staged) for f in files):
             time.sleep(0.01)
+        committed = [f for _, _, files in os.walk(staged) for f in files
+                     if f == "rankings.parquet"]
+        midway = worker.is_alive() and not committed
         os.kill(pids[0], signal.SIGKILL)
         worker.join(300)
+    assert midway, "the scoring run had committed before the kill"
     assert "error" not in outcome, outcome.get("error")
     report = outcome["report"]
     assert report.scored == 32 and report.commit == 1
