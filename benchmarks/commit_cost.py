@@ -27,10 +27,10 @@ import pyarrow.compute as pc
 from measuring import PeakRss, together
 
 from featurestore.parquet_files import parquet_bytes
-from featurestore.score_tables import (KEY, RANKING_SCHEMA, ROW_GROUP_ROWS, ScoreTable,
-                                       VersionInfo)
 from featurestore.store import Store
 from featurestore.urls import atomic_write
+from scoring.score_tables import (KEY, RANKING_SCHEMA, ROW_GROUP_ROWS, ScoreTable,
+                                  VersionInfo)
 
 LABELS = ["Action", "Adventure", "Comedy", "Crime", "Drama", "Horror", "Romance", "Sci-Fi",
           "Thriller", "Western", "Fantasy", "Mystery", "War", "Music", "Family", "History"]

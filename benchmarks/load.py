@@ -58,7 +58,7 @@ def _peak_mib() -> float:
 def one_size(n: int, seconds: float, directory: str) -> dict:
     import featurestore
     from featurestore.cluster import connect
-    from featurestore.score_tables import KEY
+    from scoring.score_tables import KEY, score_table, scores
     from scoring import score
     from training import TrainConfig, train
 
@@ -87,9 +87,9 @@ def one_size(n: int, seconds: float, directory: str) -> dict:
     store = featurestore.open(url)
     tracks = store.tracks()
     starts = tracks["tile_start"].to_numpy()
-    frame = store.scores("load-cnn", columns=[*KEY, "label", "rank"])
+    frame = scores(store, "load-cnn", columns=[*KEY, "label", "rank"])
     ranks = frame.groupby(KEY)["rank"].agg(["count", "max", "nunique"])
-    n_labels = len(store.score_table("load-cnn").info().classes)
+    n_labels = len(score_table(store, "load-cnn").info().classes)
     out["checks"] = {
         "tracks_ok": int((tracks["status"] == "ok").sum()),
         "tiles": int(tracks["n_tiles"].sum()),

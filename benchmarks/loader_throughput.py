@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from featurestore.spec import FeatureSpec, TileEncoding
-from featurestore.tile_arrays import TileArrays
-from training.loader import BlockShuffleTiles, TileSource, make_loader
-from training.loop import place, resolve_device
+from featurestore.tile_arrays import TileArrays, TileSource
+from training.loader import BlockShuffleTiles, make_loader
+from training.inference import place, resolve_device
 from training.models import build_model, member
 
 

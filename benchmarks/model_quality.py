@@ -31,11 +31,10 @@ from sklearn.preprocessing import StandardScaler
 
 import featurestore
 from catalogs.demo import generate_demo_library
-from featurestore.errors import OK
-from featurestore.tile_arrays import tile_rows
+from featurestore.statuses import OK
+from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
 from training import TrainConfig, train
 from training.linear import statistics_of
-from training.loader import TileSource, read_tiles
 from training.selection import folds_of, inner_split
 from training.targets import multi_hot, select_classes
 

@@ -23,8 +23,8 @@ from query_pushdown import make_store
 from scoring_throughput import MODEL
 
 import featurestore
-from featurestore.score_tables import KEY, ScoreTable, VersionInfo
 from scoring import score
+from scoring.score_tables import KEY, ScoreTable, VersionInfo
 from training.model_files import ModelFiles
 
 

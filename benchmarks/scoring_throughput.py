@@ -33,9 +33,9 @@ import featurestore
 from catalogs.demo import generate_demo_library
 from featurestore.cluster import connect
 from scoring import score
-from scoring.scorer import score_tiles
+from scoring.score_tasks import score_tiles
 from training import TrainConfig, train
-from training.loop import place, resolve_device
+from training.inference import place, resolve_device
 from training.model_files import ModelFiles
 
 MODEL = "bench-ensemble"

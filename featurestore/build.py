@@ -24,25 +24,20 @@ from catalogs.reader import Catalog, read_catalog
 from featurestore import layout
 from featurestore.build_tasks import TrackMeta, batch_meta, extract_batch, write_batch
 from featurestore.cluster import connect
-from featurestore.errors import DUPLICATE, FAILURE_STATUSES, OK, REMOVED, StoreError
+from featurestore.errors import StoreError
+from featurestore.exit_codes import ExitCode
 from featurestore.lock import WriterLock
 from featurestore.manifest import SCHEMA, ManifestState
 from featurestore.planning import (BuildPlan, duplicate_reason, live_range, make_batches,
                                    plan_build, stat_files)
 from featurestore.spec import FeatureSpec, TileEncoding
+from featurestore.statuses import DUPLICATE, FAILURE_STATUSES, OK, REMOVED
 from featurestore.store import FeatureSet, Store
 from featurestore.tile_arrays import Moments, round_up
 
 #: Seconds between commits while batches keep finishing (each commit is one small file, and the
 #: manifest is compacted at the end); what a killed build loses is at most this much work.
 COMMIT_INTERVAL_S = 1.0
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_CATALOG = 3
-EXIT_TRACKS_FAILED = 4
-EXIT_STORE = 5
 
 
 @dataclass
@@ -65,8 +60,9 @@ class BuildReport:
     failures: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
-    def exit_code(self) -> int:
-        return EXIT_TRACKS_FAILED if self.failures else EXIT_OK
+    def exit_code(self) -> ExitCode:
+        """``TRACKS_FAILED`` when any track of the catalog failed, else ``OK``."""
+        return ExitCode.TRACKS_FAILED if self.failures else ExitCode.OK
 
     def summary(self, max_failures: int = 20) -> str:
         lines = [
@@ -190,8 +186,8 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
     Returns
     -------
     BuildReport
-        Its ``exit_code`` is 0, or 4 when tracks failed. A bad catalog raises
-        :class:`~catalogs.reader.CatalogError` before anything is written.
+        Its ``exit_code`` is ``ExitCode.OK``, or ``TRACKS_FAILED`` when tracks failed. A bad
+        catalog raises :class:`~catalogs.reader.CatalogError` before anything is written.
     """
     started = time.monotonic()
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -285,6 +281,7 @@ def _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, 
     options.log(f"dask dashboard: {client.dashboard_link}")
     n_workers = max(len(client.scheduler_info(n_workers=-1)["workers"]), 1)
     arrays = fset.arrays(read_only=False)
+    arrays.consolidate()  # current however the group was last written, before any commit here
     chunk = arrays.chunk_tiles
     batches = make_batches(plan.to_build, plan.estimated_seconds, n_workers,
                            chunk * spec.tile_seconds, options.batch_seconds)

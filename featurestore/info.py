@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from featurestore import layout
-from featurestore.errors import FAILURE_STATUSES, OK, PENDING
+from featurestore.statuses import FAILURE_STATUSES, OK, PENDING
 from featurestore.store import Store
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from featurestore.build_tasks import TrackTask
-from featurestore.errors import DUPLICATE, OK, REMOVED
+from featurestore.statuses import DUPLICATE, OK, REMOVED
 from featurestore.urls import filesystem, is_local, strip_file_scheme
 
 #: Rough bytes per second of audio per container, to balance batches before decoding.

@@ -29,9 +29,9 @@ import pyarrow.fs as pafs
 
 from catalogs.genres import normalize_genre
 from catalogs.labels import DEFAULT_LABELS, label_lists
-from featurestore.errors import PENDING, REMOVED
 from featurestore.expressions import QueryError, parse_where
 from featurestore.manifest import KEY, SCHEMA, ManifestLog
+from featurestore.statuses import PENDING, REMOVED
 from featurestore.urls import filesystem
 
 # Columns a track gets from the build manifest, beside its catalog columns.

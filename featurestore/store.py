@@ -16,20 +16,18 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from featurestore import layout
-from featurestore.errors import OK, REMOVED, StoreError
+from featurestore.errors import StoreError
 from featurestore.expressions import QueryError
 from featurestore.manifest import ManifestLog, ManifestState, empty_frame
 from featurestore.parquet_files import parquet_bytes
 from featurestore.query import (BUILD_COLUMNS, CatalogPart, ScanStats, TrackQuery,
                                 build_rows, catalog_fragment, join_build, plan_scan,
                                 read_part)
-from featurestore.score_tables import ScoreTable
-from featurestore.score_tables import versions as score_versions
 from featurestore.spec import ALGORITHM_VERSION, FeatureSpec, TileEncoding
-from featurestore.tile_arrays import Moments, TileArrays, tile_rows
+from featurestore.statuses import OK, REMOVED
+from featurestore.tile_arrays import Moments, TileArrays, TileSource, read_tiles, tile_rows
 from featurestore.urls import atomic_write, filesystem, normalize_url
 
 
@@ -352,6 +350,7 @@ class Store:
         :meth:`tracks` (pandas or dask); without it, the ``ok`` tracks matching ``filters``
         (the same as :meth:`tracks` takes). Only the Zarr chunks holding the selected tiles
         are read, and only when computed."""
+        import dask
         import dask.array as da
         import xarray as xr
 
@@ -368,9 +367,14 @@ class Store:
         counts = tracks["n_tiles"].to_numpy(dtype=np.int64)
         starts = tracks["tile_start"].to_numpy(dtype=np.int64)
         index, offsets = tile_rows(starts, counts)
-        arrays = fset.arrays()
-        lazy = da.from_zarr(arrays.mfcc)[index] if len(index) else da.zeros(
-            (0, *fset.spec.tile_shape), dtype=np.float32)
+        source = TileSource(fset.tiles_url, self.storage_options)
+        shape = fset.spec.tile_shape
+        # One task per run of _TILES_PER_TASK selected tiles, each reading only its chunks.
+        read = dask.delayed(read_tiles, pure=False)
+        parts = [da.from_delayed(read(source, rows), (len(rows), *shape), np.float32)
+                 for rows in np.split(index, range(_TILES_PER_TASK, len(index), _TILES_PER_TASK))
+                 if len(rows)]
+        lazy = da.concatenate(parts) if parts else da.zeros((0, *shape), dtype=np.float32)
         return xr.DataArray(
             lazy, dims=("tile", "coefficient", "frame"),
             coords={"catalog": ("tile", np.repeat(tracks["catalog"].to_numpy(object), counts)),
@@ -380,55 +384,9 @@ class Store:
                     "frame": np.arange(fset.spec.tile_frames)},
             name=fset.spec.kind, attrs={"feature_set": fset.hash, "tile_seconds": fset.spec.tile_seconds})
 
-    # -- scores --------------------------------------------------------------------------
 
-    def score_table(self, model: str, version: str | None = None) -> ScoreTable:
-        """The committed scores of ``model`` (``version``: default the most recently
-        committed one). See :mod:`featurestore.score_tables`."""
-        self.check_layout()
-        scored = [info.version for info in score_versions(self, model)]
-        if version is None and scored:
-            version = scored[-1]
-        if version is None or version not in scored:
-            raise StoreError(f"{self.url} has no scores of model {model!r}"
-                             f"{f' version {version}' if version else ''} (scored versions: "
-                             f"{', '.join(scored) or 'none'}); run `featurestore score`")
-        return ScoreTable(self, model, version)
-
-    def scores(self, model: str, version: str | None = None, *, lazy: bool = False,
-               labels: list[str] | None = None, columns: list[str] | None = None):
-        """The committed rankings of ``model``: one row per track and label with ``score``,
-        ``rank`` (1 = best) and lineage (``model``, ``version``, ``feature_set``,
-        ``aggregate``, ``run_id``, ``scored_at``, the track's ``content_hash``). Sorted by
-        label, best score first. ``lazy`` gives a dask DataFrame; ``labels`` keeps those
-        labels' rows (read with a pushed-down filter)."""
-        table = self.score_table(model, version)
-        where = None if not labels else pc.field("label").isin(pa.array(list(labels)))
-        if lazy:
-            import dask.dataframe as dd
-
-            return dd.read_parquet(table.rankings_url, storage_options=self.storage_options,
-                                   columns=columns, filters=where)
-        return table.rankings(columns, where)
-
-    def tile_scores(self, model: str, track_id: str | list[str] | None = None,
-                    catalog: str | None = None, version: str | None = None) -> pd.DataFrame:
-        """Per-tile scores of ``model`` for the given tracks (default all): ``catalog``,
-        ``track_id``, ``offset`` (tile position in the track), ``tile`` (row in the tile
-        arrays), then one column per label."""
-        table = self.score_table(model, version)
-        classes = list(table.info().classes)
-        rankings = table.tracks(["catalog", "track_id", "tiles_part"])
-        if track_id is not None:
-            ids = [track_id] if isinstance(track_id, str) else list(track_id)
-            rankings = rankings[rankings["track_id"].isin(ids)]
-        if catalog is not None:
-            rankings = rankings[rankings["catalog"] == catalog]
-        tiles = table.tiles(rankings)
-        values = (np.stack(tiles["scores"].to_numpy()) if len(tiles)
-                  else np.zeros((0, len(classes)), np.float32))
-        out = tiles[["catalog", "track_id", "offset", "tile"]].reset_index(drop=True)
-        return pd.concat([out, pd.DataFrame(values, columns=classes)], axis=1)
+#: Selected tiles per task of :meth:`Store.tiles`'s lazy array (16 MiB of the default tiles).
+_TILES_PER_TASK = 1024
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

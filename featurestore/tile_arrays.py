@@ -2,19 +2,26 @@
 for the spec's kind, ``mfcc`` or ``logmel``; ``entry``, ``offset``, and the ``coefficient`` and
 ``frame`` coordinates; docs/store-format.md describes each).
 
+The group's metadata is consolidated (``zarr.consolidate_metadata``), so that xarray and other
+readers open it in one read; it is rewritten whenever the arrays grow, before any tile in the new
+slots is committed. This code opens the arrays from their own metadata.
+
 Slots are handed out chunk-aligned, one region per build task, so no two writers ever touch one
 chunk (concurrent unaligned writes to a chunk lose data). A region's tail may stay unused; the
 manifest, not the array, says which slots are live.
+
+Reading: random single-tile reads from chunked storage are 10-100x slower than reading whole
+chunks, so every reader of tiles (``Store.tiles``, training's loader, scoring's tasks, the
+build's statistics) goes through :func:`read_indexed`: the tiles at any rows, grouped by the
+chunk that holds them, each group read as one contiguous slice.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
-import zarr
-import zarr.codecs
-import zarr.storage
 
 from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.urls import is_local, normalize_url
@@ -22,6 +29,8 @@ from featurestore.urls import is_local, normalize_url
 
 def zarr_store(url: str, storage_options: dict | None = None, read_only: bool = False):
     """A zarr store for ``url``: LocalStore for local paths (atomic chunk writes), else fsspec."""
+    import zarr.storage  # on first use: listing a store's tracks needs no Zarr
+
     if is_local(url):
         return zarr.storage.LocalStore(normalize_url(url), read_only=read_only)
     return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options or {},
@@ -59,6 +68,9 @@ class TileArrays:
     @classmethod
     def create(cls, url: str, spec: FeatureSpec, encoding: TileEncoding,
                storage_options: dict | None = None) -> TileArrays:
+        import zarr
+        import zarr.codecs
+
         group = zarr.open_group(zarr_store(url, storage_options), mode="a", zarr_format=3)
         if spec.kind in group:
             return cls.open(url, storage_options, read_only=False)
@@ -84,25 +96,41 @@ class TileArrays:
                            dtype="float32", fill_value=0.0, compressors=blosc,
                            dimension_names=("tile", "coefficient", "frame"),
                            attributes={"units": units}, overwrite=True)
-        return cls(group[spec.kind], group["entry"], group["offset"])
+        arrays = cls(group[spec.kind], group["entry"], group["offset"])
+        arrays.consolidate()
+        return arrays
 
     @classmethod
     def open(cls, url: str, storage_options: dict | None = None,
              read_only: bool = True) -> TileArrays:
+        import zarr
+
         group = zarr.open_group(zarr_store(url, storage_options, read_only=read_only),
-                                mode="r" if read_only else "r+", zarr_format=3)
+                                mode="r" if read_only else "r+", zarr_format=3,
+                                use_consolidated=False)
         kind = group.attrs.get("spec", {}).get("kind", "mfcc")
         return cls(group[kind], group["entry"], group["offset"])
 
+    def consolidate(self) -> None:
+        """Write the group's consolidated metadata: the arrays as they are now."""
+        import zarr
+
+        with warnings.catch_warnings():
+            # that consolidated metadata is outside the Zarr 3 specification concerns readers
+            # without it, who read the arrays' own metadata as before
+            warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
+            zarr.consolidate_metadata(self.mfcc.store)
+
     def ensure_capacity(self, n_tiles: int) -> None:
         """Grow the arrays to hold at least ``n_tiles`` slots (geometrically, to rewrite the
-        arrays' metadata rarely)."""
+        arrays' metadata rarely), and consolidate the new shapes."""
         if n_tiles <= self.capacity:
             return
         new = round_up(max(n_tiles, 2 * self.capacity), self.chunk_tiles)
         self.mfcc.resize((new, *self.mfcc.shape[1:]))
         self.entry.resize((new,))
         self.offset.resize((new,))
+        self.consolidate()
 
     def write_region(self, start: int, tiles: np.ndarray, entries: np.ndarray,
                      offsets: np.ndarray) -> None:
@@ -124,10 +152,69 @@ class TileArrays:
 
     def read_ranges(self, ranges: list[tuple[int, int]]) -> np.ndarray:
         """Tiles of ``[(start, count), ...]`` concatenated, in order."""
-        parts = [self.mfcc[s:s + c] for s, c in ranges if c > 0]
-        if not parts:
-            return np.zeros((0, *self.mfcc.shape[1:]), dtype=np.float32)
-        return np.concatenate(parts)
+        starts, counts = zip(*ranges) if ranges else ((), ())
+        return read_indexed(self.mfcc, tile_rows(np.array(starts), np.array(counts))[0])
+
+
+_OPEN: dict[str, object] = {}  # per process: the mfcc array of each tile store
+
+
+@dataclass(frozen=True)
+class TileSource:
+    """Where tiles live: a feature set's tile arrays (local path or fsspec URL). Picklable, so
+    that tasks and DataLoader workers name it and open it once per process."""
+
+    tiles_url: str
+    storage_options: dict = field(default_factory=dict)
+
+    def array(self, min_tiles: int = 0):
+        """The ``mfcc`` array, opened once per process; opened again when it must hold at
+        least ``min_tiles`` slots and the handle is older than a build that grew it."""
+        cached = _OPEN.get(self.tiles_url)
+        if cached is None or cached.shape[0] < min_tiles:
+            _OPEN[self.tiles_url] = TileArrays.open(self.tiles_url, self.storage_options).mfcc
+        return _OPEN[self.tiles_url]
+
+    def covering(self, index: np.ndarray):
+        """The ``mfcc`` array, holding every row of ``index``."""
+        return self.array(int(index.max()) + 1 if len(index) else 0)
+
+    @property
+    def chunk_tiles(self) -> int:
+        return int(self.array().chunks[0])
+
+
+def forget_handles() -> None:
+    """Drop this process's open arrays (a forked process opens its own object-store clients)."""
+    _OPEN.clear()
+
+
+def blocks(index: np.ndarray, chunk_tiles: int) -> list[np.ndarray]:
+    """Positions of ``index`` grouped by the chunk holding each tile, chunks in order."""
+    order = np.argsort(index, kind="stable")
+    chunk = index[order] // chunk_tiles
+    cuts = np.flatnonzero(np.diff(chunk)) + 1
+    return np.split(order, cuts) if len(order) else []
+
+
+def read_block(array, index: np.ndarray) -> np.ndarray:
+    """The tiles at ``index`` (all in one chunk or a few neighbours), one contiguous read."""
+    lo, hi = int(index.min()), int(index.max()) + 1
+    return np.asarray(array[lo:hi])[index - lo]
+
+
+def read_indexed(array, index: np.ndarray) -> np.ndarray:
+    """The tiles of ``array`` at ``index``, in that order, each chunk they touch read once."""
+    index = np.asarray(index, dtype=np.int64)
+    tiles = np.empty((len(index), *array.shape[1:]), dtype=np.float32)
+    for block in blocks(index, int(array.chunks[0])):
+        tiles[block] = read_block(array, index[block])
+    return tiles
+
+
+def read_tiles(source: TileSource, index: np.ndarray) -> np.ndarray:
+    """The tiles at ``index`` of ``source``, in that order, each chunk they touch read once."""
+    return read_indexed(source.covering(index), index)
 
 
 @dataclass

@@ -1,14 +1,20 @@
 """Batch scoring with trained models, rankings written back into the store, and evaluation.
 
-``score(store, model)`` scores what is new or changed and commits it; ``best_tracks`` and
+``score(store, model)`` scores what is new or changed and commits it; ``scores`` and
+``tile_scores`` read the committed rankings and tile scores; ``best_tracks`` and
 ``track_rankings`` answer the recommendation queries; ``evaluate`` measures a model on its
-split; ``write_report`` writes the markdown report with its figures.
+split; ``write_report`` writes the markdown report with its figures. Each is imported on first
+use.
 """
 
-from scoring.evaluate import Evaluation, evaluate
-from scoring.rankings import best_tracks, track_rankings
-from scoring.report import write_report
-from scoring.score import ScoreReport, score
+from featurestore.lazy import export_lazily
 
-__all__ = ["Evaluation", "ScoreReport", "best_tracks", "evaluate", "score", "track_rankings",
-           "write_report"]
+__all__ = ["Evaluation", "ScoreReport", "best_tracks", "evaluate", "score", "score_table",
+           "scores", "tile_scores", "track_rankings", "write_report"]
+
+export_lazily(__name__, {
+    "Evaluation": "scoring.evaluate", "evaluate": "scoring.evaluate",
+    "best_tracks": "scoring.rankings", "track_rankings": "scoring.rankings",
+    "write_report": "scoring.report", "ScoreReport": "scoring.score", "score": "scoring.score",
+    "score_table": "scoring.score_tables", "scores": "scoring.score_tables",
+    "tile_scores": "scoring.score_tables"})

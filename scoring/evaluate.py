@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from featurestore.score_tables import KEY, scores_matrix
 from featurestore.store import Store
-from scoring.metrics import DEFAULT_TOP_K, per_class, ranking_metrics
 from scoring.rankings import model_scores
+from scoring.score_tables import KEY, scores_matrix
+from training.metrics import DEFAULT_TOP_K, per_class, ranking_metrics
 from training.model_files import ModelFiles
 from training.targets import multi_hot
 

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from catalogs.genres import normalize_genre
-from featurestore.errors import OK
-from featurestore.score_tables import KEY, ScoreTable, scores_matrix
+from featurestore.statuses import OK
 from featurestore.store import Store
+from scoring.score_tables import KEY, ScoreTable, score_table, scores, scores_matrix
 from training.model_files import ModelFiles
 
 #: Ways to combine several labels' scores into one: ``mean``; ``min`` (the track must fit every
@@ -28,7 +28,7 @@ def model_scores(store: Store, model: str, version: str | None = None) -> ScoreT
     ``version``; a clear error when it has no scores yet."""
     if version is None:
         version = ModelFiles(store, model).version()
-    return store.score_table(model, version)
+    return score_table(store, model, version)
 
 
 def _current(store: Store, table: ScoreTable, rankings: pd.DataFrame,
@@ -80,21 +80,21 @@ def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
     if unknown:
         raise ValueError(f"model {model!r} does not score {', '.join(unknown)} (its labels: "
                          f"{', '.join(classes)})")
-    rankings = store.scores(model, table.version, labels=labels,
-                            columns=[*KEY, "label", "score", "content_hash"])
+    rankings = scores(store, model, table.version, labels=labels,
+                      columns=[*KEY, "label", "score", "content_hash"])
     rankings = _current(store, table, rankings, filters)
     if not len(rankings):
         return pd.DataFrame(columns=["rank", *KEY, "score", *labels])
-    keys, scores = scores_matrix(rankings, labels)
+    keys, matrix = scores_matrix(rankings, labels)
     if combine == "mean":
-        combined = scores.mean(1)
+        combined = matrix.mean(1)
     elif combine == "min":
-        combined = scores.min(1)
+        combined = matrix.min(1)
     else:
-        combined = np.exp(np.log(np.clip(scores, 1e-12, None)).mean(1))
+        combined = np.exp(np.log(np.clip(matrix, 1e-12, None)).mean(1))
     out = keys.assign(score=combined.astype(np.float32))
     for i, label in enumerate(labels):
-        out[label] = scores[:, i]
+        out[label] = matrix[:, i]
     meta = rankings.drop_duplicates(KEY)[[*KEY, *[c for c in _SHOWN if c in rankings]]]
     out = out.merge(meta, on=KEY, how="left")
     out = out.sort_values(["score", *KEY], ascending=[False, True, True], kind="stable")

@@ -7,7 +7,7 @@ import numpy as np
 from catalogs.plots import pyplot, save_figure
 from featurestore.urls import atomic_write, filesystem, join
 from scoring.evaluate import Evaluation
-from scoring.metrics import top_k
+from training.metrics import top_k
 
 FIGURES = ("per_class_f1.png", "score_distributions.png", "cooccurrence.png")
 

@@ -3,7 +3,7 @@
 The driver (this process) takes the model's scoring lock, works out which tracks need scores
 (incremental: those without a current score of this model version), adopts the finished batches
 of a run that was killed, submits one task per batch of tracks, and when every task is done
-commits the run in one atomic write (see :mod:`featurestore.score_tables`).
+commits the run in one atomic write (see :mod:`scoring.score_tables`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from tqdm.auto import tqdm
 
 from featurestore import layout
 from featurestore.cluster import connect
-from featurestore.errors import FAILURE_STATUSES, OK, PENDING, StoreError
+from featurestore.errors import StoreError
+from featurestore.exit_codes import ExitCode
 from featurestore.lock import WriterLock
-from featurestore.score_tables import KEY, ScoreTable, VersionInfo
+from featurestore.statuses import FAILURE_STATUSES, OK, PENDING
 from featurestore.store import Store
 from scoring.aggregate import AGGREGATES, POOLED
-from scoring.scorer import ScoreJob, score_batch
+from scoring.score_tables import KEY, ScoreTable, VersionInfo
+from scoring.score_tasks import ScoreJob, score_batch
 from training.config import TRACK_LEVEL, TrainConfig
 from training.model_files import ModelFiles
 
@@ -57,8 +59,9 @@ class ScoreReport:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
-    def exit_code(self) -> int:
-        return 0
+    def exit_code(self) -> ExitCode:
+        """``OK``: tracks without usable features are reported, not failures of the run."""
+        return ExitCode.OK
 
     def summary(self, max_skipped: int = 20) -> str:
         lines = [f"model {self.model!r} version {self.version} ({self.aggregate} of tiles), "

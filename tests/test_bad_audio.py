@@ -10,10 +10,11 @@ import numpy as np
 import soundfile as sf
 
 import featurestore
+from catalogs.writer import write_catalog
 from featurestore.spec import FeatureSpec
 from featurestore.tiles import count_tiles, cut_tiles
-from tests.conftest import cli, small_library, tone, track_tiles, write_audio, write_catalog
-from tests.test_mfcc import librosa_mfcc
+from tests.helpers import (cli, librosa_mfcc, small_library, tone, track_tiles,
+                           write_audio)
 
 
 def make_bad_files(d) -> dict[str, tuple[str, str]]:

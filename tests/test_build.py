@@ -9,8 +9,10 @@ import time
 
 import numpy as np
 import pytest
+from distributed import WorkerPlugin, default_client
 
 import featurestore
+from catalogs.writer import write_catalog
 from featurestore import layout
 from featurestore.errors import StoreBusyError, StoreError
 from featurestore.build_tasks import TrackTask
@@ -18,7 +20,7 @@ from featurestore.lock import WriterLock
 from featurestore.planning import make_batches
 from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.store import Store
-from tests.conftest import cli, small_library, track_tiles, write_audio, write_catalog
+from tests.helpers import cli, small_library, track_tiles, write_audio
 
 
 def _log_files(store_url: str) -> list[str]:
@@ -110,13 +112,36 @@ def test_two_catalogs_do_not_touch_each_other(tmp_path, dask_client):
         np.testing.assert_array_equal(before[key], after[key])
 
 
+class RecordTaskProcesses(WorkerPlugin):
+    """Leaves a file named by the worker's process id in ``directory`` for each extraction
+    task it finishes."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def transition(self, key, start, finish, **kwargs):
+        if start == "executing" and finish == "memory" and str(key).startswith("extract-"):
+            with open(os.path.join(self.directory, str(os.getpid())), "a") as f:
+                f.write(f"{key}\n")
+
+
 def test_local_cluster_of_two_processes_from_build(tmp_path):
-    """No client given: build starts its own LocalCluster of worker processes."""
+    """No client given: build starts its own LocalCluster of 2 worker processes, and both
+    extract tracks."""
     lib = small_library(tmp_path / "lib", n=4, seconds=12.0)
+    ran = tmp_path / "ran"
+    ran.mkdir()
+
+    def log(message: str) -> None:  # build logs once its cluster is up, before any task
+        default_client().register_plugin(RecordTaskProcesses(str(ran)), name="record")
+
+    # A batch per track (WAV sizes are read as 44.1 kHz stereo: a 12 s mono track as 3 s).
     report = featurestore.build(lib, str(tmp_path / "store"), n_workers=2, progress=False,
-                                batch_seconds=12.0)
+                                batch_seconds=1.0, log=log)
     assert report.built == 4 and report.exit_code == 0
     assert report.commits >= 1
+    pids = {int(name) for name in os.listdir(ran)}
+    assert len(pids) == 2 and os.getpid() not in pids, pids
 
 
 def test_memory_store_builds_on_threads(tmp_path):
@@ -125,7 +150,12 @@ def test_memory_store_builds_on_threads(tmp_path):
     assert report.built == 2
     tracks = featurestore.open("memory://fs-test/store").tracks()
     assert list(tracks["status"]) == ["ok", "ok"]
-    assert featurestore.open("memory://fs-test/store").tiles().compute().shape == (2, 40, 100)
+    # memory:// lives in this process: compute here, not on a session's cluster
+    store = featurestore.open("memory://fs-test/store")
+    tiles = store.tiles().compute(scheduler="threads").values
+    mean, _, count = store.feature_set().statistics()
+    assert tiles.shape == (2, 40, 100) and count == 2
+    np.testing.assert_allclose(tiles.mean(axis=0), mean, rtol=1e-5, atol=1e-4)
     with pytest.raises(StoreError, match="memory:// store lives in this process"):
         featurestore.build(lib, "memory://fs-test/store2", scheduler="tcp://127.0.0.1:1",
                            progress=False)

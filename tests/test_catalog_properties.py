@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import featurestore
 from catalogs.genres import STUDY_GENRES
 from catalogs.reader import YEAR_RANGE, CatalogError, UnknownGenreWarning, read_catalog
-from tests.conftest import write_audio
+from tests.helpers import write_audio
 
 N_FILES = 6
 SPELLINGS = {g: [g, g.lower(), g.upper(), f" {g} "] for g in STUDY_GENRES}

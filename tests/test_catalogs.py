@@ -13,7 +13,8 @@ import pytest
 
 from catalogs import CatalogError, UnknownGenreWarning, normalize_genres, read_catalog
 from catalogs.reader import catalog_name
-from tests.conftest import cli, small_library, write_audio, write_catalog
+from catalogs.writer import write_catalog
+from tests.helpers import cli, small_library, write_audio
 
 
 def test_genre_strings_lists_and_aliases_normalize_to_imdb_names():

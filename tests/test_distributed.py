@@ -14,7 +14,7 @@ import threading
 import pytest
 
 import featurestore
-from tests.conftest import assert_same_build, cli, small_library, track_tiles, wait_for
+from tests.helpers import assert_same_build, cli, small_library, track_tiles, wait_for
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ import pytest
 import featurestore
 from catalogs.demo import generate_demo_library
 from featurestore.cluster import connect
-from featurestore.score_tables import KEY
 from scoring import score
-from tests.conftest import assert_same_build, small_library
+from scoring.score_tables import KEY, score_table, scores, tile_scores
+from tests.helpers import assert_same_build, small_library
 from training import TrainConfig, train
 
 MODEL = "ens"
@@ -38,7 +38,7 @@ def trained(tmp_path_factory, dask_client):
 
 
 def _rankings(url: str) -> pd.DataFrame:
-    frame = featurestore.open(url).scores(MODEL)
+    frame = scores(featurestore.open(url), MODEL)
     return frame[[*KEY, "label", "score", "rank", "content_hash"]].sort_values(
         [*KEY, "label"]).reset_index(drop=True)
 
@@ -50,7 +50,6 @@ def test_worker_killed_mid_scoring_run_gives_the_undisturbed_result(trained, tmp
     score(reference, MODEL, client=dask_client, progress=False)
     url = str(tmp_path / "store")
     shutil.copytree(trained["store"], url)
-    table = featurestore.open(url).score_table  # bound method: tables appear after start
 
     with connect(n_workers=2) as client:
         pids = list(client.run(os.getpid).values())
@@ -70,18 +69,22 @@ def test_worker_killed_mid_scoring_run_gives_the_undisturbed_result(trained, tmp
         while time.monotonic() < deadline and not any(
                 f.endswith(".parquet") for _, _, files in os.walk(staged) for f in files):
             time.sleep(0.01)
+        committed = [f for _, _, files in os.walk(staged) for f in files
+                     if f == "rankings.parquet"]
+        midway = worker.is_alive() and not committed
         os.kill(pids[0], signal.SIGKILL)
         worker.join(300)
+    assert midway, "the scoring run had committed before the kill"
     assert "error" not in outcome, outcome.get("error")
     report = outcome["report"]
     assert report.scored == 32 and report.commit == 1
     got, expected = _rankings(url), _rankings(reference)
     pd.testing.assert_frame_equal(got.drop(columns="score"), expected.drop(columns="score"))
     np.testing.assert_allclose(got["score"], expected["score"], atol=1e-6)
-    tiles = featurestore.open(url).tile_scores(MODEL)
+    tiles = tile_scores(featurestore.open(url), MODEL)
     assert len(tiles) == featurestore.open(url).tracks()["n_tiles"].sum()
     assert not tiles.duplicated([*KEY, "offset"]).any()
-    assert table(MODEL).staged_files() == []
+    assert score_table(featurestore.open(url), MODEL).staged_files() == []
 
 
 def test_worker_killed_mid_build_gives_the_undisturbed_tiles(tmp_path, dask_client):
@@ -140,7 +143,7 @@ def test_build_and_scoring_run_together(trained, tmp_path, dask_client):
     assert build.built == 32 and 64 <= results["score"].scored <= 96
     after = score(url, MODEL, client=dask_client, progress=False)
     assert results["score"].scored + after.scored == 96
-    frame = featurestore.open(url).scores(MODEL)
+    frame = scores(featurestore.open(url), MODEL)
     counts = frame.groupby(KEY)["rank"].agg(["count", "max"])
     assert len(counts) == 96 and (counts["count"] == counts["max"]).all()
     assert set(frame["catalog"]) == {"demo", "more", "third"}

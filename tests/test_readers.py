@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 
 import duckdb
 import numpy as np
@@ -14,7 +15,8 @@ import xarray as xr
 import zarr
 
 import featurestore
-from tests.conftest import small_library
+from featurestore.spec import TileEncoding
+from tests.helpers import small_library
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def test_zarr_and_xarray_read_tiles_with_named_dimensions(built_store):
     manifest = pd.read_parquet(os.path.join(fset_dir, "manifest", "snapshot.parquet"))
     group = zarr.open_group(group_path, mode="r")
     assert group["mfcc"].metadata.dimension_names == ("tile", "coefficient", "frame")
-    ds = xr.open_zarr(group_path, consolidated=False)
+    ds = xr.open_zarr(group_path)
     assert ds["mfcc"].dims == ("tile", "coefficient", "frame")
     assert ds["coefficient"].values.tolist() == list(range(1, 41))
     ours = featurestore.open(built_store).tiles()
@@ -75,3 +77,27 @@ def test_api_tiles_are_lazy_with_track_coordinates(built_store):
     assert tiles["offset"].values.tolist() == [0, 1, 0, 1]
     mean, std, count = store.feature_set().statistics()
     assert mean.shape == std.shape == (40, 100) and count == 10
+
+
+def test_xarray_opens_the_tiles_by_consolidated_metadata_after_every_build(tmp_path,
+                                                                          dask_client):
+    """After a build and after an incremental build that grows the arrays, xarray opens the
+    tile group without a warning (its metadata is consolidated), at the arrays' real shape:
+    every committed tile is inside it."""
+    url = str(tmp_path / "store")
+    for n in (2, 6):  # the second build adds 4 tracks: 8 more tiles than the 4 slots
+        lib = small_library(tmp_path / "lib", n=n, seconds=20.0)
+        featurestore.build(lib, url, client=dask_client, progress=False,
+                           encoding=TileEncoding(chunk_tiles=2))
+        fset = featurestore.open(url).feature_set()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            ds = xr.open_zarr(fset.tiles_url)
+        live = fset.state().frame.query("status == 'ok'")
+        assert len(live) == n
+        assert ds.sizes["tile"] == fset.arrays().capacity
+        assert ds.sizes["tile"] >= (live["tile_start"] + live["n_tiles"]).max()
+        last = live.loc[live["tile_start"].idxmax()]
+        np.testing.assert_array_equal(
+            ds["mfcc"].isel(tile=slice(last.tile_start, last.tile_start + last.n_tiles)).values,
+            fset.arrays().mfcc[last.tile_start:last.tile_start + last.n_tiles])

@@ -10,7 +10,8 @@ import numpy as np
 
 import featurestore
 from featurestore.info import store_info
-from tests.conftest import cli, small_library
+from scoring.score_tables import score_table, tile_scores
+from tests.helpers import cli, small_library
 
 
 def test_s3_store_builds_and_answers_like_a_local_one(tmp_path, s3_bucket, dask_client):
@@ -59,9 +60,9 @@ def test_s3_whole_flow_build_train_score_evaluate(tmp_path, s3_bucket, dask_clie
 
     from catalogs.demo import generate_demo_library
     from scoring import best_tracks, evaluate, score, write_report
-    from scoring.scorer import score_tiles
+    from scoring.score_tasks import score_tiles
     from training import TrainConfig, train
-    from training.loop import place
+    from training.inference import place
     from training.model_files import ModelFiles
 
     bucket, options = s3_bucket
@@ -86,13 +87,13 @@ def test_s3_whole_flow_build_train_score_evaluate(tmp_path, s3_bucket, dask_clie
     tiles = store.tiles()
     model = place(ModelFiles(store, "ens").load_model(), torch.device("cpu"))
     expected = score_tiles(model, tiles.values.astype(np.float32), False, torch.device("cpu"))
-    stored = store.tile_scores("ens").set_index(["catalog", "track_id", "offset"]).loc[
+    stored = tile_scores(store, "ens").set_index(["catalog", "track_id", "offset"]).loc[
         list(zip(tiles["catalog"].values, tiles["track_id"].values, tiles["offset"].values))]
     np.testing.assert_allclose(stored[trained.classes].to_numpy(), expected, atol=1e-5)
     best = best_tracks(store, "ens", trained.classes[:2], top=3)
     assert len(best) == 3 and best["film"].notna().all()
     ev = evaluate(store, "ens")
     assert abs(ev.track["lrap"] - trained.metrics["track_lrap"]) < 1e-5
-    path = write_report(ev, f"{store.score_table('ens').url}/evaluation/test", options)
+    path = write_report(ev, f"{score_table(store, 'ens').url}/evaluation/test", options)
     assert path.startswith("s3://") and fs.exists(path)
     assert fs.exists(path.replace("report.md", "cooccurrence.png"))

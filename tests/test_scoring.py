@@ -19,14 +19,15 @@ from sklearn.metrics import (coverage_error, label_ranking_average_precision_sco
 
 import featurestore
 from catalogs.demo import generate_demo_library
-from featurestore.score_tables import KEY
-from scoring import best_tracks, evaluate, score, track_rankings, write_report
+from catalogs.writer import write_catalog
+from scoring import best_tracks, evaluate, score, track_rankings
 from scoring.aggregate import aggregate, ranking_rows, ranks
-from scoring.metrics import per_class, ranking_metrics
-from scoring.scorer import score_tiles
+from scoring.score_tables import KEY, score_table, scores, tile_scores
+from scoring.score_tasks import score_tiles
 from training import TrainConfig, TrainingError, train
+from training.metrics import per_class, ranking_metrics
 from training.model_files import ModelFiles
-from tests.conftest import cli, wait_for, write_audio, write_catalog
+from tests.helpers import cli, wait_for, write_audio
 
 MODEL = "ens"
 LINEAGE = ["run_id", "scored_at", "tiles_part"]
@@ -55,7 +56,7 @@ def store_copy(trained, tmp_path):
 
 
 def _rankings(url: str) -> pd.DataFrame:
-    frame = featurestore.open(url).scores(MODEL)
+    frame = scores(featurestore.open(url), MODEL)
     return frame.drop(columns=LINEAGE).sort_values([*KEY, "label"]).reset_index(drop=True)
 
 
@@ -115,7 +116,7 @@ def test_commit_merges_label_by_label_into_one_sorted_file(tmp_path):
     that each hold one label (the "best tracks for a label" query reads only its own)."""
     import pyarrow.parquet as pq
 
-    from featurestore.score_tables import TILE_SCHEMA, ScoreTable
+    from scoring.score_tables import TILE_SCHEMA, ScoreTable
     from featurestore.store import Store
 
     labels = ["Drama", "Action", "Sci-Fi"]
@@ -173,14 +174,14 @@ def test_scores_are_the_models_and_rankings_follow_them(store_copy, dask_client)
     tiles = store.tiles(tracks)
     expected = score_tiles(files.load_model(), tiles.values.astype(np.float32),
                            softmax=False, device=__import__("torch").device("cpu"))
-    stored = store.tile_scores(MODEL)
+    stored = tile_scores(store, MODEL)
     key = pd.MultiIndex.from_arrays([tiles["catalog"].values, tiles["track_id"].values,
                                      tiles["offset"].values])
     stored = stored.set_index(["catalog", "track_id", "offset"]).loc[key]
     np.testing.assert_allclose(stored[classes].to_numpy(), expected, atol=1e-5)
 
     # Track scores are the mean of their tiles; ranks follow scores.
-    rankings = store.scores(MODEL)
+    rankings = scores(store, MODEL)
     assert len(rankings) == 48 * len(classes)
     by_tile = stored.groupby(level=["catalog", "track_id"])[classes].mean()
     for (catalog, track_id), rows in rankings.groupby(KEY):
@@ -195,14 +196,14 @@ def test_scores_are_the_models_and_rankings_follow_them(store_copy, dask_client)
     assert set(rankings["run_id"]) == {report.run_id}
 
     # The committed file is plain Parquet, readable without our code.
-    path = store.score_table(MODEL).rankings_path
+    path = score_table(store, MODEL).rankings_path
     assert len(pd.read_parquet(path)) == len(rankings)
 
     # Incremental: the second run scores nothing and says so.
     again = score(store_copy, MODEL, client=dask_client, progress=False)
     assert again.scored == 0 and again.up_to_date == 48 and again.commit == 0
     assert "nothing to do" in again.summary()
-    assert store.score_table(MODEL).seq() == 1
+    assert score_table(store, MODEL).seq() == 1
 
     # The same scores evaluated here equal the training run's own test metrics.
     ev = evaluate(store_copy, MODEL)
@@ -258,7 +259,7 @@ def test_incremental_new_changed_and_removed_tracks(store_copy, trained, dask_cl
         "content_hash"].iloc[0]
     assert set(after.loc[after["track_id"] == "t00002", "content_hash"]) == {new_hash}
     # tile scores of replaced and removed tracks are gone with them
-    tiles = featurestore.open(store_copy).tile_scores(MODEL)
+    tiles = tile_scores(featurestore.open(store_copy), MODEL)
     assert set(tiles["track_id"]) == set(after["track_id"])
     assert len(tiles) == featurestore.open(store_copy).tracks(status="ok")["n_tiles"].sum()
 
@@ -287,7 +288,7 @@ def test_failed_and_other_feature_set_tracks_are_skipped_and_reported(store_copy
     assert "in feature set" in reasons["elsewhere"] and "not the model's" in reasons["elsewhere"]
     assert report.scored == 49  # the demo's 48 and "fine"
     assert "SKIPPED extra/broken" in report.summary()
-    scored = set(featurestore.open(store_copy).scores(MODEL)["track_id"])
+    scored = set(scores(featurestore.open(store_copy), MODEL)["track_id"])
     assert "fine" in scored and not scored & {"broken", "gone", "elsewhere"}
 
 
@@ -309,7 +310,7 @@ def test_killed_run_keeps_old_results_and_rerun_completes_it(store_copy, trained
     score(reference, MODEL, client=dask_client, progress=False)
     old = _rankings(store_copy)
 
-    table = featurestore.open(store_copy).score_table(MODEL)
+    table = score_table(featurestore.open(store_copy), MODEL)
     proc = subprocess.Popen(cli("score", "--store", store_copy, "--model", MODEL, "--workers",
                                 "1", "--batch-tiles", "1", "--no-progress"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -350,7 +351,7 @@ def test_concurrent_reader_sees_only_whole_runs(store_copy, trained, dask_client
     def read():
         while not stop.is_set():
             try:
-                frame = store.scores(MODEL, columns=[*KEY, "label", "rank", "run_id"])
+                frame = scores(store, MODEL, columns=[*KEY, "label", "rank", "run_id"])
                 counts = frame.groupby(KEY)["rank"].agg(["count", "max"])
                 if not ((counts["count"] == 10) & (counts["max"] == 10)).all():
                     errors.append("a track without all its labels")
@@ -379,13 +380,13 @@ def test_concurrent_reader_sees_only_whole_runs(store_copy, trained, dask_client
 def test_versions_aggregation_and_refusals(store_copy, dask_client):
     score(store_copy, MODEL, client=dask_client, progress=False)
     store = featurestore.open(store_copy)
-    first_version = store.score_table(MODEL).version
+    first_version = score_table(store, MODEL).version
     with pytest.raises(ValueError, match="--rescore"):
         score(store_copy, MODEL, client=dask_client, progress=False, aggregate="max")
     score(store_copy, MODEL, client=dask_client, progress=False, aggregate="max", rescore=True)
-    top = store.scores(MODEL)
-    tiles = store.tile_scores(MODEL)
-    classes = list(store.score_table(MODEL).info().classes)
+    top = scores(store, MODEL)
+    tiles = tile_scores(store, MODEL)
+    classes = list(score_table(store, MODEL).info().classes)
     by_max = tiles.groupby(KEY)[classes].max().stack()
     by_max.index.names = [*KEY, "label"]
     got = top.set_index([*KEY, "label"])["score"]
@@ -398,15 +399,15 @@ def test_versions_aggregation_and_refusals(store_copy, dask_client):
                                          seed=1), progress=False, overwrite=True)
     report = score(store_copy, MODEL, client=dask_client, progress=False)
     assert report.version != first_version and report.scored == 48
-    assert set(store.scores(MODEL, version=first_version)["aggregate"]) == {"max"}
-    assert set(store.scores(MODEL)["version"]) == {report.version}
-    lazy = store.scores(MODEL, lazy=True)
+    assert set(scores(store, MODEL, version=first_version)["aggregate"]) == {"max"}
+    assert set(scores(store, MODEL)["version"]) == {report.version}
+    lazy = scores(store, MODEL, lazy=True)
     assert len(lazy.compute()) == 480
 
     with pytest.raises(TrainingError, match="no model 'nope'"):
         score(store_copy, "nope", progress=False)
     with pytest.raises(featurestore.StoreError, match="no scores of model 'unscored'"):
-        store.score_table("unscored")
+        score_table(store, "unscored")
 
 
 def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path):
@@ -423,7 +424,7 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path):
     assert best.equals(best_tracks(store, MODEL, ["thriller", "science fiction"], top=5))
     assert best["rank"].tolist() == [1, 2, 3, 4, 5] and (np.diff(best["score"]) <= 0).all()
     np.testing.assert_allclose(best["score"], best[["Thriller", "Sci-Fi"]].mean(axis=1), rtol=1e-6)
-    wide = store.scores(MODEL, labels=["Thriller", "Sci-Fi"]).pivot_table(
+    wide = scores(store, MODEL, labels=["Thriller", "Sci-Fi"]).pivot_table(
         index="track_id", columns="label", values="score").mean(axis=1)
     assert best["track_id"].tolist() == wide.sort_values(ascending=False).index[:5].tolist()
     weakest = best_tracks(store, MODEL, ["Thriller", "Sci-Fi"], combine="min", top=3)
@@ -456,14 +457,18 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path):
     for level in ("track", "tile"):
         assert {"lrap", "coverage_error", "coverage_lower_bound", "label_ranking_loss",
                 "per_class"} <= set(figures[level])
-        assert figures[level]["coverage_error"] >= figures[level]["coverage_lower_bound"]
     assert figures["k"] == 5 and len(figures["track"]["per_class"]["classes"]) == 10
+    assert figures == json.loads(evaluate(store, MODEL, "test").to_json())  # the model's own
     assert sorted(os.listdir(report_dir)) == ["cooccurrence.png", "metrics.json",
                                               "per_class_f1.png", "report.md",
                                               "score_distributions.png"]
     with open(os.path.join(report_dir, "per_class_f1.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     # by default the report goes into the store, beside the scores
-    path = write_report(evaluate(store, MODEL, "val", k=3),
-                        os.path.join(store.score_table(MODEL).url, "evaluation", "val"))
-    assert os.path.exists(path)
+    res = subprocess.run(cli("evaluate", "--store", store_copy, "--model", MODEL, "--split",
+                             "val", "--top-k", "3"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "val split" in res.stdout, res.stderr
+    default = os.path.join(score_table(store, MODEL).url, "evaluation", "val")
+    assert f"report: {os.path.join(default, 'report.md')}" in res.stderr
+    with open(os.path.join(default, "metrics.json")) as f:
+        assert json.load(f)["k"] == 3

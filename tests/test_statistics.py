@@ -13,7 +13,7 @@ import pytest
 from catalogs import statistics
 from catalogs.labels import LabelColumnError, label_lists
 from catalogs.plots import write_plots
-from tests.conftest import cli
+from tests.helpers import cli
 
 # t4 is not built yet: it counts as a track, with no tiles and no hours.
 FRAME = pd.DataFrame({

@@ -18,9 +18,9 @@ import pytest
 
 import featurestore
 from catalogs.demo import generate_demo_library
-from featurestore.score_tables import KEY
 from scoring import score
-from tests.conftest import cli, small_library, track_tiles, write_audio
+from scoring.score_tables import KEY, score_table, scores
+from tests.helpers import cli, small_library, track_tiles, write_audio
 from training import TrainConfig, train
 
 if os.geteuid() == 0 and not shutil.which("setpriv"):
@@ -108,8 +108,10 @@ def test_permission_denied_at_a_scoring_commit_keeps_the_rankings(tmp_path, dask
           progress=False)
     score(store, "ens", client=dask_client, progress=False)
     featurestore.build(catalog, store, name="more", client=dask_client, progress=False)
-    table = featurestore.open(store).score_table("ens")
+    table = score_table(featurestore.open(store), "ens")
     before = committed(table.dir)
+    # The version folder refuses new files (the commit's); its staged folder takes the batches.
+    os.makedirs(os.path.join(table.dir, "staged"))
     read_only(table.dir)
     try:
         res = subprocess.run(unprivileged(cli("score", "--store", store, "--model", "ens",
@@ -123,8 +125,10 @@ def test_permission_denied_at_a_scoring_commit_keeps_the_rankings(tmp_path, dask
     res = subprocess.run(cli("score", "--store", store, "--model", "ens", "--workers", "1",
                              "--no-progress"), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "adopted from an interrupted run" in res.stdout  # the refused run's batches
-    frame = featurestore.open(store).scores("ens")
+    # the refused run's batches: the new catalog's 24 tracks, not scored again
+    assert "0 tracks scored" in res.stdout, res.stdout
+    assert "24 adopted from an interrupted run" in res.stdout, res.stdout
+    frame = scores(featurestore.open(store), "ens")
     assert frame.groupby(KEY).ngroups == 48
     assert table.staged_files() == []
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import featurestore
-from featurestore.tile_arrays import tile_rows
+from featurestore.tile_arrays import TileSource, tile_rows
 from training import TrainConfig, TrainingError, train
-from training.loader import BlockShuffleTiles, TileSource, make_loader
+from training.loader import BlockShuffleTiles, make_loader
 from training.model_files import ModelFiles
 from training.models import build_model
 from training.samplers import MultiClassSampler, MultiLabelSampler, OneVsRestSampler, TileTable
@@ -145,7 +145,7 @@ def test_fast_layouts_compute_the_studys_layers():
     (Keras) order conv, ReLU, max-pool with "same" padding, in the default layout."""
     import torch.nn.functional as F
 
-    from training.loop import place
+    from training.inference import place
 
     torch.manual_seed(0)
     model = build_model("cnn", (40, 100), 10).eval()

@@ -11,6 +11,7 @@ CANDIDATES = ("linear", "kernel", "pooled")
 #: Architectures that score a whole track from all its tiles (trained on track targets).
 TRACK_LEVEL = ("linear", "kernel", "pooled")
 BALANCING = ("equal", "weights", "oversample", "none")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 # Settings left unset (None) take the architecture's default: the study's for its models
 # (SGD at 0.01 with linear decay, batches of 128 tiles, up to 200 epochs, patience 20), and for
@@ -22,10 +23,8 @@ ARCH_DEFAULTS = {
     "pooled": {"optimizer": "adamw", "learning_rate": 3e-3, "epochs": 60, "patience": 15,
                "batch_size": 128, "weight_decay": 1e-2},
 }
-# The statistics models are fitted by scikit-learn: no optimizer settings of ours apply.
-ARCH_DEFAULTS["linear"] = ARCH_DEFAULTS["kernel"] = {
-    "optimizer": "lbfgs", "learning_rate": 0.0, "epochs": 1, "patience": 1, "batch_size": 128,
-    "weight_decay": 0.0}
+# The statistics models are fitted by scikit-learn: none of these settings apply to them.
+ARCH_DEFAULTS["linear"] = ARCH_DEFAULTS["kernel"] = {}
 
 
 class TrainingError(ValueError):
@@ -98,8 +97,9 @@ class TrainConfig:
             raise TrainingError(f"arch {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
         if self.balance not in BALANCING:
             raise TrainingError(f"balance {self.balance!r}: choose one of {', '.join(BALANCING)}")
-        if self.optimizer not in (None, "sgd", "adam", "adamw", "lbfgs"):
-            raise TrainingError(f"optimizer {self.optimizer!r}: choose sgd, adam or adamw")
+        if self.optimizer not in (None, *OPTIMIZERS):
+            raise TrainingError(f"optimizer {self.optimizer!r}: choose one of "
+                                f"{', '.join(OPTIMIZERS)}")
         if not (0 <= self.test_size < 1 and 0 < self.val_size < 1):
             raise TrainingError("test_size must be in [0, 1) and val_size in (0, 1)")
         for name in ("epochs", "patience", "batch_size"):
@@ -139,3 +139,52 @@ class TrainConfig:
         for name in ("labels", "dropout", "candidates"):
             data[name] = tuple(data.get(name, ()))
         return cls(**data)
+
+
+#: The values a field takes, where it takes one of a few (``featurestore train`` offers these).
+FIELD_CHOICES = {"arch": ARCHITECTURES, "balance": BALANCING, "optimizer": OPTIMIZERS}
+
+#: What each field means, as ``featurestore train --help`` says it (the option of field
+#: ``min_tracks`` is ``--min-tracks``; its default is the field's).
+FIELD_HELP = {
+    "arch": "the model: auto (cross-validates the candidates on the training side and trains "
+            "the best), linear or kernel (logistic regression or RBF SVMs on per-track feature "
+            "statistics), pooled (a CNN over every tile of a track), the study's dnn or cnn "
+            "(softmax), an ensemble of one-vs-rest CNNs, or a multi-label CNN",
+    "labels": "classes (default: every label with at least --min-tracks tracks)",
+    "min_tracks": "a label needs this many tracks to be a class",
+    "label_column": "catalog column holding the labels",
+    "test_size": "share of tracks (or groups) held out for the test",
+    "val_size": "share of tracks (or groups) for validation and early stopping",
+    "group_by": "split whole groups, e.g. film: no film on two sides",
+    "seed": "seed of the split, the samplers and the initial weights",
+    "balance": "equal tiles per class each epoch, class-weighted loss, oversampling to the "
+               "largest class, or none",
+    "epochs": "at most this many epochs (per ensemble member; default: the architecture's)",
+    "patience": "stop after this many epochs without a better validation score (default: the "
+                "architecture's)",
+    "batch_size": "tiles per training step of the tile models (default 128)",
+    "optimizer": "sgd (with --momentum), adam or adamw (default: the architecture's)",
+    "learning_rate": "initial learning rate (default: the architecture's)",
+    "weight_decay": "weight decay (default: the architecture's)",
+    "crop_tiles": "pooled: tiles' worth of frames in each track's random crop",
+    "tracks_per_batch": "pooled: tracks per training step",
+    "spec_augment": "pooled: mask random bands and spans of each tile (SpecAugment)",
+    "mixup": "pooled: mixup's Beta parameter (0: no mixup)",
+    "width": "pooled: channels of its last convolutions",
+    "folds": "auto: cross-validation folds on the training side",
+    "candidates": "auto: the architectures it compares (default linear, kernel, pooled)",
+    "checkpoint_seconds": "write a checkpoint at most this often (and at the end)",
+    "momentum": "SGD momentum",
+    "lr_decay": "learning-rate schedule: linear (to zero over the epochs) or constant",
+    "dense_units": "units of the dense layer",
+    "dropout": "dropout rates of the model's layers (default: the model's own)",
+    "device": "auto (CUDA when present), cpu, cuda:0",
+    "mixed_precision": "bfloat16 autocast on CUDA",
+    "loader_workers": "DataLoader worker processes reading tiles",
+    "memory_budget_mb": "keep the run's tiles in memory when they fit",
+    "buffer_chunks": "chunks mixed in the shuffle buffer when tiles are read from the store",
+    "feature_set": "the feature set's hash (default: the store's only one, or the default "
+                   "spec's)",
+    "extra": "free-form settings kept with the model (Python only)",
+}

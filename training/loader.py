@@ -10,62 +10,12 @@ from memory in a full shuffle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from featurestore.tile_arrays import Moments, TileArrays
-
-_OPEN: dict[str, object] = {}  # per process: the zarr array of each tile store
-
-
-@dataclass(frozen=True)
-class TileSource:
-    """Where tiles live: a feature set's tile arrays (local path or fsspec URL)."""
-
-    tiles_url: str
-    storage_options: dict = field(default_factory=dict)
-
-    def array(self, min_tiles: int = 0):
-        """The ``mfcc`` array, opened once per process; opened again when it must hold at
-        least ``min_tiles`` slots and the handle is older than a build that grew it."""
-        cached = _OPEN.get(self.tiles_url)
-        if cached is None or cached.shape[0] < min_tiles:
-            _OPEN[self.tiles_url] = TileArrays.open(self.tiles_url, self.storage_options).mfcc
-        return _OPEN[self.tiles_url]
-
-    @property
-    def chunk_tiles(self) -> int:
-        return int(self.array().chunks[0])
-
-
-def blocks(index: np.ndarray, chunk_tiles: int) -> list[np.ndarray]:
-    """Positions of ``index`` grouped by the chunk holding each tile, chunks in order."""
-    order = np.argsort(index, kind="stable")
-    chunk = index[order] // chunk_tiles
-    cuts = np.flatnonzero(np.diff(chunk)) + 1
-    return np.split(order, cuts) if len(order) else []
-
-
-def read_block(array, index: np.ndarray) -> np.ndarray:
-    """The tiles at ``index`` (all in one chunk or a few neighbours), one contiguous read."""
-    lo, hi = int(index.min()), int(index.max()) + 1
-    return np.asarray(array[lo:hi])[index - lo]
-
-
-def _needed(index: np.ndarray) -> int:
-    return int(index.max()) + 1 if len(index) else 0
-
-
-def read_tiles(source: TileSource, index: np.ndarray) -> np.ndarray:
-    """The tiles at ``index``, in that order, each chunk they touch read once."""
-    array = source.array(_needed(index))
-    tiles = np.empty((len(index), *array.shape[1:]), dtype=np.float32)
-    for block in blocks(index, source.chunk_tiles):
-        tiles[block] = read_block(array, index[block])
-    return tiles
+from featurestore.tile_arrays import (Moments, TileSource, blocks, forget_handles, read_block,
+                                       read_tiles)
 
 
 class BlockShuffleTiles(IterableDataset):
@@ -110,7 +60,7 @@ class BlockShuffleTiles(IterableDataset):
                 x = tiles[np.searchsorted(keys, self.index[rows])]
                 yield from self._batches(x, self.targets[rows])
             return
-        array, chunk = self.source.array(_needed(self.index)), self.source.chunk_tiles
+        array, chunk = self.source.covering(self.index), self.source.chunk_tiles
         groups = blocks(self.index, chunk)
         if self.shuffle:
             groups = [groups[i] for i in np.random.default_rng(
@@ -131,7 +81,7 @@ class BlockShuffleTiles(IterableDataset):
 
 
 def _fresh_handles(_worker: int) -> None:
-    _OPEN.clear()  # a forked worker opens its own store handles (object-store clients)
+    forget_handles()  # a forked worker opens its own store handles (object-store clients)
 
 
 def make_loader(dataset: BlockShuffleTiles, workers: int = 0) -> DataLoader:
@@ -147,7 +97,7 @@ def tile_moments(source: TileSource, index: np.ndarray,
     """Per-value count, sum and sum of squares of the tiles at ``index`` (each once), read
     block-wise (or from the preloaded tiles)."""
     keys = np.unique(index)
-    array, chunk = source.array(_needed(index)), source.chunk_tiles
+    array, chunk = source.covering(index), source.chunk_tiles
     shape = tuple(array.shape[1:])
     total = Moments.zeros(shape)
     for block in blocks(keys, chunk):  # one chunk's tiles at a time, in float64

@@ -14,14 +14,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from training.config import TrainConfig
+from training.inference import autocast, place, probabilities
 from training.loader import BlockShuffleTiles, make_loader
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when present, else CPU; or an explicit torch device string."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def make_loss(softmax: bool, weights: torch.Tensor | None) -> nn.Module:
@@ -36,22 +30,6 @@ class Checkpointer:
 
     save: Callable[[dict], None]
     load: Callable[[], dict | None]
-
-
-def place(module_or_tiles, device: torch.device):
-    """A model or a tile batch on ``device`` in channels-last layout: the layout oneDNN and
-    cuDNN convolutions and pooling run fastest in (see benchmarks/scoring_throughput.py)."""
-    if isinstance(module_or_tiles, nn.Module):
-        return module_or_tiles.to(device=device, memory_format=torch.channels_last)
-    return module_or_tiles.to(device, non_blocking=True).contiguous(
-        memory_format=torch.channels_last)
-
-
-def autocast(device: torch.device, enabled: bool):
-    """Mixed precision on CUDA (bfloat16), none on the CPU."""
-    # bfloat16 on CUDA needs no loss scaling; CPU runs in float32
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=enabled and device.type == "cuda")
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig):
@@ -170,9 +148,7 @@ def predict(model: nn.Module, dataset: BlockShuffleTiles, index: np.ndarray, sof
     scores: np.ndarray | None = None
     with torch.no_grad():
         for x, position in make_loader(dataset, 0):
-            with autocast(device, config.mixed_precision):
-                logits = model(place(x, device)).float()
-            out = (logits.softmax(1) if softmax else logits.sigmoid()).cpu().numpy()
+            out = probabilities(model, x, softmax, device, config.mixed_precision)
             if scores is None:
                 scores = np.zeros((len(index), out.shape[1]), dtype=np.float32)
             scores[position.numpy()] = out

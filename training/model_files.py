@@ -8,16 +8,18 @@ import hashlib
 import io
 import json
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-import torch
-from torch import nn
 
 from featurestore import layout
 from featurestore.parquet_files import parquet_bytes, read_parquet
 from featurestore.store import Store
 from featurestore.urls import atomic_write, join
 from training.config import TrainConfig, TrainingError
-from training.models import Ensemble, build_model
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class ModelFiles:
@@ -46,11 +48,15 @@ class ModelFiles:
                      json.dumps(config, indent=2, default=str).encode())
 
     def save_torch(self, obj, *parts: str) -> None:
+        import torch  # here: a model's config, version and split are read without torch
+
         buffer = io.BytesIO()
         torch.save(obj, buffer)
         atomic_write(self.fs, self.path(*parts), buffer.getvalue())
 
     def load_torch(self, *parts: str, map_location="cpu"):
+        import torch
+
         path = self.path(*parts)
         if not self.fs.exists(path):
             return None
@@ -114,6 +120,8 @@ class ModelFiles:
 
     def load_model(self, config: dict | None = None) -> nn.Module:
         """The finished model with its best weights, in eval mode, on the CPU."""
+        from training.models import Ensemble, build_model
+
         config = config or self.read_complete_config()
         train_config = TrainConfig.from_dict(config["train_config"])
         model = build_model(config["arch"], tuple(config["tile_shape"]), len(config["classes"]),

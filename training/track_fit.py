@@ -24,7 +24,8 @@ from torch import nn
 
 from training.augment import crop_windows, mixup, spec_augment
 from training.config import TrainConfig
-from training.loop import Checkpointer, autocast, make_optimizer
+from training.inference import autocast
+from training.loop import Checkpointer, make_optimizer
 
 
 @dataclass

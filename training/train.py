@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import coverage_error, label_ranking_average_precision_score
 
-from featurestore.errors import OK
+from featurestore.statuses import OK
 from featurestore.store import Store
+from featurestore.tile_arrays import TileSource, read_tiles
 from training.config import TrainConfig, TrainingError
-from training.loader import BlockShuffleTiles, TileSource, read_tiles, tile_moments
-from training.loop import Checkpointer, fit, predict, resolve_device
+from training.inference import resolve_device
+from training.loader import BlockShuffleTiles, tile_moments
+from training.loop import Checkpointer, fit, predict
+from training.metrics import held_out_metrics
 from training.model_files import ModelFiles
 from training.models import Ensemble, build_model, is_softmax
 from training.samplers import (MultiClassSampler, MultiLabelSampler, OneVsRestSampler,
@@ -87,24 +89,6 @@ def _curves_png(history: pd.DataFrame) -> bytes:
     if history["member"].nunique() <= 6:
         ax.legend(fontsize=7)
     return save_figure(fig)
-
-
-def test_metrics(scores: np.ndarray, table: TileTable,
-                 track_scores: np.ndarray | None = None) -> dict:
-    """Tile- and track-level LRAP and coverage error (track scores: ``track_scores``, one row
-    per track of the table in order, else the mean of its tiles)."""
-    truth = table.labels
-    keep = truth.sum(1) > 0
-    tracks = (pd.DataFrame(scores).groupby(table.track).mean() if track_scores is None
-              else pd.DataFrame(track_scores, index=np.unique(table.track)))
-    track_truth = table.targets[tracks.index.to_numpy()]
-    return {"tile_lrap": float(label_ranking_average_precision_score(truth[keep], scores[keep])),
-            "tile_coverage_error": float(coverage_error(truth[keep], scores[keep])),
-            "track_lrap": float(label_ranking_average_precision_score(track_truth,
-                                                                      tracks.to_numpy())),
-            "track_coverage_error": float(coverage_error(track_truth, tracks.to_numpy())),
-            "mean_labels": float(track_truth.sum(1).mean()),
-            "test_tracks": len(tracks), "test_tiles": len(table)}
 
 
 def _explicit_split(tracks: pd.DataFrame, split: pd.DataFrame) -> pd.Series:
@@ -253,7 +237,7 @@ def _train_tracks(files: ModelFiles, config: TrainConfig, data: TrackData, side:
         device=data.tiles.device)]
     with torch.no_grad():
         per_tile = torch.sigmoid(model(tiles[:, None])).cpu().numpy()
-    return model, history, ["model"], test_metrics(per_tile, test, per_track)
+    return model, history, ["model"], held_out_metrics(per_tile, test, per_track)
 
 
 def _train_tiles(files: ModelFiles, config: TrainConfig, source: TileSource,
@@ -304,4 +288,4 @@ def _train_tiles(files: ModelFiles, config: TrainConfig, source: TileSource,
 
     test = tables[test_side]
     scores = predict(model, datasets[test_side], test.index, softmax, device, config)
-    return model, history, members, test_metrics(scores, test)
+    return model, history, members, held_out_metrics(scores, test)

@@ -1,10 +1,17 @@
-"""Evaluation metrics of label rankings, as the study reports them, from scikit-learn."""
+"""Metrics of label rankings, as the study reports them, from scikit-learn: for a trained
+model's held-out tiles and tracks (training) and for committed scores (scoring's evaluation)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+import pandas as pd
 from sklearn.metrics import (coverage_error, label_ranking_average_precision_score,
                              label_ranking_loss, precision_recall_fscore_support)
+
+if TYPE_CHECKING:
+    from training.samplers import TileTable
 
 #: The study takes each track's top 5 labels as its predictions for the per-class report.
 DEFAULT_TOP_K = 5
@@ -22,6 +29,22 @@ def ranking_metrics(truth: np.ndarray, scores: np.ndarray) -> dict:
             "coverage_lower_bound": float(truth.sum(1).mean()),
             "label_ranking_loss": float(label_ranking_loss(truth, scores)),
             "samples": int(len(truth))}
+
+
+def held_out_metrics(scores: np.ndarray, table: TileTable,
+                     track_scores: np.ndarray | None = None) -> dict:
+    """Tile- and track-level LRAP and coverage error of a model's tile ``scores`` on the
+    held-out tiles of ``table`` (a track's score: ``track_scores``, one row per track of the
+    table in order, from a track-level model; else the mean of its tiles)."""
+    tracks = (pd.DataFrame(scores).groupby(table.track).mean() if track_scores is None
+              else pd.DataFrame(track_scores, index=np.unique(table.track)))
+    track_truth = table.targets[tracks.index.to_numpy()]
+    tile = ranking_metrics(table.labels, scores)
+    track = ranking_metrics(track_truth, tracks.to_numpy())
+    return {"tile_lrap": tile["lrap"], "tile_coverage_error": tile["coverage_error"],
+            "track_lrap": track["lrap"], "track_coverage_error": track["coverage_error"],
+            "mean_labels": float(track_truth.sum(1).mean()),
+            "test_tracks": len(tracks), "test_tiles": len(table)}
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -3,7 +3,7 @@
 The model is loaded once per worker process and kept (tasks only name it); a task reads its
 batch's tiles chunk by chunk, scores them in mini-batches on the worker's device (CUDA when it
 has one), aggregates them per track, and writes its tile scores and staged rankings into the
-store (see :mod:`featurestore.score_tables`). Only a small summary returns to the driver.
+store (see :mod:`scoring.score_tables`). Only a small summary returns to the driver.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ import torch
 from torch import nn
 
 from featurestore.errors import StoreError
-from featurestore.score_tables import ScoreTable
 from featurestore.store import Store
-from featurestore.tile_arrays import tile_rows
+from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
 from scoring.aggregate import aggregate, ranking_rows
-from training.loader import TileSource, read_tiles
-from training.loop import autocast, place, resolve_device
+from scoring.score_tables import ScoreTable
+from training.inference import autocast, place, probabilities, resolve_device
 from training.model_files import ModelFiles
 
 
@@ -74,15 +73,13 @@ def default_batch_size(device: torch.device) -> int:
 def score_tiles(model: nn.Module, tiles: np.ndarray, softmax: bool, device: torch.device,
                 batch_size: int | None = None, mixed_precision: bool = True) -> np.ndarray:
     """Probabilities ``(tiles, classes)``: softmax or per-class sigmoid of the logits (the
-    model placed on ``device`` with :func:`training.loop.place`)."""
+    model placed on ``device`` with :func:`training.inference.place`)."""
     batch_size = batch_size or default_batch_size(device)
     out: list[np.ndarray] = []
     with torch.inference_mode():
         for start in range(0, len(tiles), batch_size):
-            x = place(torch.from_numpy(tiles[start:start + batch_size])[:, None], device)
-            with autocast(device, mixed_precision):
-                logits = model(x).float()
-            out.append((logits.softmax(1) if softmax else logits.sigmoid()).cpu().numpy())
+            x = torch.from_numpy(tiles[start:start + batch_size])[:, None]
+            out.append(probabilities(model, x, softmax, device, mixed_precision))
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(out)

@@ -1,4 +1,4 @@
-"""Scores written back into the store, and how a scoring run commits them.
+"""Scores written back into the store, reading them, and how a scoring run commits them.
 
 One folder per model version (the version is a hash of the model's config and weights), holding
 ``version.json``, ``rankings.parquet`` (the committed state), per-tile score files and the
@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from featurestore import layout
 from featurestore.errors import StoreError
 from featurestore.parquet_files import parquet_bytes, read_parquet
+from featurestore.store import Store
 from featurestore.urls import atomic_write, join
 
 RANKING_SCHEMA = pa.schema([
@@ -91,7 +92,7 @@ class VersionInfo:
 class ScoreTable:
     """The scores of one model version in a store (``version`` names the folder)."""
 
-    def __init__(self, store, model: str, version: str):
+    def __init__(self, store: Store, model: str, version: str):
         self.store, self.model, self.version = store, layout.check_name("model", model), version
         self.fs = store.fs
         self.dir = layout.score_version_dir(store.root, model, version)
@@ -275,7 +276,7 @@ class ScoreTable:
                 self.fs.rm_file(f)
 
 
-def versions(store, model: str) -> list[VersionInfo]:
+def versions(store: Store, model: str) -> list[VersionInfo]:
     """The scored versions of ``model`` in ``store``, the most recently committed last."""
     directory = layout.scores_dir(store.root, model)
     if not store.fs.exists(directory):
@@ -293,6 +294,57 @@ def versions(store, model: str) -> list[VersionInfo]:
             modified = 0.0
         found.append((modified, info))
     return [info for _, info in sorted(found, key=lambda x: x[0])]
+
+
+def score_table(store: Store, model: str, version: str | None = None) -> ScoreTable:
+    """The committed scores of ``model`` in ``store`` (``version``: default the most recently
+    committed one)."""
+    store.check_layout()
+    scored = [info.version for info in versions(store, model)]
+    if version is None and scored:
+        version = scored[-1]
+    if version is None or version not in scored:
+        raise StoreError(f"{store.url} has no scores of model {model!r}"
+                         f"{f' version {version}' if version else ''} (scored versions: "
+                         f"{', '.join(scored) or 'none'}); run `featurestore score`")
+    return ScoreTable(store, model, version)
+
+
+def scores(store: Store, model: str, version: str | None = None, *, lazy: bool = False,
+           labels: list[str] | None = None, columns: list[str] | None = None):
+    """The committed rankings of ``model``: one row per track and label with ``score``,
+    ``rank`` (1 = best) and lineage (``model``, ``version``, ``feature_set``, ``aggregate``,
+    ``run_id``, ``scored_at``, the track's ``content_hash``). Sorted by label, best score
+    first. ``lazy`` gives a dask DataFrame; ``labels`` keeps those labels' rows (read with a
+    pushed-down filter)."""
+    table = score_table(store, model, version)
+    where = None if not labels else pc.field("label").isin(pa.array(list(labels)))
+    if lazy:
+        import dask.dataframe as dd
+
+        return dd.read_parquet(table.rankings_url, storage_options=store.storage_options,
+                               columns=columns, filters=where)
+    return table.rankings(columns, where)
+
+
+def tile_scores(store: Store, model: str, track_id: str | list[str] | None = None,
+                catalog: str | None = None, version: str | None = None) -> pd.DataFrame:
+    """Per-tile scores of ``model`` for the given tracks (default all): ``catalog``,
+    ``track_id``, ``offset`` (tile position in the track), ``tile`` (row in the tile arrays),
+    then one column per label."""
+    table = score_table(store, model, version)
+    classes = list(table.info().classes)
+    rankings = table.tracks(["catalog", "track_id", "tiles_part"])
+    if track_id is not None:
+        ids = [track_id] if isinstance(track_id, str) else list(track_id)
+        rankings = rankings[rankings["track_id"].isin(ids)]
+    if catalog is not None:
+        rankings = rankings[rankings["catalog"] == catalog]
+    tiles = table.tiles(rankings)
+    values = (np.stack(tiles["scores"].to_numpy()) if len(tiles)
+              else np.zeros((0, len(classes)), np.float32))
+    out = tiles[["catalog", "track_id", "offset", "tile"]].reset_index(drop=True)
+    return pd.concat([out, pd.DataFrame(values, columns=classes)], axis=1)
 
 
 def _seq_of(schema: pa.Schema) -> int:

@@ -1,0 +1,128 @@
+"""The scoring commands: ``featurestore score``, ``rankings`` and ``evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from featurestore.cli import (Command, add_cluster_args, add_filter_args, add_output_args,
+                              add_store_args, filters, open_store, write_frames)
+
+
+def _add_model_args(p: argparse.ArgumentParser, version: bool = False) -> None:
+    p.add_argument("--model", required=True, help="model name in the store")
+    if version:
+        p.add_argument("--version", help="a scored version (default: the model's current one)")
+
+
+def _score_arguments(p: argparse.ArgumentParser) -> None:
+    from scoring.aggregate import AGGREGATES
+
+    add_store_args(p)
+    _add_model_args(p)
+    p.add_argument("--rescore", action="store_true",
+                   help="score every track again, replacing this version's scores")
+    p.add_argument("--aggregate", choices=AGGREGATES,
+                   help="tile scores to track scores (default: the version's, else mean)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help="tiles per forward pass (default 16 on a CPU, 1024 on a GPU)")
+    p.add_argument("--batch-tiles", type=int, metavar="N",
+                   help="tiles per Dask task (default: about 4 tasks per worker)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_cluster_args(p)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from scoring.score import score
+
+    report = score(open_store(args), args.model, rescore=args.rescore,
+                   aggregate=args.aggregate, device=args.device, batch_size=args.batch_size,
+                   batch_tiles=args.batch_tiles, scheduler=args.scheduler,
+                   scheduler_file=args.scheduler_file, n_workers=args.workers,
+                   progress=not args.no_progress)
+    print(report.summary())
+    return report.exit_code
+
+
+def _rankings_arguments(p: argparse.ArgumentParser) -> None:
+    from scoring.rankings import COMBINE
+
+    add_store_args(p)
+    add_filter_args(p)
+    _add_model_args(p, version=True)
+    p.add_argument("--track", action="append", metavar="ID", help="track id (repeatable)")
+    p.add_argument("--label", action="append", metavar="LABEL",
+                   help="a label the tracks should fit (repeatable)")
+    p.add_argument("--top", type=int, default=20, metavar="N",
+                   help="how many tracks (default %(default)s)")
+    p.add_argument("--combine", choices=COMBINE, default=COMBINE[0],
+                   help="how several labels' scores combine (default %(default)s; min: the "
+                        "weakest label counts)")
+    add_output_args(p)
+
+
+def _rankings(args: argparse.Namespace) -> int:
+    from scoring.rankings import best_tracks, track_rankings
+
+    store = open_store(args)
+    if bool(args.track) == bool(args.label):
+        raise ValueError("give --track (a track's labels) or --label (the best tracks), "
+                         "not both")
+    if args.track:
+        frame = track_rankings(store, args.model, args.track, args.catalog, args.version)
+    else:
+        chosen = {k: v for k, v in filters(args).items() if k not in ("feature_set", "status")}
+        frame = best_tracks(store, args.model, args.label, args.top, args.combine,
+                            args.version, **chosen)
+    write_frames([frame], args.format, args.output)
+    return 0
+
+
+def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    from scoring.evaluate import SPLITS
+    from training.metrics import DEFAULT_TOP_K
+
+    add_store_args(p)
+    _add_model_args(p, version=True)
+    p.add_argument("--split", choices=SPLITS, default=SPLITS[0])
+    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
+                   help="labels taken as predictions per track (default %(default)s, the "
+                        "study's)")
+    p.add_argument("--report", metavar="DIR",
+                   help="report folder (default: evaluation/<split>/ in the version's scores)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from featurestore.urls import join
+    from scoring.evaluate import evaluate
+    from scoring.report import write_report
+    from scoring.score_tables import score_table
+
+    store = open_store(args)
+    ev = evaluate(store, args.model, args.split, args.top_k, args.version)
+    target = args.report or join(score_table(store, args.model, ev.version).url, "evaluation",
+                                 args.split)
+    path = write_report(ev, target, store.storage_options if not args.report else None)
+    print(ev.to_json() if args.json else ev.summary())
+    print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
+SCORE = Command(
+    "score", "score new or changed tracks with a trained model", _score_arguments, _score,
+    description="Batch scoring on Dask: every built track without a current score of the "
+                "model's version is scored, and the run is committed into the store in one "
+                "atomic write. Rerun after an interruption to finish.")
+RANKINGS = Command(
+    "rankings", "a track's ranked labels, or the best tracks for labels", _rankings_arguments,
+    _rankings,
+    description="With --track: each label of the track with its score and rank. With --label "
+                "(repeatable): the tracks that best fit all the labels together, with film, "
+                "composer and year.")
+EVALUATE = Command(
+    "evaluate", "metrics of a model's scores on its split", _evaluate_arguments, _evaluate,
+    description="LRAP, coverage error (with its lower bound) and label ranking loss at tile "
+                "and track level, per-class precision, recall and F1 with the top-k labels as "
+                "predictions; a markdown report with figures.")

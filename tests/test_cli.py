@@ -1,0 +1,132 @@
+"""The command line itself: every stage's commands under one ``featurestore``, help and
+queries that load no library they do not use, training options that are TrainConfig's
+fields, and the exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+import featurestore
+from catalogs.reader import CatalogError
+from featurestore.build import BuildReport
+from featurestore.cli import commands, parser
+from featurestore.errors import StoreBusyError
+from featurestore.exit_codes import ExitCode, describe, exit_code_for
+from scoring.score import ScoreReport
+from tests.helpers import cli, small_library
+from training.cli import TRAIN, config_from
+from training.config import ARCHITECTURES, BALANCING, FIELD_HELP, OPTIMIZERS, TrainConfig
+
+#: What a training or scoring run, or a build, needs; the store's queries and help do not.
+HEAVY = {"torch", "distributed", "librosa", "scipy.signal", "sklearn", "xarray", "numba"}
+
+
+#: Runs the command line as ``python -m featurestore.cli`` does, then names every module the
+#: process holds (``-X importtime`` misses those imported by ``importlib``, as entry points are).
+_PROBE = """
+import runpy, sys
+sys.argv[0] = "featurestore"
+try:
+    runpy.run_module("featurestore.cli", run_name="__main__", alter_sys=True)
+except SystemExit as done:
+    print("MODULES", *sorted(sys.modules), file=sys.stderr)
+    raise
+"""
+
+
+def _imported(args: list[str]) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run the command; the process and the modules it had imported when it exited."""
+    res = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True,
+                         text=True, timeout=120)
+    line = next(x for x in res.stderr.splitlines() if x.startswith("MODULES "))
+    return res, set(line.split()[1:])
+
+
+def test_help_lists_every_stage_and_loads_no_data_library():
+    res, modules = _imported(["--help"])
+    assert res.returncode == 0, res.stderr
+    for name in ("build", "tracks", "info", "stats", "train", "score", "rankings", "evaluate",
+                 "demo"):
+        assert f"    {name} " in res.stdout
+    assert " ".join(describe().split()) in " ".join(res.stdout.split())
+    assert not modules & (HEAVY | {"numpy", "pandas", "pyarrow", "zarr", "dask"}), modules
+    assert "featurestore.cli" in modules and "training.cli" in modules  # registered, loaded
+    res = subprocess.run(cli("--version"), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == f"featurestore {featurestore.__version__}"
+
+
+def test_queries_load_neither_training_nor_build_libraries(tmp_path, dask_client):
+    lib = small_library(tmp_path / "lib", n=2)
+    url = str(tmp_path / "store")
+    featurestore.build(lib, url, client=dask_client, progress=False)
+    res, modules = _imported(["tracks", "--store", url, "--columns", "track_id", "--format",
+                              "csv"])
+    assert res.stdout.split() == ["catalog,track_id", "catalog,s000", "catalog,s001"]
+    assert not modules & (HEAVY | {"zarr", "dask"}), modules & (HEAVY | {"zarr", "dask"})
+    res, modules = _imported(["info", "--store", url])
+    assert res.returncode == 0 and "2 tracks" in res.stdout, res.stdout
+    assert not modules & HEAVY, modules & HEAVY
+
+
+def test_train_options_are_train_config_fields(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # help on one line per option
+    p = parser(commands(), "train")
+    base = ["train", "--store", "s", "--name", "m"]
+    assert config_from(p.parse_args(base)) == TrainConfig()  # the dataclass's defaults
+    args = p.parse_args(base + [
+        "--arch", "ensemble", "--labels", "Drama, Western", "--min-tracks", "3",
+        "--label-column", "mood", "--test-size", "0.2", "--val-size", "0.3", "--group-by",
+        "film", "--seed", "7", "--balance", "weights", "--epochs", "4", "--patience", "2",
+        "--batch-size", "32", "--optimizer", "adam", "--learning-rate", "0.001",
+        "--momentum", "0.5", "--lr-decay", "none", "--dense-units", "64", "--dropout",
+        "0.1,0.2", "--device", "cpu", "--no-mixed-precision", "--loader-workers", "2",
+        "--memory-budget-mb", "64", "--buffer-chunks", "4", "--feature-set", "abc"])
+    assert config_from(args) == TrainConfig(
+        arch="ensemble", labels=("Drama", "Western"), min_tracks=3, label_column="mood",
+        test_size=0.2, val_size=0.3, group_by="film", seed=7, balance="weights", epochs=4,
+        patience=2, batch_size=32, optimizer="adam", learning_rate=0.001, momentum=0.5,
+        lr_decay="none", dense_units=64, dropout=(0.1, 0.2), device="cpu",
+        mixed_precision=False, loader_workers=2, memory_budget_mb=64.0, buffer_chunks=4,
+        feature_set="abc")
+    shown = argparse.ArgumentParser()
+    TRAIN.arguments(shown)
+    text = " ".join(shown.format_help().split())
+    for field in dataclasses.fields(TrainConfig):
+        if field.name != "extra":  # a dict: Python callers only
+            flag = f"--{field.name.replace('_', '-')}"
+            assert flag in text and FIELD_HELP[field.name] in text.split(flag, 1)[1], flag
+    for name, values in (("arch", ARCHITECTURES), ("balance", BALANCING),
+                         ("optimizer", OPTIMIZERS)):
+        assert f"--{name} {{{','.join(values)}}}" in text
+    with pytest.raises(SystemExit):
+        p.parse_args(base + ["--arch", "transformer"])
+
+
+def test_exit_codes_are_defined_once():
+    assert exit_code_for(CatalogError("no path column")) == ExitCode.CATALOG == 3
+    assert exit_code_for(StoreBusyError("busy")) == ExitCode.STORE == 5
+    assert exit_code_for(PermissionError(13, "Permission denied", "/s")) == ExitCode.STORE
+    assert exit_code_for(OSError(28, "No space left on device")) == ExitCode.STORE
+    assert exit_code_for(ValueError("bad --year")) == ExitCode.USAGE == 2
+    assert exit_code_for(KeyboardInterrupt()) == ExitCode.INTERRUPTED == 130
+    assert exit_code_for(OSError(5, "Input/output error")) == ExitCode.ERROR == 1
+    assert exit_code_for(RuntimeError("bug")) == ExitCode.ERROR
+    assert all(f"{code.value} {code.meaning}" in describe() for code in ExitCode)
+    failed = BuildReport("c", "f", "r", failures=[("t1", "corrupt", "truncated")])
+    assert failed.exit_code is ExitCode.TRACKS_FAILED
+    assert BuildReport("c", "f", "r").exit_code is ExitCode.OK
+    assert ScoreReport("m", "v", "f", "r", "mean").exit_code is ExitCode.OK
+
+
+def test_reading_scores_and_models_loads_no_torch():
+    """Rankings and evaluations read a model's config and split, never its weights."""
+    probe = ("import sys, scoring.rankings, scoring.evaluate, scoring.cli; "
+             "print(sorted({'torch', 'distributed'} & set(sys.modules)))")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
