@@ -1,8 +1,10 @@
-"""Track-level models: the linear baseline equals scikit-learn, the pooled CNN pools every tile
-once, augmentations keep shapes and labels, ``auto`` picks the better candidate, and both are
-scored and rescored nightly like every other model."""
+"""Track-level models: the linear and kernel models equal scikit-learn, the pooled CNN pools
+every tile once, augmentations keep shapes and labels, ``auto`` picks the better candidate, and
+they are scored, ranked and rescored nightly like every other model."""
 
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -14,11 +16,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import featurestore
+from scoring import score, track_rankings
+from tests.helpers import small_library
 from training import TrainConfig, TrainingError, train
 from training.augment import crop_windows, mixup, spec_augment
+from training.linear import kernel_svm, to_module
 from training.model_files import ModelFiles
 from training.targets import multi_hot
-from training.track_models import PooledCNN, TrackLinear, track_statistics
+from training.track_models import PooledCNN, TrackKernel, TrackLinear, track_statistics
 
 QUICK = dict(min_tracks=6, test_size=0.25, device="cpu")
 
@@ -69,6 +74,25 @@ def test_linear_model_equals_scikit_learn_fitted_by_hand(demo_store):
     got = model.forward_tracks(torch.from_numpy(np.concatenate(tiles))[:, None], counts)
     np.testing.assert_allclose(torch.sigmoid(got).numpy(), expected, atol=1e-5)
     assert config["metrics"]["track_lrap"] > 0.5
+
+
+def test_kernel_model_equals_the_svms_decision_function():
+    rng = np.random.default_rng(0)
+    tiles = rng.normal(size=(60, 5, 7)).astype(np.float32)
+    tiles[:30] += np.linspace(0, 2, 7)  # half the tracks rise over time: a learnable class
+    counts = np.full(30, 2)
+    x = np.stack([_statistics_by_hand(t) for t in np.split(tiles, 30)])
+    y = np.stack([np.arange(30) < 15, rng.random(30) < 0.5], axis=1).astype(int)
+    pipeline = kernel_svm(3.0).fit(x, y)
+    module = to_module(pipeline, (5, 7))
+    assert isinstance(module, TrackKernel)
+    got = module.forward_tracks(torch.from_numpy(tiles)[:, None], torch.from_numpy(counts))
+    np.testing.assert_allclose(got.numpy(), pipeline.decision_function(x), atol=1e-5)
+    # saved and loaded as every model is: the support vectors come back with their shape
+    loaded = TrackKernel((5, 7), 2)
+    loaded.load_state_dict(module.state_dict())
+    torch.testing.assert_close(loaded.forward_tracks(torch.from_numpy(tiles)[:, None],
+                                                     torch.from_numpy(counts)), got)
 
 
 def test_pooled_cnn_pools_every_tile_of_a_track_once():
@@ -159,11 +183,44 @@ def test_auto_picks_the_candidate_with_the_best_validation_score(demo_store):
     selection = config["selection"]
     assert report.arch == config["arch"] == selection["best"] == "linear"
     scores = selection["candidates"]
-    assert set(scores) == {"linear", "pooled"}
+    assert set(scores) == {"linear", "kernel", "pooled"}
     assert all(len(s["lrap"]) == 3 for s in scores.values())
+    assert scores["linear"]["mean"] == max(s["mean"] for s in scores.values())
     assert scores["linear"]["mean"] > scores["pooled"]["mean"]
     assert "linear has the best mean validation LRAP" in report.summary()
     with pytest.raises(TrainingError, match="track-level"):
         train(demo_store, "auto-cnn", TrainConfig(candidates=("linear", "cnn"), **QUICK),
               progress=False)
     assert TrackLinear((40, 100), 2).track_level
+
+
+def test_track_level_model_scores_ranks_and_rescores_nightly(demo_store, dask_client, tmp_path):
+    url = str(tmp_path / "store")
+    shutil.copytree(demo_store, url)
+    train(url, "nightly", TrainConfig(arch="linear", **QUICK), progress=False)
+    built = len(featurestore.open(url).tracks(status="ok"))
+    first = score(url, "nightly", client=dask_client, progress=False)
+    assert first.scored == built and first.commit == 1 and first.aggregate == "pooled"
+    # A track's ranking is the model's own forward pass over all of that track's tiles.
+    store = featurestore.open(url)
+    track = store.tracks(status="ok").iloc[3]
+    tiles = torch.from_numpy(store.tiles(store.tracks(status="ok").iloc[3:4]).values)
+    model = ModelFiles(store, "nightly").load_model()
+    expected = torch.sigmoid(model.forward_tracks(tiles[:, None], torch.tensor([len(tiles)])))
+    ranking = track_rankings(store, "nightly", [track["track_id"]]).set_index("label")
+    classes = ModelFiles(store, "nightly").read_config()["classes"]
+    np.testing.assert_allclose(ranking.loc[classes, "score"], expected[0].numpy(), atol=1e-5)
+
+    # Night two: three new tracks arrive; only they are scored. Night three: nothing to do.
+    featurestore.build(small_library(tmp_path / "more", n=3), url, name="more",
+                       client=dask_client, progress=False)
+    second = score(url, "nightly", client=dask_client, progress=False)
+    assert (second.scored, second.up_to_date, second.commit) == (3, built, 2)
+    third = score(url, "nightly", client=dask_client, progress=False)
+    assert (third.scored, third.commit) == (0, 0)
+    assert len(track_rankings(featurestore.open(url), "nightly", ["s000"], "more")) == len(
+        classes)
+    with pytest.raises(ValueError, match="scores each track from all of its tiles"):
+        score(url, "nightly", aggregate="max", rescore=True, client=dask_client, progress=False)
+    again = score(url, "nightly", rescore=True, client=dask_client, progress=False)
+    assert again.scored == built + 3 and again.commit == 3
