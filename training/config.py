@@ -21,7 +21,8 @@ class TrainConfig:
     ``balance``: ``equal`` tiles per class each epoch (the study's scheme; for the ensemble, all
     positives and a fresh equal-sized uniform sample of negatives per member and epoch),
     ``weights`` (class-weighted loss over all tiles), ``oversample`` (every class drawn up to the
-    largest), ``none``.
+    largest), ``none``. ``checkpoint_seconds``: how often the fused ensemble saves its state
+    for resuming (and once at the end).
     """
 
     arch: str = "cnn"
@@ -47,6 +48,7 @@ class TrainConfig:
     loader_workers: int = 0
     memory_budget_mb: float = 1024.0
     buffer_chunks: int = 8
+    checkpoint_seconds: float = 30.0
     feature_set: str | None = None
     extra: dict = field(default_factory=dict)
 

@@ -13,6 +13,7 @@ from sklearn.metrics import coverage_error, label_ranking_average_precision_scor
 from featurestore.errors import OK
 from featurestore.store import Store
 from training.config import TrainConfig, TrainingError
+from training.fused import train_ensemble
 from training.loader import BlockShuffleTiles, TileSource, tile_moments
 from training.loop import Checkpointer, fit, predict, resolve_device
 from training.model_files import ModelFiles
@@ -180,7 +181,11 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
     softmax = is_softmax(config.arch)
     members = ([f"member-{k:02d}" for k in range(len(nets))] if isinstance(model, Ensemble)
                else ["model"])  # the weight files' names
-    for k, (net, key) in enumerate(zip(nets, members)):
+    together = isinstance(model, Ensemble) and datasets["train"].memory is not None
+    if together:  # every member in the same steps, on the in-memory tiles
+        history += train_ensemble(model, tables, datasets["train"].memory, classes, config,
+                                  device, files, members, progress, on_epoch)
+    for k, (net, key) in enumerate([] if together else zip(nets, members)):
         member = classes[k] if isinstance(model, Ensemble) else config.arch
         if isinstance(model, Ensemble):
             sampler = OneVsRestSampler(tables["train"], k, config.balance, config.seed + k)
