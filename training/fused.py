@@ -65,15 +65,18 @@ class FusedEnsemble(nn.Module):
     scoring needs, a drop-in for :class:`~training.models.Ensemble`). ``forward_members(x)``:
     each member its own batch, ``(m, B, 1, H, W)`` to ``(m, B)``. ``forward_member(x, k)``: one
     member. Built from members (``FusedEnsemble(members)``, their weights copied) and turned
-    back into members with :meth:`to_members` or :meth:`copy_to`.
+    back into members with :meth:`to_members` or :meth:`copy_to`. Move it with ``.to(device)``:
+    its convolutions run in the layout of their input (channels-last tiles run channels-last).
     """
 
     def __init__(self, members: Sequence[Tagger]):
         super().__init__()
         first = members[0]
         blocks = list(first.features)
-        if not blocks or any(not isinstance(b, nn.Sequential) or len(b) != 5 for b in blocks):
-            raise ValueError("FusedEnsemble takes ensemble members (training.models.member)")
+        if (not blocks or any(not isinstance(b, nn.Sequential) or len(b) != 5 for b in blocks)
+                or first.head[-1].out_features != 1):
+            raise ValueError("FusedEnsemble takes ensemble members (training.models.member), "
+                             "one output each")
         self.n_members = len(members)
         self.tile_shape = tuple(first.standardize.mean.shape)
         self.kernels = [b[1].kernel_size[0] for b in blocks]
@@ -400,7 +403,8 @@ class FusedTrainer:
                 stop = start + CPU_CHUNK
                 pos, y = plans[j][0][start:stop], plans[j][1][start:stop]
                 x = self.tiles[pos].unsqueeze(1).contiguous(memory_format=torch.channels_last)
-                return self._loss(self.model.forward_member(x, k), y, None).sum()
+                with torch.no_grad():  # grad mode is per thread
+                    return self._loss(self.model.forward_member(x, k), y, None).sum()
 
             tasks = [(j, k, s) for j, k in enumerate(rows)
                      for s in range(0, len(plans[j][0]), CPU_CHUNK)]
