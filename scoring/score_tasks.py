@@ -22,8 +22,10 @@ from featurestore.store import Store
 from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
 from scoring.aggregate import aggregate, ranking_rows
 from scoring.score_tables import ScoreTable
+from training.fused import FusedEnsemble
 from training.inference import autocast, place, probabilities, resolve_device
 from training.model_files import ModelFiles
+from training.models import Ensemble
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ _MODELS: dict[tuple, tuple[nn.Module, torch.device]] = {}  # per process: the lo
 
 def loaded_model(job: ScoreJob) -> tuple[nn.Module, torch.device, bool]:
     """The job's model on this process's device, loaded on first use; ``(model, device,
-    loaded_now)``."""
+    loaded_now)``. An ensemble is loaded as a :class:`~training.fused.FusedEnsemble` (all
+    members in one grouped pass on a GPU)."""
     key = (job.store_url, job.model, job.version, job.device)
     if key in _MODELS:
         return (*_MODELS[key], False)
@@ -60,7 +63,11 @@ def loaded_model(job: ScoreJob) -> tuple[nn.Module, torch.device, bool]:
                          f"{files.version()}, not {job.version}); run the scoring again")
     device = resolve_device(job.device)
     _MODELS.clear()  # one model at a time per worker: memory stays bounded
-    _MODELS[key] = (place(files.load_model(), device), device)
+    model = files.load_model()
+    # the fused module's convolutions follow the tiles' channels-last layout (place() on them)
+    model = (FusedEnsemble(list(model.members)).eval().to(device)
+             if isinstance(model, Ensemble) else place(model, device))
+    _MODELS[key] = (model, device)
     return (*_MODELS[key], True)
 
 

@@ -54,7 +54,8 @@ class TrainConfig:
     ``pooled`` trains on ``tracks_per_batch`` tracks a step, each a random crop of
     ``crop_tiles`` tiles' worth of frames, with SpecAugment masking (``spec_augment``) and
     mixup (``mixup``: the Beta parameter, 0 for none); ``width`` sets its channels.
-    ``folds``: the cross-validation folds of ``auto``.
+    ``folds``: the cross-validation folds of ``auto``. ``checkpoint_seconds``: how often a
+    run saves its state for resuming (and once at the end).
     """
 
     arch: str = "auto"

@@ -13,6 +13,7 @@ from featurestore.statuses import OK
 from featurestore.store import Store
 from featurestore.tile_arrays import TileSource, read_tiles
 from training.config import TrainConfig, TrainingError
+from training.fused import train_ensemble
 from training.inference import resolve_device
 from training.loader import BlockShuffleTiles, tile_moments
 from training.loop import Checkpointer, fit, predict
@@ -267,7 +268,13 @@ def _train_tiles(files: ModelFiles, config: TrainConfig, source: TileSource,
     ensemble = isinstance(model, Ensemble)
     members = [f"member-{k:02d}" for k in range(len(nets))] if ensemble else ["model"]
     classes = files.read_config()["classes"]
-    for k, (net, key) in enumerate(zip(nets, members)):
+    # every member in the same steps, on the in-memory tiles (its optimizer has no weight decay)
+    together = (ensemble and datasets["train"].memory is not None
+                and config.optimizer in ("sgd", "adam") and not config.weight_decay)
+    if together:
+        history += train_ensemble(model, tables, datasets["train"].memory, classes, config,
+                                  device, files, members, progress, on_epoch)
+    for k, (net, key) in enumerate([] if together else zip(nets, members)):
         member = classes[k] if ensemble else config.arch
         if ensemble:
             sampler = OneVsRestSampler(tables["train"], k, config.balance, config.seed + k)

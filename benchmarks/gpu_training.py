@@ -1,0 +1,229 @@
+"""Ensemble training throughput, fused against member by member, and the study's schedule
+projected from it (run by hand; runs on the CPU with small sizes, on a GPU at the study's).
+
+    python benchmarks/gpu_training.py [--tiles 130000] [--classes 10] [--device auto]
+        [--batch-size 128] [--steps 20] [--dir benchmarks/out/gpu-training]
+
+Writes ``--tiles`` random (40, 100) float32 tiles straight into Zarr tile arrays laid out as a
+store's (256 tiles a chunk, zstd), in tracks of 4 tiles, each track carrying one of
+``--classes`` labels at random (the study: 130,000 tiles, 10 classes, ~13,000 positives each).
+Then prints:
+
+- loader tiles/s: every tile read into memory once (as ``train`` preloads them), and one epoch
+  through the block-shuffle loader with 0 and 2 DataLoader workers (when tiles do not fit);
+- member-tiles/s of the ensemble trained member by member as ``training.loop.fit`` trains
+  them (each member's balanced epoch from the in-memory loader, ``torch.optim`` SGD), and of
+  the fused ensemble (``training.fused.FusedTrainer``: every member's own batch in the same
+  step, gathered from one tile tensor on the device), ``--steps`` steps each, and the GPU's
+  utilization during the fused steps (CUDA only);
+- the study's schedule (655 epochs, each member all its positives and as many negatives)
+  in member-tile steps and the hours it takes at each rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import numpy as np
+import torch
+
+from featurestore.spec import FeatureSpec, TileEncoding
+from featurestore.tile_arrays import TileArrays, TileSource, read_tiles
+from training.config import TrainConfig
+from training.fused import FusedEnsemble, FusedTrainer
+from training.inference import autocast, place, resolve_device
+from training.loader import BlockShuffleTiles, make_loader
+from training.loop import make_loss
+from training.models import build_model
+from training.samplers import OneVsRestSampler, TileTable
+
+STUDY_EPOCHS = 655  # the study's best model
+TRACK_TILES = 4
+
+
+def make_tiles(url: str, n: int) -> None:
+    """Random tiles in a store's tile-array layout (kept when already there)."""
+    if os.path.exists(os.path.join(url, "mfcc")):
+        return
+    arrays = TileArrays.create(url, FeatureSpec(), TileEncoding())
+    arrays.ensure_capacity(n)
+    rng = np.random.default_rng(0)
+    step = 256 * 16
+    for start in range(0, n, step):
+        count = min(step, n - start)
+        tiles = rng.standard_normal((count, 40, 100), dtype=np.float32) * 20
+        arrays.write_region(start, tiles, np.full(count, start, np.int64),
+                            np.arange(count, dtype=np.int32))
+
+
+def labels(n: int, classes: int) -> TileTable:
+    """Tracks of :data:`TRACK_TILES` tiles, each with one class drawn at random."""
+    tracks = -(-n // TRACK_TILES)
+    targets = np.zeros((tracks, classes), dtype=np.float32)
+    targets[np.arange(tracks), np.random.default_rng(1).integers(0, classes, tracks)] = 1
+    return TileTable(np.arange(n), np.arange(n) // TRACK_TILES, targets)
+
+
+def loader_rates(url: str, n: int) -> dict[str, float]:
+    source = TileSource(url)
+    start = time.perf_counter()
+    read_tiles(source, np.arange(n))
+    rates = {"read into memory": n / (time.perf_counter() - start)}
+    for workers in (0, 2):
+        data = BlockShuffleTiles(source, batch_size=128)
+        data.set_plan(np.arange(n), np.zeros(n, dtype=np.float32), epoch=0)
+        start, seen = time.perf_counter(), 0
+        for x, _ in make_loader(data, workers):
+            seen += len(x)
+        rates[f"block-shuffle, {workers} workers"] = seen / (time.perf_counter() - start)
+    return rates
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _forever(data: BlockShuffleTiles):
+    while True:  # epochs of the same plan, for as many steps as asked
+        yield from make_loader(data, 0)
+
+
+def sequential_rate(url: str, tiles: np.ndarray, table: TileTable, config: TrainConfig,
+                    device: torch.device, steps: int) -> float:
+    """Member-tiles/s of ``steps`` steps of each member in turn, as ``fit`` runs them."""
+    model = build_model("ensemble", tiles.shape[1:], table.targets.shape[1])
+    data = BlockShuffleTiles(TileSource(url), config.batch_size, shuffle=True)
+    data.memory = (np.arange(len(tiles)), tiles)
+    seen, seconds = 0, 0.0
+    for k, net in enumerate(model.members):
+        place(net, device).train()
+        opt = torch.optim.SGD(net.parameters(), lr=config.learning_rate,
+                              momentum=config.momentum)
+        loss_fn = make_loss(False, None).to(device)
+        data.set_plan(*OneVsRestSampler(table, k, "equal", k).epoch(0))
+        batches = _forever(data)
+        for i in range(steps + 1):  # the first step warms up
+            if i == 1:
+                _sync(device)
+                started = time.perf_counter()
+            x, y = next(batches)
+            x, y = place(x, device), y.to(device, non_blocking=True)
+            with autocast(device, config.mixed_precision):
+                out = net(x)
+            loss = loss_fn(out.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(x) * (i > 0)
+            float(loss.detach())  # fit reads every step's loss
+        _sync(device)
+        seconds += time.perf_counter() - started
+    return seen / seconds
+
+
+class Utilization:
+    """Mean GPU utilization (nvidia-smi, sampled every 0.2 s) while the block runs."""
+
+    def __init__(self, device: torch.device):
+        self.enabled = device.type == "cuda" and shutil.which("nvidia-smi") is not None
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu",
+                                  "--format=csv,noheader,nounits"], capture_output=True,
+                                 text=True)
+            if out.returncode == 0 and out.stdout.strip():
+                self.samples.append(float(out.stdout.split()[0]))
+
+    def __enter__(self) -> Utilization:
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
+
+    def summary(self) -> str:
+        return f"{np.mean(self.samples):.0f}%" if self.samples else "n/a"
+
+
+def fused_rate(tiles: np.ndarray, table: TileTable, config: TrainConfig, device: torch.device,
+               steps: int) -> tuple[float, Utilization]:
+    """Member-tiles/s of ``steps`` fused steps, every member its own batch of its epoch."""
+    n_members = table.targets.shape[1]
+    model = build_model("ensemble", tiles.shape[1:], n_members)
+    fused = FusedEnsemble(list(model.members)).to(device)
+    trainer = FusedTrainer(fused, torch.from_numpy(tiles).to(device), config)
+    batch = config.batch_size
+    plans = [OneVsRestSampler(table, k, "equal", k).epoch(0) for k in range(n_members)]
+    rng = np.random.default_rng(0)
+    pos = np.stack([np.resize(rng.permutation(index), batch * (steps + 1)) for index, _ in plans])
+    y = rng.integers(0, 2, pos.shape).astype(np.float32)
+    pos_d, y_d = torch.from_numpy(pos).to(device), torch.from_numpy(y).to(device)
+    w = torch.full((n_members, batch), 1 / batch, device=device)
+    rows = list(range(n_members))
+    with trainer.workers() as pool, Utilization(device) as busy:
+        for i in range(steps + 1):  # the first step warms up
+            if i == 1:
+                _sync(device)
+                started = time.perf_counter()
+            cols = slice(i * batch, (i + 1) * batch)
+            trainer.step(rows, pos_d[:, cols], y_d[:, cols], w, [batch] * n_members,
+                         config.learning_rate, pool)
+        _sync(device)
+        seconds = time.perf_counter() - started
+    return steps * batch * n_members / seconds, busy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiles", type=int, default=130_000)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per way")
+    parser.add_argument("--dir", default=os.path.join("benchmarks", "out", "gpu-training"))
+    args = parser.parse_args()
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+    device = resolve_device(args.device)
+    url = os.path.abspath(os.path.join(args.dir, f"tiles-{args.tiles}.zarr"))
+    started = time.perf_counter()
+    make_tiles(url, args.tiles)
+    table = labels(args.tiles, args.classes)
+    positives = table.labels.sum(0)
+    print(f"{args.tiles} tiles ({args.tiles * 16000 / 2**20:.0f} MiB as float32), "
+          f"{args.classes} classes ({positives.min():.0f}-{positives.max():.0f} positive "
+          f"tiles each) at {url} ({time.perf_counter() - started:.1f} s)")
+    for name, rate in loader_rates(url, args.tiles).items():
+        print(f"loader, {name}: {rate:,.0f} tiles/s")
+
+    tiles = read_tiles(TileSource(url), np.arange(args.tiles))
+    config = TrainConfig(arch="ensemble", batch_size=args.batch_size,
+                         device=str(device)).resolved()
+    sequential = sequential_rate(url, tiles, table, config, device, args.steps)
+    fused, busy = fused_rate(tiles, table, config, device, args.steps)
+    print(f"on {device}, batch {args.batch_size}, {args.steps} steps:")
+    print(f"  members one after another: {sequential:,.0f} member-tiles/s")
+    print(f"  fused ensemble:            {fused:,.0f} member-tiles/s ({fused / sequential:.2f}x), "
+          f"GPU utilization {busy.summary()}")
+    per_epoch = 2 * np.minimum(positives, len(table) - positives).sum()
+    total = STUDY_EPOCHS * per_epoch
+    print(f"the study's schedule: {STUDY_EPOCHS} epochs x {per_epoch:,.0f} member-tiles = "
+          f"{total / 1e6:,.1f} million member-tile steps: {total / sequential / 3600:.2f} h "
+          f"member by member, {total / fused / 3600:.2f} h fused")
+
+
+if __name__ == "__main__":
+    main()
