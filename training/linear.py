@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import label_ranking_average_precision_score
+from sklearn.model_selection import KFold
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -47,15 +48,23 @@ def kernel_svm(c: float = 3.0) -> Pipeline:
 ESTIMATORS = {"linear": logistic, "kernel": kernel_svm}
 
 
-def choose_c(arch: str, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
-             y_val: np.ndarray) -> tuple[float, dict[float, float]]:
-    """The ``C`` of ``C_GRID[arch]`` with the best validation LRAP (the smaller on ties), and
-    every candidate's LRAP."""
+def choose_c(arch: str, x: np.ndarray, y: np.ndarray, folds: int = 3,
+             seed: int = 0) -> tuple[float, dict[float, float]]:
+    """The ``C`` of ``C_GRID[arch]`` with the best mean LRAP over ``folds``-fold
+    cross-validation on ``x``, ``y`` (the smaller ``C`` on ties), and every candidate's mean:
+    on small libraries one validation split is too few tracks to choose by."""
+    splits = list(KFold(folds, shuffle=True, random_state=seed).split(x))
     scores = {}
     for c in C_GRID[arch]:
-        model = ESTIMATORS[arch](c).fit(x_train, y_train)
-        scores[c] = float(label_ranking_average_precision_score(
-            y_val, model.decision_function(x_val)))
+        per_fold = []
+        for fit, held in splits:
+            keep = y[held].sum(1) > 0
+            if not keep.any() or (y[fit].sum(0) == 0).any():
+                continue  # a fold without a class to learn or to rank says nothing
+            model = ESTIMATORS[arch](c).fit(x[fit], y[fit])
+            per_fold.append(label_ranking_average_precision_score(
+                y[held][keep], model.decision_function(x[held][keep])))
+        scores[c] = float(np.mean(per_fold)) if per_fold else 0.0
     best = max(scores.values())
     return min(c for c, s in scores.items() if s == best), scores
 

@@ -60,17 +60,17 @@ def fit_track_model(config: TrainConfig, data: TrackData, train: np.ndarray, val
                     checkpoint: Checkpointer = _NO_CHECKPOINT, label: str = "",
                     progress: bool = False, on_epoch=None) -> tuple[nn.Module, list[dict]]:
     """Fit ``config.arch`` (``linear``, ``kernel`` or ``pooled``) on the tracks at rows
-    ``train``, with ``val`` for its choices (the regularization ``C`` of the statistics models,
-    early stopping of ``pooled``). Returns the model (eval mode) and its history rows."""
+    ``train``, with ``val`` for its choices (early stopping of ``pooled``; the statistics models
+    choose their regularization ``C`` by cross-validation on ``train`` and ``val`` together,
+    then fit on both). Returns the model (eval mode) and its history rows."""
     tile_shape = tuple(data.tiles.shape[1:])
     n_classes = data.targets.shape[1]
     if config.arch in ESTIMATORS:
         started = time.perf_counter()
-        x_train, x_val = data.statistics(train), data.statistics(val)
-        c, tried = choose_c(config.arch, x_train, data.targets[train], x_val, data.targets[val])
         both = np.concatenate([train, val])
-        pipeline = ESTIMATORS[config.arch](c).fit(np.concatenate([x_train, x_val]),
-                                                  data.targets[both])
+        x = data.statistics(both)
+        c, tried = choose_c(config.arch, x, data.targets[both], seed=config.seed)
+        pipeline = ESTIMATORS[config.arch](c).fit(x, data.targets[both])
         row = {"member": label or config.arch, "epoch": 0, "train_loss": float("nan"),
                "val_loss": float("nan"), "val_lrap": tried[c], "C": c,
                "seconds": time.perf_counter() - started}
