@@ -229,7 +229,7 @@ def _explain(exc: BaseException, code: ExitCode, store: str | None) -> str:
         return f"error: invalid catalog: {exc}"
     if code == ExitCode.STORE and refusal is not None:
         return (f"error: store{f' {store!r}' if store else ''} cannot be used: {refusal}. "
-                "What earlier runs committed is intact; fix this and run the same command "
+                "What previous runs committed is intact; fix this and run the same command "
                 "again.")
     if code in (ExitCode.STORE, ExitCode.USAGE):
         return f"error: {exc}"

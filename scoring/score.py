@@ -155,8 +155,8 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
     aggregate : {"mean", "max", "median"}, optional
         How tile scores make a track score; default the version's (``mean`` when new).
         Changing it for an existing version needs ``rescore``. Track-level models
-        (``linear``, ``pooled``) score a track from all its tiles themselves (recorded as
-        ``pooled``) and take no aggregate.
+        (``linear``, ``kernel``, ``pooled``) score a track from all its tiles themselves
+        (recorded as ``pooled``) and take no aggregate.
     device : str
         Torch device on the workers: ``auto`` (CUDA where present), ``cpu``, ``cuda``.
     batch_size : int, optional

@@ -95,7 +95,7 @@ def score_tiles(model: nn.Module, tiles: np.ndarray, softmax: bool, device: torc
 def score_tracks(model: nn.Module, tiles: np.ndarray, counts: np.ndarray, device: torch.device,
                  mixed_precision: bool = True) -> np.ndarray:
     """Track probabilities ``(tracks, classes)`` of a track-level model (``track_level``:
-    ``linear``, ``pooled``) from all of each track's tiles, stored track after track."""
+    ``linear``, ``kernel``, ``pooled``) from all of each track's tiles, stored track after track."""
     with torch.inference_mode():
         x = place(torch.from_numpy(tiles)[:, None], device)
         with autocast(device, mixed_precision):

@@ -135,7 +135,7 @@ class ModelFiles:
 def list_models(store: Store) -> pd.DataFrame:
     """Every model in ``store``, one row each, settings and test metrics side by side:
     name, arch (and what ``auto`` chose it over), feature set and kind, classes, the split's
-    track counts, test track LRAP and coverage error (with its bound), tile LRAP, epochs run,
+    track counts, test track LRAP and coverage error (with its bound), tile LRAP, the epoch limit,
     the settings that differ between architectures, and whether training finished."""
     root = layout.models_dir(store.root)
     names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(root, detail=False)) \
