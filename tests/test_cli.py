@@ -108,7 +108,7 @@ def test_train_options_are_train_config_fields(monkeypatch):
 
 
 def test_exit_codes_are_defined_once():
-    assert exit_code_for(CatalogError("no path column")) == ExitCode.CATALOG == 3
+    assert exit_code_for(CatalogError("no path column", source="catalog.csv")) == ExitCode.CATALOG == 3
     assert exit_code_for(StoreBusyError("busy")) == ExitCode.STORE == 5
     assert exit_code_for(PermissionError(13, "Permission denied", "/s")) == ExitCode.STORE
     assert exit_code_for(OSError(28, "No space left on device")) == ExitCode.STORE
