@@ -32,8 +32,7 @@ import time
 import numpy as np
 import torch
 
-from featurestore.spec import FeatureSpec, TileEncoding
-from featurestore.tile_arrays import TileArrays, TileSource, read_tiles
+from featurestore.tile_arrays import TileSource, read_tiles
 from training.config import TrainConfig
 from training.fused import FusedEnsemble, FusedTrainer
 from training.inference import autocast, place, resolve_device
@@ -42,23 +41,12 @@ from training.loop import make_loss
 from training.models import build_model
 from training.samplers import OneVsRestSampler, TileTable
 
+from loader_throughput import make_tiles  # a sibling script in benchmarks/
+
 STUDY_EPOCHS = 655  # the study's best model
 TRACK_TILES = 4
 
 
-def make_tiles(url: str, n: int) -> None:
-    """Random tiles in a store's tile-array layout (kept when already there)."""
-    if os.path.exists(os.path.join(url, "mfcc")):
-        return
-    arrays = TileArrays.create(url, FeatureSpec(), TileEncoding())
-    arrays.ensure_capacity(n)
-    rng = np.random.default_rng(0)
-    step = 256 * 16
-    for start in range(0, n, step):
-        count = min(step, n - start)
-        tiles = rng.standard_normal((count, 40, 100), dtype=np.float32) * 20
-        arrays.write_region(start, tiles, np.full(count, start, np.int64),
-                            np.arange(count, dtype=np.int32))
 
 
 def labels(n: int, classes: int) -> TileTable:

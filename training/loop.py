@@ -47,6 +47,20 @@ def make_optimizer(model: nn.Module, config: TrainConfig):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
 
+def restore(checkpoint: Checkpointer, model: nn.Module, opt, sched, seed: int) -> dict | None:
+    """Load the last checkpoint into the model, optimizer, schedule and torch's random state
+    and return it; without one, seed a fresh run and return None."""
+    state = checkpoint.load()
+    if state is None:
+        torch.manual_seed(seed)
+        return None
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return state
+
+
 def evaluate_loss(model: nn.Module, dataset: BlockShuffleTiles, loss_fn: nn.Module,
                   device: torch.device, config: TrainConfig) -> float:
     """Mean loss over the dataset's plan (every tile once, no dropout)."""
@@ -74,19 +88,13 @@ def fit(model: nn.Module, sampler, train_data: BlockShuffleTiles, val_data: Bloc
     opt, sched = make_optimizer(model, config)
     history: list[dict] = []
     start, best_val, best_state, bad = 0, float("inf"), None, 0
-    state = checkpoint.load()
+    state = restore(checkpoint, model, opt, sched, config.seed)
     if state is not None:  # resume: everything as it was after the last finished epoch
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
         start, best_val, bad = state["epoch"] + 1, state["best_val"], state["bad_epochs"]
         best_state, history = state["best_state"], state["history"]
-        torch.set_rng_state(state["torch_rng"])
         if state.get("done"):
             model.load_state_dict(best_state)
             return history
-    else:
-        torch.manual_seed(config.seed)
     done = False
     for epoch in range(start, config.epochs):
         index, targets = sampler.epoch(epoch)

@@ -25,7 +25,7 @@ from torch import nn
 from training.augment import crop_windows, mixup, spec_augment
 from training.config import TrainConfig
 from training.inference import autocast
-from training.loop import Checkpointer, make_optimizer
+from training.loop import Checkpointer, make_optimizer, restore
 
 
 @dataclass
@@ -84,19 +84,13 @@ def fit_tracks(model: nn.Module, tiles: torch.Tensor, train: TrackSet, val: Trac
     fill = model.standardize.mean
     history: list[dict] = []
     start, best, best_state, bad = 0, (-1.0, float("inf")), None, 0
-    state = checkpoint.load()
+    state = restore(checkpoint, model, opt, sched, config.seed)
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
         start, best, bad = state["epoch"] + 1, tuple(state["best"]), state["bad_epochs"]
         best_state, history = state["best_state"], state["history"]
-        torch.set_rng_state(state["torch_rng"])
         if state.get("done"):
             model.load_state_dict(best_state)
             return history
-    else:
-        torch.manual_seed(config.seed)
     saved_at = time.monotonic()
     for epoch in range(start, config.epochs):
         model.train()
