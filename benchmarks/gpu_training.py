@@ -2,7 +2,7 @@
 projected from it (run by hand; runs on the CPU with small sizes, on a GPU at the study's).
 
     python benchmarks/gpu_training.py [--tiles 130000] [--classes 10] [--device auto]
-        [--batch-size 128] [--steps 20] [--dir benchmarks/out/gpu-training]
+        [--batch-size 128] [--steps 20] [--grouped] [--dir benchmarks/out/gpu-training]
 
 Writes ``--tiles`` random (40, 100) float32 tiles straight into Zarr tile arrays laid out as a
 store's (256 tiles a chunk, zstd), in tracks of 4 tiles, each track carrying one of
@@ -15,7 +15,9 @@ Then prints:
   them (each member's balanced epoch from the in-memory loader, ``torch.optim`` SGD), and of
   the fused ensemble (``training.fused.FusedTrainer``: every member's own batch in the same
   step, gathered from one tile tensor on the device), ``--steps`` steps each, and the GPU's
-  utilization during the fused steps (CUDA only);
+  utilization during the fused steps (CUDA only); ``--grouped`` runs the fused steps as one
+  grouped pass on a CPU too (the GPU's way; a CPU's default is each member's own
+  convolutions, in a thread per core);
 - the study's schedule (655 epochs, each member all its positives and as many negatives)
   in member-tile steps and the hours it takes at each rate.
 """
@@ -147,12 +149,12 @@ class Utilization:
 
 
 def fused_rate(tiles: np.ndarray, table: TileTable, config: TrainConfig, device: torch.device,
-               steps: int) -> tuple[float, Utilization]:
+               steps: int, grouped: bool | None = None) -> tuple[float, Utilization]:
     """Member-tiles/s of ``steps`` fused steps, every member its own batch of its epoch."""
     n_members = table.targets.shape[1]
     model = build_model("ensemble", tiles.shape[1:], n_members)
     fused = FusedEnsemble(list(model.members)).to(device)
-    trainer = FusedTrainer(fused, torch.from_numpy(tiles).to(device), config)
+    trainer = FusedTrainer(fused, torch.from_numpy(tiles).to(device), config, grouped=grouped)
     batch = config.batch_size
     plans = [OneVsRestSampler(table, k, "equal", k).epoch(0) for k in range(n_members)]
     rng = np.random.default_rng(0)
@@ -181,6 +183,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per way")
+    parser.add_argument("--grouped", action="store_true",
+                        help="fused steps as one grouped pass on a CPU too")
     parser.add_argument("--dir", default=os.path.join("benchmarks", "out", "gpu-training"))
     args = parser.parse_args()
     if args.steps < 1:
@@ -201,10 +205,11 @@ def main() -> None:
     config = TrainConfig(arch="ensemble", batch_size=args.batch_size,
                          device=str(device)).resolved()
     sequential = sequential_rate(url, tiles, table, config, device, args.steps)
-    fused, busy = fused_rate(tiles, table, config, device, args.steps)
+    fused, busy = fused_rate(tiles, table, config, device, args.steps, args.grouped or None)
     print(f"on {device}, batch {args.batch_size}, {args.steps} steps:")
     print(f"  members one after another: {sequential:,.0f} member-tiles/s")
-    print(f"  fused ensemble:            {fused:,.0f} member-tiles/s ({fused / sequential:.2f}x), "
+    name = "fused ensemble (grouped):" if args.grouped else "fused ensemble:"
+    print(f"  {name:26s} {fused:,.0f} member-tiles/s ({fused / sequential:.2f}x), "
           f"GPU utilization {busy.summary()}")
     per_epoch = 2 * np.minimum(positives, len(table) - positives).sum()
     total = STUDY_EPOCHS * per_epoch
