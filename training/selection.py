@@ -20,7 +20,7 @@ from torch import nn
 from training.config import TRACK_LEVEL, TrainConfig, TrainingError
 from training.linear import ESTIMATORS, choose_c, to_module
 from training.loop import Checkpointer
-from training.track_fit import fit_tracks, predict_tracks, track_set
+from training.track_fit import fit_tracks, predict_tracks, tiles_of, track_set
 from training.track_models import PooledCNN, track_statistics
 
 
@@ -38,18 +38,17 @@ class TrackData:
         return track_set(self.starts[rows], self.counts[rows], self.targets[rows],
                          self.tiles.device)
 
-    def statistics(self, rows: np.ndarray) -> np.ndarray:
+    def tiles_of(self, rows: np.ndarray) -> torch.Tensor:
+        """Every tile of the tracks at ``rows``, track after track."""
         s = self.subset(rows)
-        tiles = self.tiles[torch.repeat_interleave(
-            s.starts - (torch.cumsum(s.counts, 0) - s.counts), s.counts)
-            + torch.arange(int(s.counts.sum()), device=self.tiles.device)]
-        return track_statistics(tiles, s.counts).cpu().numpy()
+        return tiles_of(self.tiles, s.starts, s.counts)
+
+    def statistics(self, rows: np.ndarray) -> np.ndarray:
+        return track_statistics(self.tiles_of(rows), self.subset(rows).counts).cpu().numpy()
 
     def tile_moments(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-value mean and standard deviation of the tiles of ``rows``."""
-        index = np.concatenate([np.arange(s, s + c) for s, c in
-                                zip(self.starts[rows], self.counts[rows])])
-        x = self.tiles[torch.as_tensor(index, device=self.tiles.device)].double()
+        x = self.tiles_of(rows).double()
         return x.mean(0).cpu().numpy(), x.std(0, unbiased=False).cpu().numpy()
 
 

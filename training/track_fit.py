@@ -41,7 +41,8 @@ class TrackSet:
         return len(self.starts)
 
 
-def _all_tiles(tiles: torch.Tensor, starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+def tiles_of(tiles: torch.Tensor, starts: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Every tile of the tracks at ``starts`` (``counts`` each), track after track."""
     rows = torch.repeat_interleave(starts - (torch.cumsum(counts, 0) - counts), counts)
     return tiles[rows + torch.arange(len(rows), device=tiles.device)]
 
@@ -62,7 +63,7 @@ def predict_tracks(model: nn.Module, tiles: torch.Tensor, tracks: TrackSet, conf
                 total += int(tracks.counts[stop])
                 stop += 1
             s, c = tracks.starts[start:stop], tracks.counts[start:stop]
-            x = _all_tiles(tiles, s, c)[:, None].contiguous(memory_format=torch.channels_last)
+            x = tiles_of(tiles, s, c)[:, None].contiguous(memory_format=torch.channels_last)
             with autocast(device, config.mixed_precision):
                 out.append(model.forward_tracks(x, c).float())
             start = stop

@@ -233,11 +233,8 @@ def _train_tracks(files: ModelFiles, config: TrainConfig, data: TrackData, side:
     files.save_torch(model.state_dict(), "weights", "model.pt")
     rows = np.flatnonzero(side == test_side)
     per_track = track_scores(model, data, rows, config)
-    tiles = data.tiles[torch.as_tensor(np.concatenate(
-        [np.arange(s, s + c) for s, c in zip(data.starts[rows], data.counts[rows])]),
-        device=data.tiles.device)]
     with torch.no_grad():
-        per_tile = torch.sigmoid(model(tiles[:, None])).cpu().numpy()
+        per_tile = torch.sigmoid(model(data.tiles_of(rows)[:, None])).cpu().numpy()
     return model, history, ["model"], held_out_metrics(per_tile, test, per_track)
 
 
