@@ -13,13 +13,20 @@ manifest, not the array, says which slots are live.
 Reading: random single-tile reads from chunked storage are 10-100x slower than reading whole
 chunks, so every reader of tiles (``Store.tiles``, training's loader, scoring's tasks, the
 build's statistics) goes through :func:`read_indexed`: the tiles at any rows, grouped by the
-chunk that holds them, each group read as one contiguous slice.
+chunk that holds them, each group read as one contiguous slice, up to :data:`READ_THREADS` groups
+in flight at once (Zarr decompresses on its own threads, outside the GIL, so concurrent chunk
+reads use every core; one after another they use one).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 
@@ -203,18 +210,53 @@ def read_block(array, index: np.ndarray) -> np.ndarray:
     return np.asarray(array[lo:hi])[index - lo]
 
 
-def read_indexed(array, index: np.ndarray) -> np.ndarray:
-    """The tiles of ``array`` at ``index``, in that order, each chunk they touch read once."""
+#: Chunk groups read at once by :func:`read_groups` (and so by every tile reader).
+READ_THREADS = min(32, 2 * (os.cpu_count() or 1))
+
+
+def in_order(fn: Callable, items: Iterable, threads: int = READ_THREADS) -> Iterator:
+    """``map(fn, items)`` with up to ``threads`` calls running ahead of the consumer, results in
+    order: reads overlap with each other and with what the consumer does with the last one."""
+    items = iter(items)
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        pending = deque(pool.submit(fn, item) for item in islice(items, threads))
+        try:
+            while pending:
+                result = pending.popleft().result()
+                for item in items:  # at most one new read per result taken
+                    pending.append(pool.submit(fn, item))
+                    break
+                yield result
+        finally:  # the consumer stopped early: no reads left running behind it
+            for future in pending:
+                future.cancel()
+
+
+def read_groups(array, index: np.ndarray, groups: Iterable[np.ndarray],
+                threads: int = READ_THREADS) -> Iterator[np.ndarray]:
+    """The tiles at ``index[group]`` for each group of positions (from :func:`blocks`), in the
+    order of ``groups``, ``threads`` groups read ahead in parallel."""
+    return in_order(lambda group: read_block(array, index[group]), groups, threads)
+
+
+def read_indexed(array, index: np.ndarray, threads: int = READ_THREADS) -> np.ndarray:
+    """The tiles of ``array`` at ``index``, in that order, each chunk they touch read once
+    (``threads`` chunks at a time)."""
     index = np.asarray(index, dtype=np.int64)
     tiles = np.empty((len(index), *array.shape[1:]), dtype=np.float32)
-    for block in blocks(index, int(array.chunks[0])):
-        tiles[block] = read_block(array, index[block])
+    groups = blocks(index, int(array.chunks[0]))
+    for group, block in zip(groups, read_groups(array, index, groups, threads)):
+        tiles[group] = block
     return tiles
 
 
-def read_tiles(source: TileSource, index: np.ndarray) -> np.ndarray:
-    """The tiles at ``index`` of ``source``, in that order, each chunk they touch read once."""
-    return read_indexed(source.covering(index), index)
+def read_tiles(source: TileSource, index: np.ndarray, threads: int = READ_THREADS) -> np.ndarray:
+    """The tiles at ``index`` of ``source``, in that order, each chunk they touch read once
+    (``threads`` chunks at a time)."""
+    return read_indexed(source.covering(index), index, threads)
 
 
 @dataclass

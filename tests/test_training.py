@@ -192,7 +192,7 @@ class _Stop(Exception):
 
 
 def test_resume_continues_where_it_stopped(demo_store):
-    config = TrainConfig(arch="cnn", epochs=5, patience=5, **FAST)
+    config = TrainConfig(arch="cnn", epochs=5, patience=5, checkpoint_seconds=0, **FAST)
     whole = train(demo_store, "cnn-whole", config, progress=False)
 
     def stop_after_two(row):

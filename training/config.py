@@ -25,6 +25,12 @@ ARCH_DEFAULTS = {
 }
 # The statistics models are fitted by scikit-learn: none of these settings apply to them.
 ARCH_DEFAULTS["linear"] = ARCH_DEFAULTS["kernel"] = {}
+#: Tiles per step of the study's models on a GPU when ``batch_size`` is unset: steps of 128
+#: leave the GPU waiting on kernel launches (benchmarks/gpu_training.py). The default learning
+#: rate grows with the square root of the batch (docs/training.md measures both).
+GPU_BATCH = 1024
+#: How tiles kept on the training device are stored: ``bfloat16`` halves their memory.
+TILE_DTYPES = ("float32", "bfloat16")
 
 
 class TrainingError(ValueError):
@@ -56,6 +62,13 @@ class TrainConfig:
     mixup (``mixup``: the Beta parameter, 0 for none); ``width`` sets its channels.
     ``folds``: the cross-validation folds of ``auto``. ``checkpoint_seconds``: how often a
     run saves its state for resuming (and once at the end).
+
+    On a GPU, the study's models take batches of :data:`GPU_BATCH` tiles unless
+    ``batch_size`` is set (the default learning rate scaled by the square root of the batch).
+    ``memory_budget_mb`` (default: half the GPU's free memory on CUDA, a quarter of the free
+    host memory on a CPU): the tiles a run needs are read once and kept in memory, the
+    ensemble's on the device as one tensor (``tile_dtype``), when they fit.
+    ``compile``: ``torch.compile`` the fused ensemble's grouped pass (CUDA).
     """
 
     arch: str = "auto"
@@ -87,7 +100,9 @@ class TrainConfig:
     device: str = "auto"
     mixed_precision: bool = True
     loader_workers: int = 0
-    memory_budget_mb: float = 1024.0
+    memory_budget_mb: float | None = None
+    tile_dtype: str = "float32"
+    compile: bool = False
     buffer_chunks: int = 8
     checkpoint_seconds: float = 30.0
     feature_set: str | None = None
@@ -108,6 +123,11 @@ class TrainConfig:
                 raise TrainingError("epochs, patience and batch_size must be positive")
         if self.crop_tiles < 1 or self.tracks_per_batch < 1 or self.width < 4:
             raise TrainingError("crop_tiles and tracks_per_batch must be positive, width >= 4")
+        if self.tile_dtype not in TILE_DTYPES:
+            raise TrainingError(f"tile_dtype {self.tile_dtype!r}: choose one of "
+                                f"{', '.join(TILE_DTYPES)}")
+        if self.memory_budget_mb is not None and self.memory_budget_mb < 0:
+            raise TrainingError("memory_budget_mb must not be negative")
         if self.folds < 2:
             raise TrainingError("folds must be at least 2")
         unknown = [c for c in self.candidates if c not in ARCHITECTURES or c == "auto"]
@@ -122,7 +142,19 @@ class TrainConfig:
         if arch == "auto":
             return replace(self, candidates=self.candidates or CANDIDATES)
         fill = {k: v for k, v in ARCH_DEFAULTS[arch].items() if getattr(self, k) is None}
+        if ARCH_DEFAULTS[arch] is _STUDY and self.batch_size is None and self.on_gpu:
+            fill["batch_size"] = GPU_BATCH
+            if self.learning_rate is None:
+                fill["learning_rate"] = _STUDY["learning_rate"] * (
+                    GPU_BATCH / _STUDY["batch_size"]) ** 0.5
         return replace(self, arch=arch, **fill)
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether ``device`` is (or ``auto`` finds) a CUDA device."""
+        from training.inference import resolve_device  # torch only when asked
+
+        return resolve_device(self.device).type == "cuda"
 
     @property
     def track_level(self) -> bool:
@@ -143,7 +175,8 @@ class TrainConfig:
 
 
 #: The values a field takes, where it takes one of a few (``featurestore train`` offers these).
-FIELD_CHOICES = {"arch": ARCHITECTURES, "balance": BALANCING, "optimizer": OPTIMIZERS}
+FIELD_CHOICES = {"arch": ARCHITECTURES, "balance": BALANCING, "optimizer": OPTIMIZERS,
+                 "tile_dtype": TILE_DTYPES}
 
 #: What each field means, as ``featurestore train --help`` says it (the option of field
 #: ``min_tracks`` is ``--min-tracks``; its default is the field's).
@@ -164,7 +197,8 @@ FIELD_HELP = {
     "epochs": "at most this many epochs (per ensemble member; default: the architecture's)",
     "patience": "stop after this many epochs without a better validation score (default: the "
                 "architecture's)",
-    "batch_size": "tiles per training step of the tile models (default 128)",
+    "batch_size": "tiles per training step of the tile models (default 128; on a GPU "
+                  f"{GPU_BATCH}, the learning rate scaled by the square root)",
     "optimizer": "sgd (with --momentum), adam or adamw (default: the architecture's)",
     "learning_rate": "initial learning rate (default: the architecture's)",
     "weight_decay": "weight decay (default: the architecture's)",
@@ -183,7 +217,11 @@ FIELD_HELP = {
     "device": "auto (CUDA when present), cpu, cuda:0",
     "mixed_precision": "bfloat16 autocast on CUDA",
     "loader_workers": "DataLoader worker processes reading tiles",
-    "memory_budget_mb": "keep the run's tiles in memory when they fit",
+    "memory_budget_mb": "keep the run's tiles in memory (the ensemble's on the GPU) when they "
+                        "fit (default: half the GPU's free memory, or a quarter of the host's)",
+    "tile_dtype": "how tiles kept on the training device are stored (bfloat16: half the "
+                  "memory)",
+    "compile": "torch.compile the fused ensemble's steps (CUDA)",
     "buffer_chunks": "chunks mixed in the shuffle buffer when tiles are read from the store",
     "feature_set": "the feature set's hash (default: the store's only one, or the default "
                    "spec's)",

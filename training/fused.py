@@ -31,6 +31,7 @@ from torch import nn
 
 from training.config import TrainConfig
 from training.inference import autocast
+from training.memory_budget import device_dtype
 from training.models import Ensemble, Tagger, member
 from training.samplers import OneVsRestSampler, TileTable
 
@@ -235,6 +236,12 @@ class MemberOptimizer:
             self.steps.index_add_(0, sel, torch.ones_like(sel, dtype=torch.float64))
         else:
             self.steps[sel] += 1
+        if self.kind == "sgd" and sel == slice(None):  # every member: a few fused kernels
+            buffers = [state[0] for state in self.state]
+            torch._foreach_mul_(buffers, self.momentum)
+            torch._foreach_add_(buffers, [g.to(p.dtype) for p, g in zip(self.params, grads)])
+            torch._foreach_add_(self.params, buffers, alpha=-lr)
+            return
         steps = self.steps[sel]
         if self.kind == "adam":
             beta1, beta2 = self.betas
@@ -286,8 +293,8 @@ def _one_thread_per_task():
 class FusedTrainer:
     """Steps and validation of a :class:`FusedEnsemble` on tiles gathered from one tensor.
 
-    ``tiles``: ``(N, H, W)`` float32 on the training device; batches are rows of it given by
-    position. ``grouped``: one grouped pass per step (default on CUDA) or each member on its
+    ``tiles``: ``(N, H, W)`` float32 (or bfloat16 on CUDA) on the training device; batches are
+    rows of it given by position. ``grouped``: one grouped pass per step (default on CUDA) or each member on its
     own (default on a CPU, its steps split into tasks of :data:`CPU_CHUNK` tiles run on a
     thread per core). ``pos_weight``: ``(M,)`` positive-class loss weights or ``None``.
     """
@@ -305,6 +312,9 @@ class FusedTrainer:
         self.generators = self._generators(config.seed)
         self._index: dict[tuple[int, ...], torch.Tensor] = {}
         self._grads = None if self.grouped else [torch.zeros_like(t) for t in model.stacks()]
+        # the grouped pass, compiled on request (kept only where measured faster)
+        self._forward = (torch.compile(model.forward_members) if config.compile and self.grouped
+                         else model.forward_members)
 
     def _generators(self, seed: int) -> list[torch.Generator]:
         # dropout draws: one stream on the GPU; on a CPU one per (member, task slot), so that
@@ -383,8 +393,8 @@ class FusedTrainer:
         params = [(t if members is None else t.index_select(0, members)).detach()
                   .requires_grad_() for t in self.model.stacks()]
         with autocast(self.device, self.config.mixed_precision):
-            logits = self.model.forward_members(self.tiles[pos].unsqueeze(2), members, params,
-                                                self.generators[0])
+            logits = self._forward(self.tiles[pos].unsqueeze(2), members, params,
+                                   self.generators[0])
         pw = None if self.pos_weight is None else (
             self.pos_weight if members is None else self.pos_weight[members])[:, None]
         losses = self._loss(logits, y, pw)
@@ -499,7 +509,7 @@ def train_ensemble(model: Ensemble, tables: dict[str, TileTable],
                 for k in range(n)]
     weights = [s.loss_weights() for s in samplers]
     pos_weight = None if weights[0] is None else torch.cat(weights)
-    tiles = torch.from_numpy(memory[1]).to(device)
+    tiles = torch.from_numpy(memory[1]).to(device, device_dtype(config, device))
     trainer = FusedTrainer(fused, tiles, config, pos_weight, grouped)
     val = []
     for k in range(n):

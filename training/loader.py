@@ -2,8 +2,9 @@
 
 Random single-tile reads from chunked storage are 10-100x slower than reading whole chunks, so
 an epoch's tiles are grouped by the chunk that holds them; the chunks are visited in a shuffled
-order (split between DataLoader workers), each read once as one contiguous slice, and tiles are
-mixed in a buffer of ``buffer_chunks`` chunks before batches leave. When every tile a run needs
+order (split between DataLoader workers), each read once as one contiguous slice, several read
+ahead in parallel threads (:func:`featurestore.tile_arrays.read_groups`) while batches leave, and
+tiles are mixed in a buffer of ``buffer_chunks`` chunks before batches leave. When every tile a run needs
 fits ``memory_budget_mb``, they are read once and kept (the fast path); batches are then drawn
 from memory in a full shuffle.
 """
@@ -14,19 +15,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from featurestore.tile_arrays import (Moments, TileSource, blocks, forget_handles, read_block,
-                                       read_tiles)
+from featurestore.tile_arrays import (READ_THREADS, Moments, TileSource, blocks, forget_handles,
+                                       read_groups, read_tiles)
 
 
 class BlockShuffleTiles(IterableDataset):
     """Batches ``(tiles, targets)`` of the current plan (``set_plan``), read block-wise.
 
     Each DataLoader worker takes every n-th chunk of the shuffled chunk order, so an epoch
-    yields every planned tile exactly once (repeats in the plan are yielded as repeats)."""
+    yields every planned tile exactly once (repeats in the plan are yielded as repeats).
+    ``read_threads``: chunk reads in flight per process."""
 
     def __init__(self, source: TileSource, batch_size: int = 128, buffer_chunks: int = 8,
-                 shuffle: bool = True, seed: int = 0):
-        self.source, self.batch_size = source, batch_size
+                 shuffle: bool = True, seed: int = 0, read_threads: int = READ_THREADS):
+        self.source, self.batch_size, self.read_threads = source, batch_size, read_threads
         self.buffer_chunks, self.shuffle, self.seed = buffer_chunks, shuffle, seed
         self.index = np.zeros(0, dtype=np.int64)
         self.targets = np.zeros(0, dtype=np.float32)
@@ -39,7 +41,7 @@ class BlockShuffleTiles(IterableDataset):
     def preload(self, index: np.ndarray) -> None:
         """Read the tiles at ``index`` once and serve every later plan from memory."""
         keys = np.unique(index)
-        self.memory = (keys, read_tiles(self.source, keys))
+        self.memory = (keys, read_tiles(self.source, keys, self.read_threads))
 
     def _batches(self, x: np.ndarray, y: np.ndarray):
         for start in range(0, len(x), self.batch_size):
@@ -67,8 +69,9 @@ class BlockShuffleTiles(IterableDataset):
                 [self.seed, self.epoch]).permutation(len(groups))]
         groups = groups[worker::n_workers]
         xs, ys, held = [], [], 0
-        for i, positions in enumerate(groups):
-            xs.append(read_block(array, self.index[positions]))
+        read = read_groups(array, self.index, groups, self.read_threads)
+        for i, (positions, block) in enumerate(zip(groups, read)):
+            xs.append(block)
             ys.append(self.targets[positions])
             held += len(positions)
             if held >= self.buffer_chunks * chunk or i == len(groups) - 1:
@@ -100,8 +103,9 @@ def tile_moments(source: TileSource, index: np.ndarray,
     array, chunk = source.covering(index), source.chunk_tiles
     shape = tuple(array.shape[1:])
     total = Moments.zeros(shape)
-    for block in blocks(keys, chunk):  # one chunk's tiles at a time, in float64
-        tiles = (memory[1][np.searchsorted(memory[0], keys[block])] if memory is not None
-                 else read_block(array, keys[block]))
+    groups = blocks(keys, chunk)  # one chunk's tiles at a time, in float64
+    chunks = ((memory[1][np.searchsorted(memory[0], keys[g])] for g in groups)
+              if memory is not None else read_groups(array, keys, groups))
+    for tiles in chunks:
         total = total + Moments.of(tiles, shape)
     return total

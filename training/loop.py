@@ -1,5 +1,6 @@
 """The training loop of one network: epochs of sampled tiles, validation, early stopping, the
-best weights kept, a checkpoint every epoch so that an interrupted run resumes where it was."""
+best weights kept, a checkpoint at most every ``checkpoint_seconds`` (after the epoch that
+passes it) and at the end, so that an interrupted run resumes where it was."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tqdm.auto import tqdm
 
 from training.config import TrainConfig
 from training.inference import autocast, place, probabilities
+from training.device_feed import to_device
 from training.loader import BlockShuffleTiles, make_loader
 
 
@@ -65,15 +67,14 @@ def evaluate_loss(model: nn.Module, dataset: BlockShuffleTiles, loss_fn: nn.Modu
                   device: torch.device, config: TrainConfig) -> float:
     """Mean loss over the dataset's plan (every tile once, no dropout)."""
     model.eval()
-    total, n = 0.0, 0
+    total, n = torch.zeros((), device=device), 0  # summed on the device: no sync per batch
     with torch.no_grad():
-        for x, y in make_loader(dataset, config.loader_workers):
-            x, y = place(x, device), y.to(device, non_blocking=True)
+        for x, y in to_device(make_loader(dataset, config.loader_workers), device):
             with autocast(device, config.mixed_precision):
                 out = model(x)
-            total += float(loss_fn(out.float(), y)) * len(x)
+            total += loss_fn(out.float(), y) * len(x)
             n += len(x)
-    return total / max(n, 1)
+    return float(total) / max(n, 1)
 
 
 def fit(model: nn.Module, sampler, train_data: BlockShuffleTiles, val_data: BlockShuffleTiles,
@@ -95,16 +96,17 @@ def fit(model: nn.Module, sampler, train_data: BlockShuffleTiles, val_data: Bloc
         if state.get("done"):
             model.load_state_dict(best_state)
             return history
-    done = False
+    done, saved_at = False, time.monotonic()
     for epoch in range(start, config.epochs):
         index, targets = sampler.epoch(epoch)
         train_data.set_plan(index, targets, epoch)
         model.train()
-        started, seen, total = time.perf_counter(), 0, 0.0
+        started, seen = time.perf_counter(), 0
+        total = torch.zeros((), device=device)  # summed on the device: no sync per step
         bar = tqdm(total=len(index), desc=f"{label} epoch {epoch + 1}/{config.epochs}",
                    unit="tile", disable=not progress, leave=False)
-        for x, y in make_loader(train_data, config.loader_workers):
-            x, y = place(x, device), y.to(device, non_blocking=True)
+        batches = to_device(make_loader(train_data, config.loader_workers), device)
+        for step, (x, y) in enumerate(batches):
             with autocast(device, config.mixed_precision):
                 out = model(x)
             loss = loss_fn(out.float(), y)
@@ -112,10 +114,12 @@ def fit(model: nn.Module, sampler, train_data: BlockShuffleTiles, val_data: Bloc
             loss.backward()
             opt.step()
             seen += len(x)
-            total += float(loss.detach()) * len(x)
+            total += loss.detach() * len(x)
             bar.update(len(x))
-            bar.set_postfix(loss=f"{total / seen:.4f}")
+            if progress and step % 50 == 0:
+                bar.set_postfix(loss=f"{float(total) / seen:.4f}")
         bar.close()
+        total = float(total)
         seconds = time.perf_counter() - started
         lr = opt.param_groups[0]["lr"]
         sched.step()
@@ -130,11 +134,13 @@ def fit(model: nn.Module, sampler, train_data: BlockShuffleTiles, val_data: Bloc
         else:
             bad += 1
         done = bad >= config.patience or epoch == config.epochs - 1
-        checkpoint.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "epoch": epoch,
-                         "best_val": best_val, "bad_epochs": bad, "best_state": best_state,
-                         "history": history, "torch_rng": torch.get_rng_state(),
-                         "done": done})
+        if done or time.monotonic() - saved_at >= config.checkpoint_seconds:
+            saved_at = time.monotonic()
+            checkpoint.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "scheduler": sched.state_dict(), "epoch": epoch,
+                             "best_val": best_val, "bad_epochs": bad, "best_state": best_state,
+                             "history": history, "torch_rng": torch.get_rng_state(),
+                             "done": done})
         if progress:
             print(f"{label} epoch {epoch + 1}: train {row['train_loss']:.4f}, val "
                   f"{val_loss:.4f}{' *' if bad == 0 else ''}, {row['tiles_per_s']:.0f} tiles/s",

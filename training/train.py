@@ -17,6 +17,7 @@ from training.fused import train_ensemble
 from training.inference import resolve_device
 from training.loader import BlockShuffleTiles, tile_moments
 from training.loop import Checkpointer, fit, predict
+from training.memory_budget import budget_bytes, tile_bytes
 from training.metrics import held_out_metrics
 from training.model_files import ModelFiles
 from training.models import Ensemble, build_model, is_softmax
@@ -109,11 +110,11 @@ def _track_data(source: TileSource, tracks: pd.DataFrame, targets: np.ndarray,
                 config: TrainConfig, tile_shape: tuple[int, int], device) -> TrackData:
     """Every usable track's tiles, read once (chunk by chunk) onto the training device."""
     counts = tracks["n_tiles"].to_numpy(np.int64)
-    needed = counts.sum() * 4 * int(np.prod(tile_shape))
-    if needed > config.memory_budget_mb * 2**20:
+    needed, budget = counts.sum() * 4 * int(np.prod(tile_shape)), budget_bytes(config, device)
+    if needed > budget:
         raise TrainingError(f"track-level models keep the tiles in memory: these need "
-                            f"{needed / 2**20:.0f} MiB, above --memory-budget-mb "
-                            f"{config.memory_budget_mb:.0f}; raise it")
+                            f"{needed / 2**20:.0f} MiB, above the memory budget of "
+                            f"{budget / 2**20:.0f} MiB; raise --memory-budget-mb")
     table = TileTable.of(tracks, targets)
     tiles = torch.from_numpy(read_tiles(source, table.index)).to(device)
     return TrackData(tiles, np.cumsum(counts) - counts, counts, targets)
@@ -246,8 +247,8 @@ def _train_tiles(files: ModelFiles, config: TrainConfig, source: TileSource,
                                      shuffle=(s == "train"), seed=config.seed)
                 for s in SIDES}
     needed = np.concatenate([t.index for t in tables.values()])
-    tile_bytes = 4 * int(np.prod(fset.spec.tile_shape))
-    if len(np.unique(needed)) * tile_bytes <= config.memory_budget_mb * 2**20:
+    size = tile_bytes(fset.spec.tile_shape, config, device)
+    if len(np.unique(needed)) * size <= budget_bytes(config, device):
         datasets["train"].preload(needed)  # fits the budget: read once, serve from memory
         for s in ("val", "test"):
             datasets[s].memory = datasets["train"].memory

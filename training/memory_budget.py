@@ -1,0 +1,35 @@
+"""How many tiles a training run may keep in memory (see ``TrainConfig.memory_budget_mb``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import psutil
+import torch
+
+from training.config import TrainConfig
+
+
+def budget_bytes(config: TrainConfig, device: torch.device) -> int:
+    """The run's budget for tiles kept in memory: ``memory_budget_mb`` when set, else half the
+    free memory of a CUDA device (the activations and the optimizer need the rest) or a quarter
+    of the host's available memory."""
+    if config.memory_budget_mb is not None:
+        return int(config.memory_budget_mb * 2**20)
+    host = psutil.virtual_memory().available // 4
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        # tiles pass through host memory (float32) on their way to the device
+        return int(min(free // 2, 2 * host))
+    return int(host)
+
+
+def tile_bytes(tile_shape: tuple[int, ...], config: TrainConfig, device: torch.device) -> int:
+    """Bytes of one tile as the run keeps it: ``tile_dtype`` on a CUDA device, float32 else."""
+    narrow = config.tile_dtype == "bfloat16" and device.type == "cuda"
+    return (2 if narrow else 4) * int(np.prod(tile_shape))
+
+
+def device_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
+    """The dtype of the tile tensor kept on ``device``."""
+    return torch.bfloat16 if config.tile_dtype == "bfloat16" and device.type == "cuda" else (
+        torch.float32)
