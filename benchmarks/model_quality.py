@@ -3,6 +3,10 @@ the same folds, by track and grouped by film (run by hand).
 
     python benchmarks/model_quality.py --catalog PATH [--folds 5] [--archs linear,kernel,pooled]
     python benchmarks/model_quality.py                # the demo library (240 cues)
+    python benchmarks/model_quality.py --store S --archs "ensemble@batch_size=128,ensemble"
+
+An architecture may carry settings of its own after ``@`` (``+`` between them), so that two
+variants of one model run on the same folds: ``ensemble@batch_size=128+learning_rate=0.01``.
 
 Builds the catalog's store (or reuses ``--store``), cuts the usable tracks into ``--folds`` folds
 (by track; with ``--by film`` whole films, so every test film is unseen), and for each fold trains
@@ -56,6 +60,21 @@ def mfcc_statistics(store, tracks: pd.DataFrame) -> np.ndarray:
     return statistics_of(tiles, counts)
 
 
+def variant(text: str) -> tuple[str, dict]:
+    """``arch@key=value+key=value`` as (arch, settings), values as int, float or text."""
+    arch, _, rest = text.partition("@")
+    settings = {}
+    for item in filter(None, rest.split("+")):
+        key, _, value = item.partition("=")
+        for kind in (int, float, str):
+            try:
+                settings[key] = kind(value)
+                break
+            except ValueError:
+                continue
+    return arch, settings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalog", help="a catalog file (default: the demo library)")
@@ -101,19 +120,24 @@ def main() -> None:
         rows.append({"fold": k, "model": "logistic baseline", "lrap":
                      label_ranking_average_precision_score(y[test], p),
                      "coverage": coverage_error(y[test], p), "seconds": 0.0})
-        for arch in archs:
-            config = TrainConfig(arch=arch, labels=tuple(classes), seed=args.seed,
-                                 feature_set=fset.hash, epochs=args.epochs)
+        for j, name in enumerate(archs):
+            arch, settings = variant(name)
+            config = TrainConfig(**{"arch": arch, "labels": tuple(classes), "seed": args.seed,
+                                    "feature_set": fset.hash, "epochs": args.epochs,
+                                    **settings})
             started = time.perf_counter()
-            report = train(store, f"q-{arch}-{k}", config, split=split, overwrite=True,
+            report = train(store, f"q-{arch}-{j}-{k}", config, split=split, overwrite=True,
                            progress=False, log=lambda msg: None)
-            rows.append({"fold": k, "model": arch if arch != "auto" else f"auto ({report.arch})",
+            rows.append({"fold": k, "model": name if arch != "auto" else f"auto ({report.arch})",
                          "lrap": report.metrics["track_lrap"],
                          "coverage": report.metrics["track_coverage_error"],
                          "seconds": time.perf_counter() - started})
         for r in rows[-len(archs) - 1:]:
             print(f"fold {k}: {r['model']:20s} LRAP {r['lrap']:.3f} coverage "
                   f"{r['coverage']:.2f} ({r['seconds']:.0f} s)", flush=True)
+        if args.json:  # after every fold: an interrupted run keeps the folds it finished
+            with open(args.json, "w") as f:
+                json.dump({"folds": rows, "by": args.by, "classes": classes}, f, indent=1)
     frame = pd.DataFrame(rows)
     frame["model"] = frame["model"].str.replace(r"auto \(.*\)", "auto", regex=True)
     summary = frame.groupby("model", sort=False).agg(
@@ -126,9 +150,6 @@ def main() -> None:
         print(f"| {model} | {r.lrap:.3f} +- {r.lrap_std:.3f} | {r.lrap - base:+.3f} | "
               f"{r.coverage:.2f} | {r.seconds:.0f} |")
     print(f"(coverage bound: {y.sum(1).mean():.2f} labels per track)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"folds": rows, "by": args.by, "classes": classes}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Batch scoring throughput with the ensemble on this machine (run by hand).
 
-    python benchmarks/scoring_throughput.py [--tracks 1000] [--dir benchmarks/out/scoring]
+    python benchmarks/scoring_throughput.py [--tracks 1000] [--copies 1] [--seconds 20 45]
+        [--device auto] [--dir benchmarks/out/scoring]
 
-Generates the demo library with ``--tracks`` cues, builds it, trains the 10-member ensemble for
-one epoch (the weights do not change the cost), then measures:
+Generates the demo library with ``--tracks`` cues of ``--seconds`` (min, max) each, and with
+``--copies K`` a catalog naming each cue K times under new names (links to the same file: a
+large library at no synthesis cost), builds it, trains the 10-member ensemble for one epoch on
+the device (the weights do not change the cost), then measures:
 
 - the model alone: tiles/s of one process on one thread, as scoring runs it (channels-last,
   batches of 16 on a CPU), no I/O;
@@ -26,6 +29,7 @@ import os
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 from measuring import cpu_seconds, together
 
@@ -41,17 +45,40 @@ from training.model_files import ModelFiles
 MODEL = "bench-ensemble"
 
 
-def prepare(directory: str, n_tracks: int) -> str:
+def with_copies(catalog: str, copies: int) -> str:
+    """A catalog naming every cue of ``catalog`` ``copies`` times, each copy a link of its own
+    name to the same audio (extracted and scored as a track of its own)."""
+    base = pd.read_csv(catalog)
+    root = os.path.dirname(os.path.abspath(catalog))
+    frames = [base]
+    for c in range(1, copies):
+        copy = base.assign(track_id=base["track_id"] + f"-c{c}",
+                           path=base["path"].map(lambda p: f"{os.path.dirname(p)}/c{c}-"
+                                                           f"{os.path.basename(p)}"))
+        for src, dst in zip(base["path"], copy["path"]):
+            if not os.path.lexists(os.path.join(root, dst)):
+                os.symlink(os.path.join(root, src), os.path.join(root, dst))
+        frames.append(copy)
+    out = os.path.join(root, f"catalog-x{copies}.csv")
+    pd.concat(frames).to_csv(out, index=False)
+    return out
+
+
+def prepare(directory: str, n_tracks: int, copies: int = 1,
+            seconds: tuple[float, float] = (20.0, 45.0), device: str = "cpu") -> str:
     url = os.path.join(directory, "store")
-    catalog = generate_demo_library(directory, n_tracks=n_tracks)
-    with connect(n_workers=2) as client:
+    catalog = generate_demo_library(directory, n_tracks=n_tracks, min_seconds=seconds[0],
+                                    max_seconds=seconds[1])
+    if copies > 1:
+        catalog = with_copies(catalog, copies)
+    with connect() as client:  # a worker per core
         print(featurestore.build(catalog, url, name="demo", client=client,
-                                 progress=False).summary())
+                                 progress=False).summary(), flush=True)
     files = ModelFiles(featurestore.open(url), MODEL)
     if not files.exists():
         train(url, MODEL, TrainConfig(arch="ensemble", epochs=1, optimizer="adam",
                                       learning_rate=1e-3, min_tracks=6, test_size=0.1,
-                                      device="cpu"), progress=False)
+                                      device=device), progress=False)
     return url
 
 
@@ -138,13 +165,16 @@ def dask_run(url: str, workers: int, device: str, repeats: int) -> tuple[float, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tracks", type=int, default=1000)
+    parser.add_argument("--copies", type=int, default=1, help="times each cue is in the catalog")
+    parser.add_argument("--seconds", type=float, nargs=2, default=[20.0, 45.0],
+                        metavar=("MIN", "MAX"), help="length of the generated cues")
     parser.add_argument("--dir", default="benchmarks/out/scoring")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compare-batch", type=int, nargs="*", default=[],
                         help="only compare these CPU batch sizes, in 1 and 2 plain processes")
     args = parser.parse_args()
-    url = prepare(args.dir, args.tracks)
+    url = prepare(args.dir, args.tracks, args.copies, tuple(args.seconds), args.device)
     if args.compare_batch:
         compare_batch_sizes(url, args.compare_batch, args.repeats)
         return
