@@ -23,27 +23,47 @@ import csv
 import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import soundfile as sf
-from measuring import WorkerPeaks, cpu_seconds, together
+from measuring import WorkerPeaks, cpu_seconds, driver_threads_cpu, task_summary, together
 
 from catalogs.demo import FILMS, synthesize
 from catalogs.writer import write_catalog
 
 
-def make_library(directory: str, minutes: float, seconds_each: float = 60.0) -> str:
-    """MP3 cues of ``seconds_each`` s until ``minutes`` of audio; reused when present."""
+def _write_cue(path: str, i: int, seconds: float) -> None:
+    """The demo's synthesis of cue ``i`` as a 44.1 kHz stereo MP3 (written atomically)."""
+    y = synthesize(FILMS[i % len(FILMS)][3], seconds, 44100, np.random.default_rng(i))
+    sf.write(path + ".part", np.stack([y, y * 0.9], axis=1), 44100, format="MP3")
+    os.replace(path + ".part", path)
+
+
+def make_library(directory: str, minutes: float, seconds_each: float = 60.0,
+                 distinct: int | None = None, processes: int = 1) -> str:
+    """MP3 cues of ``seconds_each`` s until ``minutes`` of audio; reused when present.
+
+    With ``distinct``, only that many cues are synthesized and the others are copies of them
+    under their own names (the build decodes every file; synthesis is the slow part of making a
+    large library). ``processes`` synthesize in parallel."""
     os.makedirs(directory, exist_ok=True)
     n = int(np.ceil(minutes * 60 / seconds_each))
+    k = min(distinct or n, n)
+    paths = [os.path.join(directory, f"cue{i:04d}.mp3") for i in range(n)]
+    todo = [(paths[i], i, seconds_each) for i in range(k) if not os.path.exists(paths[i])]
+    if processes > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(processes) as pool:
+            list(pool.map(_write_cue, *zip(*todo)))
+    else:
+        for args in todo:
+            _write_cue(*args)
     rows = []
-    for i in range(n):
-        path = os.path.join(directory, f"cue{i:04d}.mp3")
-        film, composer, year, genres = FILMS[i % len(FILMS)]
+    for i, path in enumerate(paths):
         if not os.path.exists(path):
-            y = synthesize(genres, seconds_each, 44100, np.random.default_rng(i))
-            sf.write(path + ".part", np.stack([y, y * 0.9], axis=1), 44100, format="MP3")
+            shutil.copyfile(paths[i % k], path + ".part")
             os.replace(path + ".part", path)
+        film, composer, year, genres = FILMS[i % len(FILMS)]
         rows.append({"track_id": f"cue{i:04d}", "path": path, "film": film, "year": year,
                      "genres": "|".join(genres)})
     return write_catalog(os.path.join(directory, "catalog.csv"), rows)
@@ -136,9 +156,14 @@ def _warm_worker() -> None:
     _kernels(FeatureSpec())
 
 
-def timed_build(catalog: str, store: str, workers: int, monitoring: bool = False,
-                quiet: bool = False, **kwargs):
-    """Build on a fresh LocalCluster of ``workers`` processes; time only the build itself."""
+def measured_build(catalog: str, store: str, workers: int, monitoring: bool = False,
+                   **kwargs) -> dict:
+    """Build on a fresh LocalCluster of ``workers`` processes; time only the build itself.
+
+    Returns the report, wall seconds, peak worker RSS (MiB), CPU seconds of the workers, of the
+    driver's main thread and of the driver process's other threads (the LocalCluster's
+    scheduler and the client's event loop), and the task stream's summary
+    (:func:`measuring.task_summary`)."""
     from distributed import get_task_stream
 
     import featurestore
@@ -148,32 +173,31 @@ def timed_build(catalog: str, store: str, workers: int, monitoring: bool = False
     with connect(n_workers=workers, monitoring=monitoring) as client:
         # One-time start-up (imports, librosa's filterbank) is excluded, as the loop's is.
         client.run(_warm_worker)
-        cpu_before = cpu_seconds(client)
+        cpu_before, threads_before = cpu_seconds(client), driver_threads_cpu()
         with WorkerPeaks(client) as peaks, get_task_stream(client) as stream:
             start, started = time.perf_counter(), time.time()
             report = featurestore.build(catalog, store, client=client, progress=False, **kwargs)
             wall = time.perf_counter() - start
         driver, workers_cpu = (b - a for a, b in zip(cpu_before, cpu_seconds(client)))
+        main, others = (b - a for a, b in zip(threads_before, driver_threads_cpu()))
+    return {"report": report, "wall_s": wall, "peak_rss_mib": max(peaks.peaks_mib),
+            "workers_cpu_s": workers_cpu, "driver_process_cpu_s": driver,
+            "driver_main_thread_cpu_s": main, "driver_other_threads_cpu_s": others,
+            "task_stream": task_summary(stream.data, started, wall)}
+
+
+def timed_build(catalog: str, store: str, workers: int, monitoring: bool = False,
+                quiet: bool = False, **kwargs):
+    """:func:`measured_build`, printing where the time went; returns (report, wall, peak)."""
+    m = measured_build(catalog, store, workers, monitoring, **kwargs)
     if not quiet:
-        print(f"  ({workers} worker(s): {wall:.2f} s wall; CPU: workers {workers_cpu:.2f} s, "
-              f"driver {driver:.2f} s; {_task_time(stream.data, started, wall)})")
-    return report, wall, max(peaks.peaks_mib)
-
-
-def _task_time(records: list[dict], started: float, wall: float) -> str:
-    """Where the workers' wall time went: running tasks, or waiting for the first task, between
-    tasks, and after their last one (the build's start, round trips, and its tail)."""
-    spans: dict[str, list[tuple[float, float]]] = {}
-    for record in records:
-        for s in record["startstops"]:
-            if s["action"] == "compute":
-                spans.setdefault(record["worker"], []).append((s["start"], s["stop"]))
-    busy = sum(b - a for runs in spans.values() for a, b in runs)
-    first = np.mean([min(a for a, _ in runs) - started for runs in spans.values()])
-    last = np.mean([started + wall - max(b for _, b in runs) for runs in spans.values()])
-    idle = len(spans) * wall - busy
-    return (f"tasks {busy:.2f} s; per worker idle {idle / len(spans):.2f} s: "
-            f"{first:.2f} s before its first task, {last:.2f} s after its last")
+        t = m["task_stream"]
+        print(f"  ({workers} worker(s): {m['wall_s']:.2f} s wall; CPU: workers "
+              f"{m['workers_cpu_s']:.2f} s, driver {m['driver_process_cpu_s']:.2f} s; tasks "
+              f"{t['busy_s']:.2f} s; per worker idle {t['idle_per_worker_s']:.2f} s: "
+              f"{t['idle_before_first_s']:.2f} s before its first task, "
+              f"{t['idle_after_last_s']:.2f} s after its last)")
+    return m["report"], m["wall_s"], m["peak_rss_mib"]
 
 
 def compare_monitoring(catalog: str, out: str, runs: int) -> None:

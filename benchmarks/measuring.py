@@ -50,6 +50,44 @@ class WorkerPeaks:
         return sorted(round(v / 2 ** 20) for v in self.peaks.values())
 
 
+def driver_threads_cpu() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process's main thread (the build's driver: planning,
+    submitting, committing) and of all its other threads (with a LocalCluster, the scheduler and
+    the client's event loop; with a remote scheduler, the client's event loop alone)."""
+    main = threading.main_thread().native_id
+    by_thread = {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
+    return by_thread.get(main, 0.0), sum(by_thread.values()) - by_thread.get(main, 0.0)
+
+
+def task_summary(records: list[dict], started: float, wall: float) -> dict:
+    """Where the workers' wall time went, from Dask task-stream ``records`` of a run that began
+    at ``started`` (``time.time()``) and took ``wall`` seconds: compute time per task prefix
+    (``extract``, ``meta``, ``write``), and per worker the mean idle time before its first task,
+    after its last, and in all (start, round trips, tail)."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    prefixes: dict[str, list[float]] = {}
+    for record in records:
+        prefix = str(record["key"]).strip("('\"").split("-", 1)[0]
+        for s in record["startstops"]:
+            if s["action"] == "compute":
+                spans.setdefault(record["worker"], []).append((s["start"], s["stop"]))
+                prefixes.setdefault(prefix, []).append(s["stop"] - s["start"])
+    if not spans:
+        return {"workers_seen": 0}
+    busy = sum(b - a for runs in spans.values() for a, b in runs)
+    n = len(spans)
+    return {
+        "workers_seen": n,
+        "busy_s": busy,
+        "tasks": {k: {"count": len(v), "compute_s": sum(v)} for k, v in prefixes.items()},
+        "idle_per_worker_s": (n * wall - busy) / n,
+        "idle_before_first_s": float(sum(min(a for a, _ in r) - started
+                                         for r in spans.values()) / n),
+        "idle_after_last_s": float(sum(started + wall - max(b for _, b in r)
+                                       for r in spans.values()) / n),
+    }
+
+
 def cpu_seconds(client) -> tuple[float, float]:
     """CPU seconds (user + system) used so far by this process (the driver, with a
     LocalCluster's scheduler and nannies) and by all of ``client``'s worker processes."""

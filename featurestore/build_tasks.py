@@ -6,6 +6,7 @@ many there are, hands out a chunk-aligned region, and the write runs where the t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,10 +40,16 @@ class TrackMeta:
     unchanged: bool
 
 
-def extract_batch(tasks: list[TrackTask], spec: FeatureSpec,
-                  storage_options: dict | None) -> list[TrackResult | None]:
-    """Extract every track of a batch; ``None`` marks a track whose content is unchanged."""
-    return [extract_track(t.path, spec, storage_options, t.known_hash) for t in tasks]
+#: What extracts one track: ``(path, spec, storage_options, known_hash) -> TrackResult | None``,
+#: with the contract of :func:`~featurestore.extract.extract_track`.
+Extractor = Callable[[str, FeatureSpec, "dict | None", "str | None"], "TrackResult | None"]
+
+
+def extract_batch(tasks: list[TrackTask], spec: FeatureSpec, storage_options: dict | None,
+                  extract: Extractor = extract_track) -> list[TrackResult | None]:
+    """Extract every track of a batch with ``extract`` (the study's extraction unless a
+    benchmark stands in for it); ``None`` marks a track whose content is unchanged."""
+    return [extract(t.path, spec, storage_options, t.known_hash) for t in tasks]
 
 
 def batch_meta(results: list[TrackResult | None]) -> list[TrackMeta]:

@@ -302,3 +302,29 @@ def test_feature_set_of_another_spec_or_version_is_reported_not_misread(tmp_path
         res = subprocess.run(cli("info", "--store", url), capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
         assert "feature set 0123456789abcdef: not read:" in res.stdout
+
+
+def _constant_tiles(path, spec, storage_options, known_hash):
+    """A stand-in extractor: two tiles of one value per track, the value from its file name."""
+    from featurestore.extract import TrackResult
+
+    value = float(os.path.basename(path)[1:4])
+    tiles = np.full((2, *spec.tile_shape), value, dtype=np.float32)
+    return TrackResult("ok", "", tiles, f"hash-{value}", 20.0, 22050, 1)
+
+
+def test_extractor_stands_in_on_the_workers(tmp_path, dask_client):
+    """The workers run the build's ``extractor`` in place of the study's extraction; its tiles,
+    facts and statistics are committed like real ones (the scaling benchmark's simulated work)."""
+    catalog = small_library(tmp_path, n=4)
+    url = str(tmp_path / "store")
+    report = featurestore.build(catalog, url, client=dask_client, progress=False,
+                                extractor=_constant_tiles)
+    assert report.built == 4 and report.tiles_written == 8 and not report.failures
+    tiles = track_tiles(url)
+    for (_, track_id), got in tiles.items():
+        np.testing.assert_array_equal(got, np.full((2, 40, 100), int(track_id[1:])))
+    tracks = featurestore.open(url).tracks()
+    assert set(tracks["content_hash"]) == {f"hash-{float(i)}" for i in range(4)}
+    mean, _, count = featurestore.open(url).feature_set().statistics()
+    assert count == 8 and np.allclose(mean, 1.5)
