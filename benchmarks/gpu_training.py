@@ -2,7 +2,8 @@
 projected from it (run by hand; runs on the CPU with small sizes, on a GPU at the study's).
 
     python benchmarks/gpu_training.py [--tiles 130000] [--classes 10] [--device auto]
-        [--batch-sizes 128 1024] [--steps 20] [--grouped] [--compile] [--json PATH]
+        [--batch-sizes 128 1024] [--steps 20] [--loader-tiles N] [--grouped] [--compile]
+        [--json PATH]
         [--dir benchmarks/out/gpu-training]
 
 Writes ``--tiles`` random (40, 100) float32 tiles straight into Zarr tile arrays laid out as a
@@ -13,7 +14,7 @@ Then prints:
 - loader tiles/s: every tile read into memory once (as ``train`` preloads them), chunk groups
   one at a time and :data:`~featurestore.tile_arrays.READ_THREADS` at once; one epoch through
   the block-shuffle loader (when tiles do not fit) with 0 and 2 DataLoader workers, reading one
-  chunk group at a time and several; and on CUDA the same loader feeding the GPU through
+  chunk group at a time and several (the first ``--loader-tiles``); and on CUDA the same loader feeding the GPU through
   :func:`training.device_feed.to_device` (pinned memory, copies on a side stream);
 - for each of ``--batch-sizes``: member-tiles/s of the ensemble trained member by member as
   ``training.loop.fit`` trains them (each member's balanced epoch from the in-memory loader,
@@ -206,6 +207,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, GPU_BATCH])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per way")
+    parser.add_argument("--loader-tiles", type=int, help="tiles the loader reads (default all)")
     parser.add_argument("--grouped", action="store_true",
                         help="fused steps as one grouped pass on a CPU too")
     parser.add_argument("--compile", action="store_true",
@@ -233,7 +235,8 @@ def main() -> None:
     print(f"{args.tiles} tiles ({args.tiles * 16000 / 2**20:.0f} MiB as float32), "
           f"{args.classes} classes ({positives.min():.0f}-{positives.max():.0f} positive "
           f"tiles each) at {url} ({time.perf_counter() - started:.1f} s)", flush=True)
-    figures["loader_tiles_per_s"] = loader_rates(url, args.tiles, device)
+    figures["loader_tiles_per_s"] = loader_rates(url, min(args.loader_tiles or args.tiles,
+                                                          args.tiles), device)
     for name, rate in figures["loader_tiles_per_s"].items():
         print(f"loader, {name}: {rate:,.0f} tiles/s", flush=True)
     save()

@@ -8,6 +8,10 @@ Generates the demo library with ``--tracks`` cues of ``--seconds`` (min, max) ea
 large library at no synthesis cost), builds it, trains the 10-member ensemble for one epoch on
 the device (the weights do not change the cost), then measures:
 
+With ``--synthetic-tracks N --tiles-per-track T`` the library is N tracks whose extraction is
+replaced by random tiles (``featurestore.build``'s ``extractor``): a store of any size in
+seconds, for measuring scoring at scale (its cost does not depend on the tiles' values).
+
 - the model alone: tiles/s of one process on one thread, as scoring runs it (channels-last,
   batches of 16 on a CPU), no I/O;
 - the obvious alternative: one process scoring track by track (its tiles read through
@@ -25,6 +29,7 @@ runs use the GPU (``--device``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import time
 
@@ -34,7 +39,8 @@ import torch
 from measuring import cpu_seconds, together
 
 import featurestore
-from catalogs.demo import generate_demo_library
+from catalogs.demo import FILMS, generate_demo_library
+from featurestore.extract import TrackResult, extract_track
 from featurestore.cluster import connect
 from scoring import score
 from scoring.score_tasks import score_tiles
@@ -64,16 +70,48 @@ def with_copies(catalog: str, copies: int) -> str:
     return out
 
 
+def synthetic_track(path: str, spec, storage_options=None, known_hash=None) -> TrackResult:
+    """Stand-in extraction: the tile count named in the file name (``s00001-40.wav``), random
+    tiles seeded by the name."""
+    n = int(os.path.basename(path).split("-")[1].split(".")[0])
+    seed = int(hashlib.sha1(path.encode()).hexdigest()[:8], 16)
+    tiles = np.random.default_rng(seed).standard_normal((n, *spec.tile_shape),
+                                                       dtype=np.float32) * 20
+    return TrackResult("ok", "", tiles, f"synthetic-{seed}", n * spec.tile_seconds, 22050, 1)
+
+
+def synthetic_catalog(directory: str, n_tracks: int, tiles: int) -> str:
+    """N placeholder files (the build stats them) and a catalog of them, genres as the demo's."""
+    audio = os.path.join(directory, "synthetic")
+    os.makedirs(audio, exist_ok=True)
+    rows = []
+    for i in range(n_tracks):
+        film, composer, year, genres = FILMS[i % len(FILMS)]
+        name = f"s{i:06d}-{tiles}.wav"
+        open(os.path.join(audio, name), "a").close()
+        rows.append({"track_id": f"s{i:06d}", "path": f"synthetic/{name}", "title": name,
+                     "film": film, "composer": composer, "year": year,
+                     "genres": "|".join(genres)})
+    out = os.path.join(directory, f"synthetic-{n_tracks}x{tiles}.csv")
+    pd.DataFrame(rows).to_csv(out, index=False)
+    return out
+
+
 def prepare(directory: str, n_tracks: int, copies: int = 1,
-            seconds: tuple[float, float] = (20.0, 45.0), device: str = "cpu") -> str:
+            seconds: tuple[float, float] = (20.0, 45.0), device: str = "cpu",
+            synthetic_tiles: int = 0) -> str:
     url = os.path.join(directory, "store")
-    catalog = generate_demo_library(directory, n_tracks=n_tracks, min_seconds=seconds[0],
-                                    max_seconds=seconds[1])
-    if copies > 1:
-        catalog = with_copies(catalog, copies)
+    if synthetic_tiles:
+        catalog, extractor = synthetic_catalog(directory, n_tracks, synthetic_tiles), \
+            synthetic_track
+    else:
+        catalog = generate_demo_library(directory, n_tracks=n_tracks, min_seconds=seconds[0],
+                                        max_seconds=seconds[1])
+        catalog, extractor = with_copies(catalog, copies) if copies > 1 else catalog, \
+            extract_track
     with connect() as client:  # a worker per core
-        print(featurestore.build(catalog, url, name="demo", client=client,
-                                 progress=False).summary(), flush=True)
+        print(featurestore.build(catalog, url, name="demo", client=client, progress=False,
+                                 extractor=extractor).summary(), flush=True)
     files = ModelFiles(featurestore.open(url), MODEL)
     if not files.exists():
         train(url, MODEL, TrainConfig(arch="ensemble", epochs=1, optimizer="adam",
@@ -166,6 +204,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tracks", type=int, default=1000)
     parser.add_argument("--copies", type=int, default=1, help="times each cue is in the catalog")
+    parser.add_argument("--synthetic-tracks", type=int, default=0, metavar="N",
+                        help="a library of N tracks of random tiles instead of audio")
+    parser.add_argument("--tiles-per-track", type=int, default=40)
     parser.add_argument("--seconds", type=float, nargs=2, default=[20.0, 45.0],
                         metavar=("MIN", "MAX"), help="length of the generated cues")
     parser.add_argument("--dir", default="benchmarks/out/scoring")
@@ -174,7 +215,9 @@ def main() -> None:
     parser.add_argument("--compare-batch", type=int, nargs="*", default=[],
                         help="only compare these CPU batch sizes, in 1 and 2 plain processes")
     args = parser.parse_args()
-    url = prepare(args.dir, args.tracks, args.copies, tuple(args.seconds), args.device)
+    synthetic = args.tiles_per_track if args.synthetic_tracks else 0
+    url = prepare(args.dir, args.synthetic_tracks or args.tracks, args.copies,
+                  tuple(args.seconds), args.device, synthetic)
     if args.compare_batch:
         compare_batch_sizes(url, args.compare_batch, args.repeats)
         return
@@ -187,7 +230,8 @@ def main() -> None:
     one, one_tracks, tiles = dask_run(url, 1, args.device, args.repeats)
     two, two_tracks, _ = dask_run(url, 2, args.device, args.repeats)
     per_hour = 3600 / featurestore.FeatureSpec().tile_seconds
-    print(f"\n{args.tracks} tracks, {tiles} tiles, ensemble of 10 members on {device}")
+    listed = args.synthetic_tracks or args.tracks * args.copies
+    print(f"\n{listed} tracks, {tiles} tiles, ensemble of 10 members on {device}")
     print(f"model alone, 1 thread:            {alone:8.0f} tiles/s")
     print(f"track by track, 1 process:        {naive:8.0f} tiles/s")
     print(f"score, 1 worker:                  {one:8.0f} tiles/s  {one_tracks:6.1f} tracks/s  "

@@ -259,6 +259,15 @@ def read_tiles(source: TileSource, index: np.ndarray, threads: int = READ_THREAD
     return read_indexed(source.covering(index), index, threads)
 
 
+def read_pieces(source: TileSource, index: np.ndarray, piece_tiles: int,
+                ahead: int = 2) -> Iterator[np.ndarray]:
+    """The tiles at ``index`` in pieces of ``piece_tiles`` (in order), the next ``ahead`` pieces
+    read while the consumer works on the current one."""
+    array = source.covering(index)
+    return in_order(lambda start: read_indexed(array, index[start:start + piece_tiles]),
+                    range(0, len(index), piece_tiles), ahead)
+
+
 @dataclass
 class Moments:
     """Count, sum and sum of squares of tiles, per value, in float64: they add and subtract

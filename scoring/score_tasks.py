@@ -20,7 +20,7 @@ from torch import nn
 
 from featurestore.errors import StoreError
 from featurestore.store import Store
-from featurestore.tile_arrays import TileSource, in_order, read_indexed, read_tiles, tile_rows
+from featurestore.tile_arrays import TileSource, read_pieces, read_tiles, tile_rows
 from scoring.aggregate import aggregate, ranking_rows
 from scoring.score_tables import ScoreTable
 from training.fused import FusedEnsemble
@@ -122,9 +122,7 @@ def score_batch(tracks: list[dict], batch: int, job: ScoreJob) -> dict:
                                   job.mixed_precision)
         track_scores = score_tracks(model, tiles, counts, device, job.mixed_precision)
     else:
-        array = source.covering(index)
-        pieces = in_order(lambda start: read_indexed(array, index[start:start + PIECE_TILES]),
-                          range(0, len(index), PIECE_TILES), threads=2)
+        pieces = read_pieces(source, index, PIECE_TILES)
         tile_scores = np.concatenate(
             [score_tiles(model, piece, job.softmax, device, job.batch_size,
                          job.mixed_precision) for piece in pieces]
