@@ -76,14 +76,22 @@ def last_per_key(table: pa.Table, key: list[str]) -> pa.Table:
     return table.take(np.sort(last["_row_max"].to_numpy()))
 
 
+def _keys(table: pa.Table) -> pa.ChunkedArray:
+    # one string per track: Arrow's joins take no list columns, so rows are matched by key
+    return pc.binary_join_element_wise(table["catalog"].cast(pa.string()),
+                                       table["track_id"].cast(pa.string()), "\x1f")
+
+
 def surviving(old: pa.Table, keep: pa.Table | None, new: pa.Table) -> pa.Table:
-    """The rows of ``old`` that a commit keeps: tracks in ``keep`` (all when ``None``) that
-    ``new`` does not score again."""
+    """The rows of ``old`` that a commit keeps, in their order: tracks in ``keep`` (all when
+    ``None``) that ``new`` does not score again."""
+    keys = _keys(old)
+    mask = pa.array(np.ones(old.num_rows, bool))
     if keep is not None:
-        old = old.join(keep, keys=KEY, join_type="left semi")
+        mask = pc.and_(mask, pc.is_in(keys, value_set=_keys(keep).combine_chunks()))
     if new.num_rows:
-        old = old.join(new.select(KEY), keys=KEY, join_type="left anti")
-    return old
+        mask = pc.and_(mask, pc.invert(pc.is_in(keys, value_set=_keys(new).combine_chunks())))
+    return old.filter(mask)
 
 
 def commit_embeddings(fs, path: str, staged: list[str], keep: pa.Table | None, replace: bool,
