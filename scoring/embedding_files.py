@@ -1,8 +1,8 @@
 """The track embeddings file of a scored model version: its schema, its commit, reading it.
 
 ``embeddings.parquet`` holds one row per track: the key, the content hash of the audio it was
-computed from, lineage, and ``embedding``, a fixed-size list of float32 (DuckDB reads it as a
-``FLOAT[n]`` array, pyarrow as a ``FixedSizeListArray``). A run's batches stage their rows as
+computed from, lineage, and ``embedding``, a fixed-size list of float32 (pyarrow reads it as a
+``FixedSizeListArray``, DuckDB and pandas as a list). A run's batches stage their rows as
 files of their own; the commit writes the new file in one atomic write, streaming the previous
 file a row group at a time, so memory holds the staged rows and one row group. The commit is
 driven by :meth:`scoring.score_tables.ScoreTable.commit`, together with the rankings.
