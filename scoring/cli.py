@@ -1,4 +1,4 @@
-"""The scoring commands: ``featurestore score``, ``rankings`` and ``evaluate``."""
+"""The scoring commands: ``featurestore score``, ``rankings``, ``similar`` and ``evaluate``."""
 
 from __future__ import annotations
 
@@ -92,6 +92,9 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", metavar="DIR",
                    help="report folder (default: evaluation/<split>/ in the version's scores)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--no-similarity", action="store_true",
+                   help="leave out the similarity figures (they read every track's tiles "
+                        "once, for the feature-statistics baseline)")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -101,12 +104,45 @@ def _evaluate(args: argparse.Namespace) -> int:
     from scoring.score_tables import score_table
 
     store = open_store(args)
-    ev = evaluate(store, args.model, args.split, args.top_k, args.version)
+    ev = evaluate(store, args.model, args.split, args.top_k, args.version,
+                  similarity=not args.no_similarity)
     target = args.report or join(score_table(store, args.model, ev.version).url, "evaluation",
                                  args.split)
     path = write_report(ev, target, store.storage_options if not args.report else None)
     print(ev.to_json() if args.json else ev.summary())
     print(f"report: {path}", file=sys.stderr)
+    return 0
+
+
+def _similar_arguments(p: argparse.ArgumentParser) -> None:
+    add_store_args(p)
+    add_filter_args(p)
+    _add_model_args(p, version=True)
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--track", metavar="ID", help="a track of the library")
+    query.add_argument("--audio", metavar="FILE",
+                       help="a reference audio file (path or URL), need not be in the library: "
+                            "extracted with the model's feature spec and embedded")
+    p.add_argument("--track-catalog", metavar="NAME",
+                   help="the catalog of --track, when several catalogs hold that id")
+    p.add_argument("--top", type=int, default=20, metavar="N",
+                   help="how many tracks (default %(default)s)")
+    p.add_argument("--exclude-own-film", action="store_true",
+                   help="leave out tracks of the query track's own film")
+    add_output_args(p)
+
+
+def _similar(args: argparse.Namespace) -> int:
+    from featurestore.cli import storage_options
+    from scoring.similarity import similar
+
+    store = open_store(args)
+    chosen = {k: v for k, v in filters(args).items() if k not in ("feature_set", "status")}
+    frame = similar(store, args.model, args.track, audio=args.audio, top=args.top,
+                    track_catalog=args.track_catalog, exclude_own_film=args.exclude_own_film,
+                    version=args.version,
+                    storage_options=storage_options(args.storage_option) or None, **chosen)
+    write_frames([frame], args.format, args.output)
     return 0
 
 
@@ -121,8 +157,18 @@ RANKINGS = Command(
     description="With --track: each label of the track with its score and rank. With --label "
                 "(repeatable): the tracks that best fit all the labels together, with film, "
                 "composer and year.")
+SIMILAR = Command(
+    "similar", "the tracks most like a track or a reference audio file", _similar_arguments,
+    _similar,
+    description="Cosine similarity of the model's track embeddings (written by `featurestore "
+                "score`): the --top tracks nearest a library track (--track) or a reference "
+                "file (--audio), best first, with title, film, composer, year, genres and "
+                "similarity. The filters of `tracks` narrow the candidates.")
 EVALUATE = Command(
     "evaluate", "metrics of a model's scores on its split", _evaluate_arguments, _evaluate,
     description="LRAP, coverage error (with its lower bound) and label ranking loss at tile "
                 "and track level, per-class precision, recall and F1 with the top-k labels as "
-                "predictions; a markdown report with figures.")
+                "predictions; a markdown report with figures; and for the split's tracks the "
+                "same-film precision and label overlap (Jaccard) of their 10 nearest "
+                "neighbours by the model's embeddings, against standardized feature "
+                "statistics.")

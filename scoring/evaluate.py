@@ -9,14 +9,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from featurestore.statuses import OK
 from featurestore.store import Store
+from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
 from scoring.rankings import model_scores
-from scoring.score_tables import KEY, scores_matrix
+from scoring.score_tables import KEY, ScoreTable, scores_matrix
+from scoring.similarity import neighbour_figures
+from training.linear import statistics_of
 from training.metrics import DEFAULT_TOP_K, per_class, ranking_metrics
 from training.model_files import ModelFiles
 from training.targets import multi_hot
 
 SPLITS = ("test", "val", "train", "all")
+#: Neighbours per query in the similarity figures.
+NEIGHBOURS = 10
+#: Tiles read at once for the statistics baseline.
+_STATS_TILES = 8192
 
 
 @dataclass
@@ -32,10 +40,14 @@ class Evaluation:
     tile: dict
     truth: np.ndarray = field(repr=False)
     scores: np.ndarray = field(repr=False)
+    #: ``{"embedding": figures, "statistics": figures}`` of :func:`similarity_figures`, or
+    #: ``None`` (not asked for, or the version has no embeddings yet)
+    similarity: dict | None = None
 
     def to_dict(self) -> dict:
         return {"model": self.model, "version": self.version, "split": self.split,
-                "classes": self.classes, "k": self.k, "track": self.track, "tile": self.tile}
+                "classes": self.classes, "k": self.k, "track": self.track, "tile": self.tile,
+                "similarity": self.similarity}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -50,7 +62,19 @@ class Evaluation:
                          f"{m['coverage_lower_bound']:.2f}), ranking loss "
                          f"{m['label_ranking_loss']:.3f}, top-{self.k} micro F1 "
                          f"{m['per_class']['micro']['f1']:.3f}")
+        if self.similarity is not None:
+            ours, base = self.similarity["embedding"], self.similarity["statistics"]
+            lines.append(f"  similar  {ours['k']} nearest of {ours['library']} tracks for "
+                         f"{ours['queries']} {self.split} tracks: same-film precision "
+                         f"{_figure(ours['same_film_precision'])} (feature statistics "
+                         f"{_figure(base['same_film_precision'])}), label overlap (Jaccard) "
+                         f"{_figure(ours['label_jaccard'])} "
+                         f"({_figure(base['label_jaccard'])})")
         return "\n".join(lines)
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def split_tracks_of(files: ModelFiles, split: str) -> pd.DataFrame:
@@ -65,12 +89,59 @@ def split_tracks_of(files: ModelFiles, split: str) -> pd.DataFrame:
     return chosen[KEY].reset_index(drop=True)
 
 
+def statistics_baseline(store: Store, feature_set: str, tracks: pd.DataFrame) -> np.ndarray:
+    """Per track of ``tracks`` (``catalog``, ``track_id``), the mean and standard deviation
+    of every feature row over its frames, each column standardized over these tracks: the
+    plain-features embedding similarity search is measured against."""
+    built = store.tracks(feature_set=feature_set, status=OK,
+                         columns=["tile_start", "n_tiles"])
+    rows = tracks[KEY].merge(built, on=KEY, how="left")
+    if rows["n_tiles"].isna().any():
+        missing = rows.loc[rows["n_tiles"].isna(), "track_id"].iloc[0]
+        raise ValueError(f"track {missing!r} is not built in feature set {feature_set}")
+    source = TileSource(store.feature_set(feature_set).tiles_url, store.storage_options)
+    counts = rows["n_tiles"].to_numpy(np.int64)
+    cut = np.cumsum(counts) // _STATS_TILES
+    parts = []
+    for batch in np.unique(cut):  # bounded memory: a batch of tracks' tiles at a time
+        chosen = rows[cut == batch]
+        index, _ = tile_rows(chosen["tile_start"].to_numpy(np.int64),
+                             chosen["n_tiles"].to_numpy(np.int64))
+        parts.append(statistics_of(read_tiles(source, index), chosen["n_tiles"].to_numpy()))
+    stats = np.concatenate(parts) if parts else np.zeros((0, 0))
+    return (stats - stats.mean(0)) / np.maximum(stats.std(0), 1e-12)
+
+
+def similarity_figures(store: Store, table: ScoreTable, wanted: pd.DataFrame,
+                       label_column: str, k: int = NEIGHBOURS) -> dict | None:
+    """The neighbours the version's embeddings find for the ``wanted`` tracks among every
+    current track (:func:`~scoring.similarity.neighbour_figures`), beside those cosine search
+    on standardized feature statistics (:func:`statistics_baseline`) finds; ``None`` when the
+    version has no embeddings yet."""
+    from scoring.embeddings import current_embeddings
+
+    rows, matrix = current_embeddings(store, table, columns=["film", label_column])
+    if not len(rows):
+        return None
+    queries = rows.reset_index().merge(wanted[KEY], on=KEY)["index"].to_numpy()
+    if len(queries) < len(wanted):
+        raise ValueError(f"{len(wanted) - len(queries)} of the {len(wanted)} tracks have no "
+                         "current embedding: run `featurestore score` first")
+    films = rows["film"] if "film" in rows else pd.Series([None] * len(rows))
+    labels = rows[label_column]
+    baseline = statistics_baseline(store, table.info().feature_set, rows)
+    return {"embedding": neighbour_figures(matrix, films, labels, queries, k),
+            "statistics": neighbour_figures(baseline, films, labels, queries, k)}
+
+
 def evaluate(store: Store | str, model: str, split: str = "test", k: int = DEFAULT_TOP_K,
-             version: str | None = None, storage_options: dict | None = None) -> Evaluation:
+             version: str | None = None, storage_options: dict | None = None,
+             similarity: bool = True) -> Evaluation:
     """Evaluate the committed scores of ``model`` on its ``split`` tracks (the split saved with
     the model: test, val, train or all). Track truth is the catalog's label column; a tile's
     truth is its track's. Every track of the split needs a current score: run ``score``
-    first."""
+    first. With ``similarity``, also the neighbours the track embeddings find
+    (:func:`similarity_figures`: the whole library is read once for the baseline)."""
     store = store if isinstance(store, Store) else Store(store, storage_options)
     files = ModelFiles(store, model)
     config = files.read_complete_config()
@@ -99,5 +170,7 @@ def evaluate(store: Store | str, model: str, split: str = "test", k: int = DEFAU
     tile_truth = truth[position]
     tile = {**ranking_metrics(tile_truth, tile_scores),
             "per_class": per_class(tile_truth, tile_scores, classes, k)}
+    near = (similarity_figures(store, table, keys, config["label_column"]) if similarity
+            else None)
     return Evaluation(model, table.version, split, classes, track["per_class"]["k"], track,
-                      tile, truth, scores)
+                      tile, truth, scores, near)

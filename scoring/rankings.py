@@ -20,7 +20,7 @@ from training.model_files import ModelFiles
 #: Ways to combine several labels' scores into one: ``mean``; ``min`` (the track must fit every
 #: label: its weakest score counts); ``geomean`` (between the two).
 COMBINE = ("mean", "min", "geomean")
-_SHOWN = ["title", "film", "composer", "year", "genres"]
+SHOWN = ["title", "film", "composer", "year", "genres"]
 
 
 def model_scores(store: Store, model: str, version: str | None = None) -> ScoreTable:
@@ -36,7 +36,7 @@ def _current(store: Store, table: ScoreTable, rankings: pd.DataFrame,
     """``rankings`` of tracks built and unchanged since scoring, joined with their metadata."""
     info = table.info()
     tracks = store.tracks(feature_set=info.feature_set, status=OK, **(filters or {}))
-    shown = [c for c in _SHOWN if c in tracks.columns]
+    shown = [c for c in SHOWN if c in tracks.columns]
     tracks = tracks[[*KEY, "content_hash", *shown]]
     return rankings.merge(tracks, on=[*KEY, "content_hash"])
 
@@ -58,7 +58,7 @@ def track_rankings(store: Store, model: str, track_id: str | list[str],
                        "the last scoring run)")
     out = out.sort_values([*KEY, "rank"], kind="stable").reset_index(drop=True)
     return out[[*KEY, "rank", "label", "score",
-                *[c for c in _SHOWN if c in out.columns], "version", "scored_at"]]
+                *[c for c in SHOWN if c in out.columns], "version", "scored_at"]]
 
 
 def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
@@ -95,7 +95,7 @@ def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
     out = keys.assign(score=combined.astype(np.float32))
     for i, label in enumerate(labels):
         out[label] = matrix[:, i]
-    meta = rankings.drop_duplicates(KEY)[[*KEY, *[c for c in _SHOWN if c in rankings]]]
+    meta = rankings.drop_duplicates(KEY)[[*KEY, *[c for c in SHOWN if c in rankings]]]
     out = out.merge(meta, on=KEY, how="left")
     out = out.sort_values(["score", *KEY], ascending=[False, True, True], kind="stable")
     out = out.head(top).reset_index(drop=True)

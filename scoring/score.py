@@ -28,6 +28,7 @@ from featurestore.lock import WriterLock
 from featurestore.statuses import FAILURE_STATUSES, OK, PENDING
 from featurestore.store import Store
 from scoring.aggregate import AGGREGATES, POOLED
+from scoring.embeddings import EMBEDDINGS
 from scoring.score_tables import KEY, ScoreTable, VersionInfo
 from scoring.score_tasks import ScoreJob, score_batch
 from training.config import TRACK_LEVEL, TrainConfig
@@ -113,8 +114,9 @@ def _skip_reasons(store: Store, tracks: pd.DataFrame, feature_set: str) -> list[
 def _adoptable(table: ScoreTable, todo: pd.DataFrame,
                aggregate: str) -> tuple[list[str], pd.DataFrame]:
     """Staged files of an interrupted run whose every row scores a track still to do, with
-    its current content and this aggregation; and the ``catalog, track_id`` they score."""
-    files = table.staged_files()
+    its current content and this aggregation, and whose embeddings were staged beside them;
+    and the ``catalog, track_id`` they score."""
+    files = [f for f in table.staged_files() if table.fs.exists(table.embeddings_of(f))]
     wanted = set(zip(todo["catalog"], todo["track_id"], todo["content_hash"]))
     adopted, done = [], set()
     for f in files if len(todo) else []:
@@ -198,9 +200,10 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
             aggregate or (info.aggregate if info is not None else "mean"))
         if how not in (*AGGREGATES, POOLED):
             raise ValueError(f"aggregate {how!r}: choose one of {', '.join(AGGREGATES)}")
-        if info is None or info.aggregate != how:
-            table.write_info(VersionInfo(model, version, fset.hash, tuple(config["classes"]),
-                                         how, config["arch"]))
+        wanted = VersionInfo(model, version, fset.hash, tuple(config["classes"]), how,
+                             config["arch"], EMBEDDINGS[config["arch"]])
+        if info != wanted:
+            table.write_info(wanted)
         report = ScoreReport(model, version, fset.hash, run_id, how)
 
         tracks = store.tracks(feature_set=fset.hash, columns=_TRACK_COLUMNS)
@@ -210,7 +213,11 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
         if rescore:
             todo = built
         else:
-            current = built.merge(scored, on=[*KEY, "content_hash"], how="left",
+            # current: scored and embedded from the track's audio as it is now (a version
+            # scored before embeddings were written gets them at its next run)
+            both = scored.merge(table.embedded([*KEY, "content_hash"]),
+                                on=[*KEY, "content_hash"])
+            current = built.merge(both, on=[*KEY, "content_hash"], how="left",
                                   indicator=True)["_merge"].eq("both").to_numpy()
             todo, report.up_to_date = built[~current], int(current.sum())
         report.dropped = len(scored) - len(scored.merge(built[KEY], on=KEY))

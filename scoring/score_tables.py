@@ -2,7 +2,8 @@
 
 One folder per model version (the version is a hash of the model's config and weights), holding
 ``version.json``, ``rankings.parquet`` (the committed state), per-tile score files and the
-staged rankings of a running run; docs/store-format.md describes each file and its columns.
+staged rankings of a running run, and ``embeddings.parquet`` (one embedding per track, see
+:mod:`scoring.embedding_files`); docs/store-format.md describes each file and its columns.
 
 A scoring task writes its batch's tile scores and rankings as two new files; nothing reads them
 yet. The run commits by writing a new ``rankings.parquet`` (the previous rows, less the tracks
@@ -11,7 +12,9 @@ state or this one's, never a mix, and any Parquet reader can read the file as it
 names the tile file holding its track's tile scores, so tile files of replaced scores are simply
 no longer referenced (and are deleted after the commit). A run killed before its commit leaves
 ``rankings.parquet`` untouched; its staged batches are adopted by the next run, which does not
-score those tracks again.
+score those tracks again. The embeddings follow the same path: a batch stages its embeddings
+before its rankings (a staged rankings file says its batch is whole), and the commit writes
+``embeddings.parquet`` just before ``rankings.parquet``, both with the same commit number.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from featurestore.errors import StoreError
 from featurestore.parquet_files import parquet_bytes, read_parquet
 from featurestore.store import Store
 from featurestore.urls import atomic_write, join
+from scoring.embedding_files import (KEY, commit_embeddings, last_per_key, read_embeddings,
+                                     surviving)
 
 RANKING_SCHEMA = pa.schema([
     ("catalog", pa.string()),
@@ -56,7 +61,6 @@ TILE_SCHEMA = pa.schema([
     ("scores", pa.list_(pa.float32())),
     ("run_id", pa.string()),
 ])
-KEY = ["catalog", "track_id"]
 _SEQ = b"featurestore.seq"
 #: Rankings are stored sorted by label, best score first, each label's rows in row groups of
 #: at most this many rows, so that "the best tracks for a label" reads only its own groups.
@@ -80,6 +84,8 @@ class VersionInfo:
     classes: tuple[str, ...]
     aggregate: str
     arch: str = ""
+    #: what the version's track embeddings are (``scoring.embeddings.EMBEDDINGS``)
+    embedding: str = ""
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "classes": list(self.classes)}
@@ -105,6 +111,10 @@ class ScoreTable:
     @property
     def rankings_path(self) -> str:
         return self.path("rankings.parquet")
+
+    @property
+    def embeddings_path(self) -> str:
+        return self.path("embeddings.parquet")
 
     @property
     def url(self) -> str:
@@ -157,6 +167,20 @@ class ScoreTable:
         """One row per scored track: its rank-1 row (ranks are unique within a track)."""
         return self.rankings(columns, pc.field("rank") == 1)
 
+    def embedded(self, columns: list[str]) -> pd.DataFrame:
+        """One row per track with a committed embedding (``columns`` of
+        ``embeddings.parquet``, the embedding itself left unread unless named)."""
+        try:
+            return read_parquet(self.fs, self.embeddings_path, columns).to_pandas()
+        except FileNotFoundError:
+            return pd.DataFrame(columns=columns)
+
+    def embeddings(self, columns: list[str] | None = None,
+                   where: pc.Expression | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+        """The committed embeddings: their rows (``columns``, default all but ``embedding``)
+        and one ``(tracks, size)`` float32 matrix, in the same order."""
+        return read_embeddings(self.fs, self.embeddings_path, columns, where)
+
     def tiles(self, rankings: pd.DataFrame, attempts: int = 20) -> pd.DataFrame:
         """The tile scores of the tracks in ``rankings`` (rows of :meth:`rankings` carrying
         ``catalog``, ``track_id`` and ``tiles_part``), in track order then tile offset."""
@@ -186,11 +210,15 @@ class ScoreTable:
     # -- writing (workers) ---------------------------------------------------------------
 
     def write_batch(self, run_id: str, batch: int, rankings: pd.DataFrame,
-                    tiles: pd.DataFrame) -> None:
-        """Write one batch's tile scores, then its staged rankings (named by the tile file).
-        A staged file exists only once its tile file is complete."""
+                    tiles: pd.DataFrame, embeddings: bytes | None = None) -> None:
+        """Write one batch's tile scores and its staged embeddings (a file of
+        :func:`scoring.embedding_files.embedding_bytes`), then its staged rankings (named by
+        the tile file). A staged rankings file exists only once the others are complete."""
         tiles_part = f"tiles/{run_id}/{batch:05d}.parquet"
         atomic_write(self.fs, self.path(tiles_part), parquet_bytes(tiles, TILE_SCHEMA))
+        if embeddings is not None:
+            atomic_write(self.fs, self.path("staged-embeddings", run_id, f"{batch:05d}.parquet"),
+                         embeddings)
         rankings = rankings.assign(tiles_part=tiles_part)
         atomic_write(self.fs, self.staged_path(run_id, batch),
                      parquet_bytes(rankings, RANKING_SCHEMA))
@@ -198,6 +226,10 @@ class ScoreTable:
     def staged_path(self, run_id: str, batch: int) -> str:
         """Where batch ``batch`` of run ``run_id`` stages its rankings."""
         return self.path("staged", run_id, f"{batch:05d}.parquet")
+
+    def embeddings_of(self, staged: str) -> str:
+        """The staged embeddings file beside the staged rankings file ``staged``."""
+        return staged.replace(self.path("staged"), self.path("staged-embeddings"), 1)
 
     # -- committing (the driver, holding the model's lock) -------------------------------
 
@@ -226,7 +258,7 @@ class ScoreTable:
         holds the staged rows and one label's rows, not the whole table several times over
         (``benchmarks/commit_cost.py``).
         """
-        new = _last_per_key(self._staged_table(staged))
+        new = last_per_key(self._staged_table(staged), [*KEY, "label"])
         try:
             data = None if replace else pa.py_buffer(self.fs.cat_file(self.rankings_path))
         except FileNotFoundError:
@@ -240,6 +272,10 @@ class ScoreTable:
             labels |= set(previous.read(columns=["label"])["label"].unique().to_pylist())
         keys = (None if keep is None else
                 pa.table({c: pa.array(keep[c].astype(str), pa.string()) for c in KEY}))
+        # the embeddings first: a run killed between the two writes has its rankings still to
+        # commit, so the next run adopts its staged batches and writes both again
+        embedded = [f for f in map(self.embeddings_of, staged) if self.fs.exists(f)]
+        commit_embeddings(self.fs, self.embeddings_path, embedded, keys, replace, seq + 1)
         buffer = pa.BufferOutputStream()
         schema = RANKING_SCHEMA.with_metadata({_SEQ: str(seq + 1).encode()})
         with pq.ParquetWriter(buffer, schema, compression="zstd",
@@ -249,10 +285,7 @@ class ScoreTable:
                 if data is not None:
                     old = pq.read_table(pa.BufferReader(data), filters=pc.field("label") == label,
                                         schema=RANKING_SCHEMA)
-                    if keys is not None:
-                        old = old.join(keys, keys=KEY, join_type="left semi")
-                    if new.num_rows:
-                        old = old.join(new.select(KEY), keys=KEY, join_type="left anti")
+                    old = surviving(old, keys, new)
                     rows = pa.concat_tables([old.select(RANKING_SCHEMA.names), rows])
                 if rows.num_rows:
                     writer.write_table(rows.sort_by(_ORDER).cast(schema),
@@ -263,8 +296,9 @@ class ScoreTable:
     def clean(self) -> None:
         """Delete staged files (committed now, or of runs whose tracks were scored again) and
         tile files no committed row refers to."""
-        if self.fs.exists(self.path("staged")):
-            self.fs.rm(self.path("staged"), recursive=True)
+        for folder in ("staged", "staged-embeddings"):
+            if self.fs.exists(self.path(folder)):
+                self.fs.rm(self.path(folder), recursive=True)
         live = set(self._committed_table(["tiles_part"])[0]["tiles_part"].unique().to_pylist())
         try:
             tile_files = [p for p in self.fs.find(self.path("tiles")) if p.endswith(".parquet")]
@@ -354,16 +388,6 @@ def _seq_of(schema: pa.Schema) -> int:
 def _empty_table(columns: list[str] | None) -> pa.Table:
     table = RANKING_SCHEMA.empty_table()
     return table.select(columns) if columns else table
-
-
-def _last_per_key(table: pa.Table) -> pa.Table:
-    """``table`` with one row per (catalog, track_id, label), its last: a track scored twice
-    among the staged files keeps its last score (adopted files come first)."""
-    rows = table.append_column("_row", pa.array(np.arange(table.num_rows)))
-    last = rows.group_by([*KEY, "label"], use_threads=False).aggregate([("_row", "max")])
-    if last.num_rows == table.num_rows:
-        return table
-    return table.take(np.sort(last["_row_max"].to_numpy()))
 
 
 def scores_matrix(rankings: pd.DataFrame, classes: list[str]) -> tuple[pd.DataFrame, np.ndarray]:

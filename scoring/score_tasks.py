@@ -1,15 +1,17 @@
 """What a scoring task does on a Dask worker.
 
 The model is loaded once per worker process and kept (tasks only name it); a task reads its
-batch's tiles chunk by chunk, in pieces of :data:`PIECE_TILES` read ahead in threads while the
-piece before scores (reading overlaps the model, on a GPU worker and on a CPU), scores them in
-mini-batches on the worker's device (CUDA when it has one), aggregates them per track, and writes its tile scores and staged rankings into the
-store (see :mod:`scoring.score_tables`). Only a small summary returns to the driver.
+batch's tiles chunk by chunk (a tile model's in pieces of :data:`PIECE_TILES`, the next read
+ahead in threads while the current one scores), scores them in mini-batches on the worker's
+device (CUDA when it has one), aggregates them per track, and writes its tile scores, staged
+rankings and track embeddings into the store (see :mod:`scoring.score_tables`). Only a small summary returns to
+the driver.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 import time
 from dataclasses import dataclass, field
 
@@ -22,6 +24,7 @@ from featurestore.errors import StoreError
 from featurestore.store import Store
 from featurestore.tile_arrays import TileSource, read_pieces, read_tiles, tile_rows
 from scoring.aggregate import aggregate, ranking_rows
+from scoring.embedding_files import embedding_bytes
 from scoring.score_tables import ScoreTable
 from training.fused import FusedEnsemble
 from training.inference import autocast, place, probabilities, resolve_device
@@ -49,7 +52,7 @@ class ScoreJob:
 
 
 _MODELS: dict[tuple, tuple[nn.Module, torch.device]] = {}  # per process: the loaded model
-#: Tiles read ahead as one piece while the piece before scores (8 GPU batches).
+#: Tiles a scoring task reads as one piece, the next piece read while this one scores.
 PIECE_TILES = 8192
 
 
@@ -81,29 +84,58 @@ def default_batch_size(device: torch.device) -> int:
 
 
 def score_tiles(model: nn.Module, tiles: np.ndarray, softmax: bool, device: torch.device,
-                batch_size: int | None = None, mixed_precision: bool = True) -> np.ndarray:
+                batch_size: int | None = None, mixed_precision: bool = True,
+                hidden: bool = False):
     """Probabilities ``(tiles, classes)``: softmax or per-class sigmoid of the logits (the
-    model placed on ``device`` with :func:`training.inference.place`)."""
+    model placed on ``device`` with :func:`training.inference.place`). With ``hidden`` (tile
+    models), ``(probabilities, last hidden layer)`` from the same passes."""
     batch_size = batch_size or default_batch_size(device)
-    out: list[np.ndarray] = []
+    out: list = []
     with torch.inference_mode():
         for start in range(0, len(tiles), batch_size):
             x = torch.from_numpy(tiles[start:start + batch_size])[:, None]
-            out.append(probabilities(model, x, softmax, device, mixed_precision))
+            out.append(probabilities(model, x, softmax, device, mixed_precision, hidden))
+    if not hidden:
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
     if not out:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(out)
+        return np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate([p for p, _ in out]), np.concatenate([h for _, h in out])
 
 
 def score_tracks(model: nn.Module, tiles: np.ndarray, counts: np.ndarray, device: torch.device,
-                 mixed_precision: bool = True) -> np.ndarray:
-    """Track probabilities ``(tracks, classes)`` of a track-level model (``track_level``:
-    ``linear``, ``kernel``, ``pooled``) from all of each track's tiles, stored track after track."""
+                 mixed_precision: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Track probabilities ``(tracks, classes)`` and track embeddings of a track-level model
+    (``track_level``: ``linear``, ``kernel``, ``pooled``) from all of each track's tiles,
+    stored track after track."""
     with torch.inference_mode():
         x = place(torch.from_numpy(tiles)[:, None], device)
         with autocast(device, mixed_precision):
-            logits = model.forward_tracks(x, torch.as_tensor(counts, device=device)).float()
-    return logits.sigmoid().cpu().numpy()
+            logits, embedding = model.track_outputs(x, torch.as_tensor(counts, device=device))
+    return logits.float().sigmoid().cpu().numpy(), embedding.float().cpu().numpy()
+
+
+def track_outputs(model: nn.Module, tiles: np.ndarray | Iterable[np.ndarray],
+                  counts: np.ndarray, softmax: bool, device: torch.device, how: str = "mean",
+                  batch_size: int | None = None, mixed_precision: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What scoring computes of tracks stored track after track (``counts`` tiles each):
+    ``(tile scores, track scores, track embeddings)``. ``tiles``: one array, or pieces of it in
+    order (each scored as it comes, so reading the next overlaps). A tile model's track scores
+    aggregate its tile scores (``how``) and its embedding is the mean of its tiles' last hidden
+    layer; a track-level model gives both from all of a track's tiles."""
+    if getattr(model, "track_level", False):  # the model pools its tiles itself
+        if not isinstance(tiles, np.ndarray):
+            tiles = np.concatenate(list(tiles))
+        tile_scores = score_tiles(model, tiles, softmax, device, batch_size, mixed_precision)
+        track_scores, embeddings = score_tracks(model, tiles, counts, device, mixed_precision)
+        return tile_scores, track_scores, embeddings
+    pieces = [score_tiles(model, piece, softmax, device, batch_size, mixed_precision,
+                          hidden=True)
+              for piece in ([tiles] if isinstance(tiles, np.ndarray) else tiles)]
+    tile_scores, hidden = (np.concatenate(parts) for parts in zip(*pieces)) if pieces else (
+        np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32))
+    return (tile_scores, aggregate(tile_scores, counts, how),
+            aggregate(hidden, counts, "mean"))
 
 
 def score_batch(tracks: list[dict], batch: int, job: ScoreJob) -> dict:
@@ -116,18 +148,11 @@ def score_batch(tracks: list[dict], batch: int, job: ScoreJob) -> dict:
     counts = frame["n_tiles"].to_numpy(np.int64)
     index, offsets = tile_rows(frame["tile_start"].to_numpy(np.int64), counts)
     source = TileSource(job.tiles_url, job.storage_options)
-    if getattr(model, "track_level", False):  # the model pools all of a track's tiles itself
-        tiles = read_tiles(source, index)
-        tile_scores = score_tiles(model, tiles, job.softmax, device, job.batch_size,
-                                  job.mixed_precision)
-        track_scores = score_tracks(model, tiles, counts, device, job.mixed_precision)
-    else:
-        pieces = read_pieces(source, index, PIECE_TILES)
-        tile_scores = np.concatenate(
-            [score_tiles(model, piece, job.softmax, device, job.batch_size,
-                         job.mixed_precision) for piece in pieces]
-            or [np.zeros((0, len(job.classes)), np.float32)])
-        track_scores = aggregate(tile_scores, counts, job.aggregate)
+    tiles = (read_tiles(source, index) if getattr(model, "track_level", False)
+             else read_pieces(source, index, PIECE_TILES))
+    tile_scores, track_scores, embeddings = track_outputs(
+        model, tiles, counts, job.softmax, device, job.aggregate, job.batch_size,
+        job.mixed_precision)
     lineage = {"model": job.model, "version": job.version, "feature_set": job.feature_set,
                "aggregate": job.aggregate, "run_id": job.run_id,
                "scored_at": pd.Timestamp.now(tz="UTC")}
@@ -139,7 +164,8 @@ def score_batch(tracks: list[dict], batch: int, job: ScoreJob) -> dict:
         "offset": offsets.astype(np.int32), "tile": index,
         "scores": list(tile_scores), "run_id": job.run_id})
     table = ScoreTable(Store(job.store_url, job.storage_options), job.model, job.version)
-    table.write_batch(job.run_id, batch, rankings, tile_frame)
+    table.write_batch(job.run_id, batch, rankings, tile_frame,
+                      embedding_bytes(keys, embeddings, lineage))
     return {"tracks": len(frame), "tiles": len(index),
             "seconds": time.perf_counter() - started, "loaded": loaded, "pid": os.getpid(),
             "device": str(device)}

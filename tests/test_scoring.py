@@ -60,6 +60,20 @@ def _rankings(url: str) -> pd.DataFrame:
     return frame.drop(columns=LINEAGE).sort_values([*KEY, "label"]).reset_index(drop=True)
 
 
+def _embeddings(url: str) -> pd.DataFrame:
+    """The committed embeddings file as any Parquet reader sees it, one row per track."""
+    frame = pd.read_parquet(score_table(featurestore.open(url), MODEL).embeddings_path)
+    assert not frame.duplicated(KEY).any()
+    return frame.drop(columns=["run_id", "scored_at"]).sort_values(KEY).reset_index(drop=True)
+
+
+def _assert_same_embeddings(got: pd.DataFrame, expected: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(got.drop(columns="embedding"),
+                                  expected.drop(columns="embedding"))
+    np.testing.assert_allclose(np.stack(got["embedding"]), np.stack(expected["embedding"]),
+                               atol=1e-5)
+
+
 def test_aggregation_and_ranks_by_hand():
     tiles = np.array([[0.1, 0.9], [0.3, 0.5], [0.8, 0.2],   # track a: 3 tiles
                       [0.4, 0.4]], dtype=np.float32)         # track b: 1 tile
@@ -199,6 +213,22 @@ def test_scores_are_the_models_and_rankings_follow_them(store_copy, dask_client)
     path = score_table(store, MODEL).rankings_path
     assert len(pd.read_parquet(path)) == len(rankings)
 
+    # One embedding per track: the mean over its tiles of the members' last hidden layers,
+    # side by side, computed here by the plain (unfused) ensemble.
+    import torch
+
+    model = files.load_model()
+    with torch.inference_mode():
+        hidden = model.outputs(torch.from_numpy(tiles.values.astype(np.float32))[:, None])[1]
+    by_hand = pd.DataFrame(hidden.numpy()).groupby(
+        [tiles["catalog"].values, tiles["track_id"].values]).mean()
+    stored = _embeddings(store_copy)
+    assert len(stored) == 48 and set(stored["version"]) == {files.version()}
+    expected = by_hand.loc[pd.MultiIndex.from_frame(stored[KEY])].to_numpy()
+    assert expected.shape[1] == 10 * 50
+    np.testing.assert_allclose(np.stack(stored["embedding"]), expected, atol=1e-5)
+    assert set(stored["content_hash"]) == set(tracks["content_hash"])
+
     # Incremental: the second run scores nothing and says so.
     again = score(store_copy, MODEL, client=dask_client, progress=False)
     assert again.scored == 0 and again.up_to_date == 48 and again.commit == 0
@@ -228,6 +258,7 @@ def test_scores_are_the_models_and_rankings_follow_them(store_copy, dask_client)
 def test_incremental_new_changed_and_removed_tracks(store_copy, trained, dask_client):
     score(store_copy, MODEL, client=dask_client, progress=False)
     before = _rankings(store_copy)
+    embedded = _embeddings(store_copy)
     lib = os.path.dirname(trained["catalog"])
     catalog = pd.read_csv(trained["catalog"])
     # remove t00001, change t00002's audio, add two tracks
@@ -258,6 +289,16 @@ def test_incremental_new_changed_and_removed_tracks(store_copy, trained, dask_cl
     new_hash = featurestore.open(store_copy).tracks(where="track_id == 't00002'")[
         "content_hash"].iloc[0]
     assert set(after.loc[after["track_id"] == "t00002", "content_hash"]) == {new_hash}
+    # embeddings follow: the unchanged tracks' as they were, the changed and new ones' from
+    # their current audio, the removed one's gone; a stale embedding is never served
+    after_embedded = _embeddings(store_copy)
+    assert set(after_embedded["track_id"]) == set(after["track_id"])
+    unchanged = ~embedded["track_id"].isin(["t00001", "t00002"])
+    _assert_same_embeddings(
+        after_embedded[after_embedded["track_id"].isin(embedded.loc[unchanged, "track_id"])]
+        .reset_index(drop=True), embedded[unchanged].reset_index(drop=True))
+    assert set(after_embedded.loc[after_embedded["track_id"] == "t00002",
+                                  "content_hash"]) == {new_hash}
     # tile scores of replaced and removed tracks are gone with them
     tiles = tile_scores(featurestore.open(store_copy), MODEL)
     assert set(tiles["track_id"]) == set(after["track_id"])
@@ -308,7 +349,7 @@ def test_killed_run_keeps_old_results_and_rerun_completes_it(store_copy, trained
     reference = str(tmp_path / "reference")
     shutil.copytree(store_copy, reference)
     score(reference, MODEL, client=dask_client, progress=False)
-    old = _rankings(store_copy)
+    old, old_embedded = _rankings(store_copy), _embeddings(store_copy)
 
     table = score_table(featurestore.open(store_copy), MODEL)
     proc = subprocess.Popen(cli("score", "--store", store_copy, "--model", MODEL, "--workers",
@@ -326,6 +367,7 @@ def test_killed_run_keeps_old_results_and_rerun_completes_it(store_copy, trained
         proc.wait()
     assert table.seq() == 1, "the kill landed after the commit"
     pd.testing.assert_frame_equal(_rankings(store_copy), old)  # old results intact
+    _assert_same_embeddings(_embeddings(store_copy), old_embedded)
     staged = len(table.staged_files())
 
     res = subprocess.run(cli("score", "--store", store_copy, "--model", MODEL, "--workers",
@@ -336,6 +378,7 @@ def test_killed_run_keeps_old_results_and_rerun_completes_it(store_copy, trained
         adopted = int(res.stdout.split(" adopted")[0].rsplit(", ", 1)[1])
         assert adopted >= staged - 1 >= 2  # finished batches are not scored again
     got, expected = _rankings(store_copy), _rankings(reference)
+    _assert_same_embeddings(_embeddings(store_copy), _embeddings(reference))
     pd.testing.assert_frame_equal(got.drop(columns="score"), expected.drop(columns="score"))
     np.testing.assert_allclose(got["score"], expected["score"], atol=1e-6)
     assert len(got) == 96 * 10 and not got.duplicated([*KEY, "label"]).any()

@@ -141,6 +141,11 @@ class FusedEnsemble(nn.Module):
         """Member ``k`` on ``(B, 1, H, W)``: ``(B,)`` logits. ``params``: its tensors in the
         order of :meth:`stacks` (default: its rows of the stacks)."""
         p = list(params) if params is not None else [t[k] for t in self.stacks()]
+        return F.linear(self._member_hidden(x, k, p, generator), p[-2], p[-1])[:, 0]
+
+    def _member_hidden(self, x: torch.Tensor, k: int, p: Sequence[torch.Tensor],
+                       generator: torch.Generator | None) -> torch.Tensor:
+        # member k's last hidden layer (B, dense): every layer but the output one
         n_conv = len(self.kernels)
         h = (x - self.mean[k]) / self.std[k]
         for i, kernel in enumerate(self.kernels):
@@ -151,12 +156,12 @@ class FusedEnsemble(nn.Module):
         w = p[2 * n_conv:]
         h = _dropout(F.relu(F.linear(h, w[0], w[1])), self.head_dropout[1], self.training,
                      generator)
-        h = F.relu(F.linear(h, w[2], w[3]))
-        return F.linear(h, w[4], w[5])[:, 0]
+        return F.relu(F.linear(h, w[2], w[3]))
 
-    def _grouped(self, h: torch.Tensor, params: Sequence[torch.Tensor],
-                 generator: torch.Generator | None) -> torch.Tensor:
-        # h: (B, m, H, W) standardized tiles, member j's in channel j; params: (m, ...) stacks
+    def _grouped_hidden(self, h: torch.Tensor, params: Sequence[torch.Tensor],
+                        generator: torch.Generator | None) -> torch.Tensor:
+        # h: (B, m, H, W) standardized tiles, member j's in channel j; params: (m, ...) stacks;
+        # returns every member's last hidden layer, (m, B, dense)
         m, n_conv = params[0].shape[0], len(self.kernels)
         h = h.contiguous(memory_format=torch.channels_last)
         for i, kernel in enumerate(self.kernels):
@@ -170,8 +175,16 @@ class FusedEnsemble(nn.Module):
         w = params[2 * n_conv:]
         h = F.relu(torch.baddbmm(w[1].unsqueeze(1), h, w[0].transpose(1, 2)))
         h = _dropout(h, self.head_dropout[1], self.training, generator)
-        h = F.relu(torch.baddbmm(w[3].unsqueeze(1), h, w[2].transpose(1, 2)))
-        return torch.baddbmm(w[5].unsqueeze(1), h, w[4].transpose(1, 2))[..., 0]
+        return F.relu(torch.baddbmm(w[3].unsqueeze(1), h, w[2].transpose(1, 2)))
+
+    @staticmethod
+    def _grouped_logits(hidden: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        # (m, B, dense) hidden layers to (m, B) logits through each member's output layer
+        return torch.baddbmm(params[-1].unsqueeze(1), hidden, params[-2].transpose(1, 2))[..., 0]
+
+    def _grouped(self, h: torch.Tensor, params: Sequence[torch.Tensor],
+                 generator: torch.Generator | None) -> torch.Tensor:
+        return self._grouped_logits(self._grouped_hidden(h, params, generator), params)
 
     def forward_members(self, x: torch.Tensor, members: torch.Tensor | None = None,
                         params: Sequence[torch.Tensor] | None = None,
@@ -190,6 +203,21 @@ class FusedEnsemble(nn.Module):
     def grouped(self, x: torch.Tensor) -> torch.Tensor:
         """``forward`` as one grouped pass (the GPU's way): ``(B, 1, H, W)`` to ``(B, M)``."""
         return self._grouped((x - self.mean) / self.std, self.stacks(), None).transpose(0, 1)
+
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward``'s logits ``(B, M)`` and every member's last hidden layer side by side,
+        ``(B, M * dense)`` (member 0's first), as :meth:`Ensemble.outputs
+        <training.models.Ensemble.outputs>` gives them; one grouped pass on a GPU."""
+        params = self.stacks()
+        if x.is_cuda:
+            hidden = self._grouped_hidden((x - self.mean) / self.std, params, None)
+            logits = self._grouped_logits(hidden, params)
+        else:
+            hidden = torch.stack([self._member_hidden(x, k, [t[k] for t in params], None)
+                                  for k in range(self.n_members)])
+            logits = torch.stack([F.linear(hidden[k], params[-2][k], params[-1][k])[:, 0]
+                                  for k in range(self.n_members)])
+        return logits.transpose(0, 1), hidden.transpose(0, 1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cuda:

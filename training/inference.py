@@ -33,10 +33,15 @@ def autocast(device: torch.device, enabled: bool):
 
 
 def probabilities(model: nn.Module, tiles: torch.Tensor, softmax: bool, device: torch.device,
-                  mixed_precision: bool = True) -> np.ndarray:
+                  mixed_precision: bool = True, hidden: bool = False):
     """Class probabilities ``(tiles, classes)`` of a batch ``(tiles, 1, coefficients, frames)``
     on the CPU: the softmax or per-class sigmoid of the logits of ``model`` (already placed on
-    ``device`` with :func:`place`). Call it under ``torch.no_grad`` or ``inference_mode``."""
+    ``device`` with :func:`place`). Call it under ``torch.no_grad`` or ``inference_mode``.
+    With ``hidden``, ``(probabilities, hidden layer)`` from the same pass, the model's
+    ``outputs`` (a tile model's last hidden layer, float32)."""
     with autocast(device, mixed_precision):
-        logits = model(place(tiles, device)).float()
-    return (logits.softmax(1) if softmax else logits.sigmoid()).cpu().numpy()
+        x = place(tiles, device)
+        logits, layer = model.outputs(x) if hidden else (model(x), None)
+    logits = logits.float()
+    probs = (logits.softmax(1) if softmax else logits.sigmoid()).cpu().numpy()
+    return (probs, layer.float().cpu().numpy()) if hidden else probs

@@ -56,8 +56,15 @@ class Tagger(nn.Module):
             nn.Dropout(head_dropout[1]), nn.Linear(dense, dense), nn.ReLU(),
             nn.Linear(dense, n_outputs))
 
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and the last hidden layer (the second dense layer after its ReLU,
+        ``dense`` values a tile: what scoring averages into a track embedding), from one
+        pass."""
+        hidden = self.head[:-1](self.features(self.standardize(x)))
+        return self.head[-1](hidden), hidden
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.standardize(x)))
+        return self.outputs(x)[0]
 
 
 def dnn(tile_shape: tuple[int, int], n_classes: int, dense: int = 50,
@@ -97,6 +104,13 @@ class Ensemble(nn.Module):
     def __init__(self, members: list[Tagger]):
         super().__init__()
         self.members = nn.ModuleList(members)
+
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One logit per class, and the members' last hidden layers side by side
+        (``members * dense`` values a tile, member 0's first)."""
+        parts = [m.outputs(x) for m in self.members]
+        return (torch.cat([logits for logits, _ in parts], dim=1),
+                torch.cat([hidden for _, hidden in parts], dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([m(x) for m in self.members], dim=1)
