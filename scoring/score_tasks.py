@@ -11,8 +11,8 @@ the driver.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
