@@ -4,7 +4,9 @@
 
 Writes ``--tiles`` random (40, 100) float32 tiles into Zarr tile arrays laid out as a store's
 (256 tiles a chunk, zstd), larger than the loader's memory budget so the block-shuffle path runs,
-then prints tiles/s for: one epoch through ``BlockShuffleTiles`` with 0 and 2 DataLoader workers;
+then prints tiles/s for: one epoch through ``BlockShuffleTiles`` with 0 and 2 DataLoader workers,
+each reading one chunk group at a time and :data:`~featurestore.tile_arrays.READ_THREADS` at
+once (``--repeats`` rounds, alternating, as this machine's speed drifts);
 random single-tile reads (the obvious alternative); and forward + backward of the ``cnn`` and an
 ensemble member on this machine's CPU (or GPU when present), batch 128. Target: the loader
 keeps up with training, and reaches 20,000 tiles/s with 2 workers.
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from featurestore.spec import FeatureSpec, TileEncoding
-from featurestore.tile_arrays import TileArrays, TileSource
+from featurestore.tile_arrays import READ_THREADS, TileArrays, TileSource
 from training.loader import BlockShuffleTiles, make_loader
 from training.inference import place, resolve_device
 from training.models import build_model, member
@@ -40,8 +42,8 @@ def make_tiles(url: str, n: int) -> None:
                             np.arange(count, dtype=np.int32))
 
 
-def loader_rate(url: str, n: int, workers: int) -> float:
-    data = BlockShuffleTiles(TileSource(url), batch_size=128)
+def loader_rate(url: str, n: int, workers: int, threads: int = READ_THREADS) -> float:
+    data = BlockShuffleTiles(TileSource(url), batch_size=128, read_threads=threads)
     data.set_plan(np.arange(n), np.zeros(n, dtype=np.int64), epoch=0)
     start, seen = time.perf_counter(), 0
     for x, _ in make_loader(data, workers):
@@ -82,6 +84,7 @@ def training_rate(model: torch.nn.Module, device: torch.device, steps: int = 20)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiles", type=int, default=40_000)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=os.path.join("benchmarks", "out", "loader-tiles"))
     args = parser.parse_args()
     url = os.path.abspath(f"{args.out}-{args.tiles}.zarr")
@@ -90,12 +93,21 @@ def main() -> None:
     print(f"{args.tiles} tiles ({args.tiles * 16000 / 2**20:.0f} MiB as float32) at {url} "
           f"({time.perf_counter() - start:.1f} s)")
     device = resolve_device("auto")
-    rates = {w: loader_rate(url, args.tiles, w) for w in (0, 2)}
+    runs: dict[tuple[int, int], list[float]] = {(w, t): [] for w in (0, 2)
+                                                for t in (1, READ_THREADS)}
+    for _ in range(args.repeats):
+        for (workers, threads), got in runs.items():
+            got.append(loader_rate(url, args.tiles, workers, threads))
+    for (workers, threads), got in runs.items():
+        print(f"block-shuffle loader, {workers} workers, {threads} read thread(s): "
+              f"{np.mean(got):9.0f} tiles/s (runs: {', '.join(f'{r:.0f}' for r in got)})")
+    for workers in (0, 2):
+        print(f"  {workers} workers: {READ_THREADS} read threads / 1: "
+              f"{np.mean(runs[workers, READ_THREADS]) / np.mean(runs[workers, 1]):.2f}x")
+    rates = {w: np.mean(runs[w, READ_THREADS]) for w in (0, 2)}
     single = random_reads(url, args.tiles)
     cnn = training_rate(build_model("cnn", (40, 100), 10), device)
     one = training_rate(member((40, 100)), device)
-    print(f"block-shuffle loader, 0 workers: {rates[0]:9.0f} tiles/s")
-    print(f"block-shuffle loader, 2 workers: {rates[2]:9.0f} tiles/s")
     print(f"random single-tile reads:        {single:9.0f} tiles/s  -> loader (2 workers) is "
           f"{rates[2] / single:.0f}x faster")
     print(f"training on {device}, cnn:         {cnn:9.0f} tiles/s  -> loader / training "
