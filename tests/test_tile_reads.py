@@ -15,7 +15,7 @@ from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.tile_arrays import TileArrays, TileSource, in_order, read_pieces, read_tiles
 from training.config import GPU_BATCH, TrainConfig
 from training.device_feed import to_device
-from training.memory_budget import budget_bytes
+from training.memory_budget import budget_bytes, tile_bytes
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,9 @@ def test_memory_budget_is_the_setting_or_a_share_of_free_memory():
     assert 0 < default <= psutil.virtual_memory().total // 4
     with pytest.raises(ValueError, match="tile_dtype"):
         TrainConfig(tile_dtype="float16")
+    # bfloat16 halves the ensemble's tiles on a CUDA device; host copies stay float32
+    narrow = dict(tile_dtype="bfloat16")
+    assert tile_bytes((40, 100), TrainConfig(arch="ensemble", **narrow),
+                      torch.device("cuda")) == 8000
+    assert tile_bytes((40, 100), TrainConfig(arch="cnn", **narrow), torch.device("cuda")) == 16000
+    assert tile_bytes((40, 100), TrainConfig(arch="ensemble", **narrow), cpu) == 16000

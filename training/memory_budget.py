@@ -23,13 +23,15 @@ def budget_bytes(config: TrainConfig, device: torch.device) -> int:
     return int(host)
 
 
-def tile_bytes(tile_shape: tuple[int, ...], config: TrainConfig, device: torch.device) -> int:
-    """Bytes of one tile as the run keeps it: ``tile_dtype`` on a CUDA device, float32 else."""
-    narrow = config.tile_dtype == "bfloat16" and device.type == "cuda"
-    return (2 if narrow else 4) * int(np.prod(tile_shape))
-
-
 def device_dtype(config: TrainConfig, device: torch.device) -> torch.dtype:
-    """The dtype of the tile tensor kept on ``device``."""
+    """The dtype of the ensemble's tile tensor on ``device``: ``tile_dtype`` on CUDA, float32
+    on a CPU (whose convolutions run in float32)."""
     return torch.bfloat16 if config.tile_dtype == "bfloat16" and device.type == "cuda" else (
         torch.float32)
+
+
+def tile_bytes(tile_shape: tuple[int, ...], config: TrainConfig, device: torch.device) -> int:
+    """Bytes of one tile as the run keeps it: the ensemble's on the device
+    (:func:`device_dtype`), the other models' in host memory as float32."""
+    dtype = device_dtype(config, device) if config.arch == "ensemble" else torch.float32
+    return dtype.itemsize * int(np.prod(tile_shape))
