@@ -23,15 +23,17 @@ from training.augment import crop_windows, mixup, spec_augment
 from training.linear import kernel_svm, to_module
 from training.model_files import ModelFiles
 from training.targets import multi_hot
-from training.track_models import PooledCNN, TrackKernel, TrackLinear, track_statistics
+from training.track_models import (QUANTILES, PooledCNN, TrackKernel, TrackLinear,
+                                   track_statistics)
 
 QUICK = dict(min_tracks=6, test_size=0.25, device="cpu")
 
 
-def _statistics_by_hand(tiles: np.ndarray) -> np.ndarray:
-    """Mean and std per coefficient over every frame of a track's tiles, in numpy."""
+def _statistics_by_hand(tiles: np.ndarray, quantiles: tuple[float, ...] = ()) -> np.ndarray:
+    """Mean, std and quantiles per coefficient over every frame of a track's tiles, in numpy."""
     frames = tiles.transpose(1, 0, 2).reshape(tiles.shape[1], -1).astype(np.float64)
-    return np.concatenate([frames.mean(1), frames.std(1)])
+    return np.concatenate([frames.mean(1), frames.std(1),
+                           *np.percentile(frames, np.multiply(quantiles, 100), axis=1)])
 
 
 def _tracks_and_tiles(url: str, sides: pd.DataFrame, side: str):
@@ -46,9 +48,12 @@ def _tracks_and_tiles(url: str, sides: pd.DataFrame, side: str):
 def test_track_statistics_equal_numpy():
     rng = np.random.default_rng(0)
     tracks = [rng.normal(size=(n, 5, 7)).astype(np.float32) for n in (1, 4, 2)]
-    got = track_statistics(torch.from_numpy(np.concatenate(tracks)), torch.tensor([1, 4, 2]))
-    np.testing.assert_allclose(got.numpy(), [_statistics_by_hand(t) for t in tracks],
-                               atol=1e-6)
+    for quantiles in ((), QUANTILES):
+        got = track_statistics(torch.from_numpy(np.concatenate(tracks)),
+                               torch.tensor([1, 4, 2]), quantiles)
+        np.testing.assert_allclose(got.numpy(),
+                                   [_statistics_by_hand(t, quantiles) for t in tracks],
+                                   atol=1e-6)
 
 
 def test_linear_model_equals_scikit_learn_fitted_by_hand(demo_store):
@@ -61,7 +66,7 @@ def test_linear_model_equals_scikit_learn_fitted_by_hand(demo_store):
     fitted, x = {}, {}
     for side in ("train", "val", "test"):
         tracks, tiles = _tracks_and_tiles(demo_store, sides, side)
-        x[side] = np.stack([_statistics_by_hand(t) for t in tiles])
+        x[side] = np.stack([_statistics_by_hand(t, QUANTILES) for t in tiles])
         fitted[side] = (tracks, tiles)
     y = {s: multi_hot(fitted[s][0], config["classes"]) for s in fitted}
     by_hand = make_pipeline(StandardScaler(), OneVsRestClassifier(
@@ -81,18 +86,21 @@ def test_kernel_model_equals_the_svms_decision_function():
     tiles = rng.normal(size=(60, 5, 7)).astype(np.float32)
     tiles[:30] += np.linspace(0, 2, 7)  # half the tracks rise over time: a learnable class
     counts = np.full(30, 2)
-    x = np.stack([_statistics_by_hand(t) for t in np.split(tiles, 30)])
     y = np.stack([np.arange(30) < 15, rng.random(30) < 0.5], axis=1).astype(int)
-    pipeline = kernel_svm(3.0).fit(x, y)
-    module = to_module(pipeline, (5, 7))
-    assert isinstance(module, TrackKernel)
-    got = module.forward_tracks(torch.from_numpy(tiles)[:, None], torch.from_numpy(counts))
-    np.testing.assert_allclose(got.numpy(), pipeline.decision_function(x), atol=1e-5)
-    # saved and loaded as every model is: the support vectors come back with their shape
-    loaded = TrackKernel((5, 7), 2)
-    loaded.load_state_dict(module.state_dict())
-    torch.testing.assert_close(loaded.forward_tracks(torch.from_numpy(tiles)[:, None],
-                                                     torch.from_numpy(counts)), got)
+    # with quantiles (as trained now) and without (as models fitted before them were saved)
+    for quantiles in (QUANTILES, ()):
+        x = np.stack([_statistics_by_hand(t, quantiles) for t in np.split(tiles, 30)])
+        pipeline = kernel_svm(3.0).fit(x, y)
+        module = to_module(pipeline, (5, 7))
+        assert isinstance(module, TrackKernel) and module.quantiles == quantiles
+        got = module.forward_tracks(torch.from_numpy(tiles)[:, None], torch.from_numpy(counts))
+        np.testing.assert_allclose(got.numpy(), pipeline.decision_function(x), atol=1e-5)
+        # saved and loaded as every model is: support vectors and statistics from the file
+        loaded = TrackKernel((5, 7), 2)
+        loaded.load_state_dict(module.state_dict())
+        assert loaded.quantiles == quantiles
+        torch.testing.assert_close(loaded.forward_tracks(torch.from_numpy(tiles)[:, None],
+                                                         torch.from_numpy(counts)), got)
 
 
 def test_pooled_cnn_pools_every_tile_of_a_track_once():

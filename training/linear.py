@@ -19,17 +19,18 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from torch import nn
 
-from training.track_models import TrackKernel, TrackLinear, track_statistics
+from training.track_models import TrackKernel, TrackLinear, quantiles_for, track_statistics
 
 #: Inverse regularization strengths tried on the validation tracks, per model.
 C_GRID = {"linear": (0.01, 0.1, 1.0, 10.0), "kernel": (1.0, 3.0, 10.0, 30.0)}
 
 
-def statistics_of(tiles: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``(tracks, 2 * rows)`` mean and standard deviation per row over each track's frames,
-    from ``(n, rows, frames)`` tiles stored track after track."""
+def statistics_of(tiles: np.ndarray, counts: np.ndarray,
+                  quantiles: tuple[float, ...] = ()) -> np.ndarray:
+    """``(tracks, (2 + len(quantiles)) * rows)`` mean, standard deviation and ``quantiles`` per
+    row over each track's frames, from ``(n, rows, frames)`` tiles stored track after track."""
     return track_statistics(torch.from_numpy(tiles), torch.from_numpy(
-        np.asarray(counts, dtype=np.int64))).numpy()
+        np.asarray(counts, dtype=np.int64)), quantiles).numpy()
 
 
 def logistic(c: float = 1.0) -> Pipeline:
@@ -76,7 +77,8 @@ def to_module(pipeline: Pipeline, tile_shape: tuple[int, int]) -> nn.Module:
         return kernel_module(pipeline, tile_shape)
     scaler, ovr = pipeline.steps[0][1], pipeline.steps[1][1]
     estimators = ovr.estimators_
-    module = TrackLinear(tile_shape, len(estimators))
+    module = TrackLinear(tile_shape, len(estimators),
+                         quantiles_for(len(scaler.mean_), tile_shape[0]))
     module.center.copy_(torch.from_numpy(scaler.mean_))
     module.scale.copy_(torch.from_numpy(scaler.scale_))
     for k, est in enumerate(estimators):
@@ -95,7 +97,8 @@ def kernel_module(pipeline: Pipeline, tile_shape: tuple[int, int]) -> TrackKerne
     scaler, ovr = pipeline.steps[0][1], pipeline.steps[1][1]
     machines = ovr.estimators_
     vectors = np.unique(np.concatenate([m.support_vectors_ for m in machines]), axis=0)
-    module = TrackKernel(tile_shape, len(machines), len(vectors))
+    module = TrackKernel(tile_shape, len(machines), len(vectors),
+                         quantiles_for(len(scaler.mean_), tile_shape[0]))
     module.center.copy_(torch.from_numpy(scaler.mean_))
     module.scale.copy_(torch.from_numpy(scaler.scale_))
     module.support.copy_(torch.from_numpy(vectors))

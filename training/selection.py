@@ -21,7 +21,7 @@ from training.config import TRACK_LEVEL, TrainConfig, TrainingError
 from training.linear import ESTIMATORS, choose_c, to_module
 from training.loop import Checkpointer
 from training.track_fit import fit_tracks, predict_tracks, tiles_of, track_set
-from training.track_models import PooledCNN, track_statistics
+from training.track_models import QUANTILES, PooledCNN, track_statistics
 
 
 @dataclass
@@ -44,7 +44,9 @@ class TrackData:
         return tiles_of(self.tiles, s.starts, s.counts)
 
     def statistics(self, rows: np.ndarray) -> np.ndarray:
-        return track_statistics(self.tiles_of(rows), self.subset(rows).counts).cpu().numpy()
+        """The statistics ``linear`` and ``kernel`` are fitted on, of the tracks at ``rows``."""
+        return track_statistics(self.tiles_of(rows), self.subset(rows).counts,
+                                QUANTILES).cpu().numpy()
 
     def tile_moments(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-value mean and standard deviation of the tiles of ``rows``."""

@@ -7,8 +7,9 @@ stored track after track, ``counts`` tiles each, and return ``(tracks, classes)`
 search compares) from the same pass. ``forward(tiles)`` scores each tile as a one-tile track,
 which gives scoring its tile scores.
 
-- :class:`TrackLinear` (``linear``): per-track mean and standard deviation of every feature row
-  over all frames, standardized, then one logistic unit per class (one-vs-rest logistic
+- :class:`TrackLinear` (``linear``): per-track mean, standard deviation and quantiles
+  (:data:`QUANTILES`) of every feature row over all frames, standardized, then one logistic
+  unit per class (one-vs-rest logistic
   regression, fitted by scikit-learn; :mod:`training.linear`).
 - :class:`TrackKernel` (``kernel``): the same statistics, standardized, then one RBF-kernel
   support vector machine per class (fitted by scikit-learn; :mod:`training.linear`).
@@ -40,9 +41,17 @@ def pool_tracks(values: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tenso
     return mean, high
 
 
-def track_statistics(tiles: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+#: The quantiles of each feature row (over a track's frames) that ``linear`` and ``kernel``
+#: add to its mean and standard deviation: the spread's shape, which two moments miss (on the
+#: game-score corpus the kernel model ranked better with them on most folds, docs/training.md).
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+def track_statistics(tiles: torch.Tensor, counts: torch.Tensor,
+                     quantiles: tuple[float, ...] = ()) -> torch.Tensor:
     """Per track, the mean and (population) standard deviation of each feature row over all
-    the frames of its tiles: ``(tracks, 2 * rows)``, in float64 (sums over hours of frames)."""
+    the frames of its tiles, then each of ``quantiles`` of it (numpy's ``linear`` method):
+    ``(tracks, (2 + len(quantiles)) * rows)``, in float64 (sums over hours of frames)."""
     x = tiles.reshape(len(tiles), tiles.shape[-2], tiles.shape[-1]).double()
     frames = x.shape[-1]
     index = track_index(counts)
@@ -52,7 +61,37 @@ def track_statistics(tiles: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     n = (counts.double() * frames)[:, None]
     mean = total / n
     std = (squares / n - mean * mean).clamp_min(0.0).sqrt()
-    return torch.cat([mean, std], dim=1)
+    if not quantiles:
+        return torch.cat([mean, std], dim=1)
+    q = torch.tensor(quantiles, dtype=torch.float64, device=x.device)
+    parts = []
+    for track in x.split(counts.tolist()):  # rows x all of the track's frames, sorted
+        values = track.transpose(0, 1).reshape(x.shape[1], -1).sort(dim=1).values
+        at = q * (values.shape[1] - 1)
+        lo, hi = at.floor().long(), at.ceil().long()
+        parts.append((values[:, lo] + (values[:, hi] - values[:, lo]) * (at - lo)).T.flatten())
+    return torch.cat([mean, std, torch.stack(parts)], dim=1)
+
+
+def quantiles_for(n_statistics: int, rows: int) -> tuple[float, ...]:
+    """The quantiles of statistics ``n_statistics`` long for ``rows`` feature rows: mean and
+    std alone (``2 * rows``) or with :data:`QUANTILES`."""
+    if n_statistics == 2 * rows:
+        return ()
+    if n_statistics == (2 + len(QUANTILES)) * rows:
+        return QUANTILES
+    raise ValueError(f"{n_statistics} statistics do not fit {rows} feature rows")
+
+
+def _statistics_size(module: nn.Module, state_dict: dict, prefix: str) -> None:
+    """Take the statistics a saved ``linear`` or ``kernel`` model was fitted on from the size of
+    its ``center``: models fitted before quantiles were added keep mean and std alone."""
+    saved = state_dict.get(prefix + "center")
+    if saved is not None:
+        module.quantiles = quantiles_for(saved.numel(), module.rows)
+    for name, _ in module.named_buffers(recurse=False):
+        if prefix + name in state_dict:
+            setattr(module, name, torch.empty_like(state_dict[prefix + name]))
 
 
 def unit_rows(values: torch.Tensor) -> torch.Tensor:
@@ -80,18 +119,24 @@ class TrackLinear(nn.Module):
 
     track_level = True
 
-    def __init__(self, tile_shape: tuple[int, int], n_classes: int):
+    def __init__(self, tile_shape: tuple[int, int], n_classes: int,
+                 quantiles: tuple[float, ...] = QUANTILES):
         super().__init__()
-        n = 2 * tile_shape[0]
+        self.rows, self.quantiles = tile_shape[0], tuple(quantiles)
+        n = (2 + len(self.quantiles)) * self.rows
         self.register_buffer("center", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(n, dtype=torch.float64))
         self.register_buffer("coef", torch.zeros(n_classes, n, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros(n_classes, dtype=torch.float64))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _statistics_size(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def track_outputs(self, tiles: torch.Tensor,
                       counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits, and as embedding the standardized statistics ``z`` (``2 * rows`` values)."""
-        z = (track_statistics(tiles, counts) - self.center) / self.scale
+        """Logits, and as embedding the standardized statistics ``z``."""
+        z = (track_statistics(tiles, counts, self.quantiles) - self.center) / self.scale
         return (z @ self.coef.T + self.bias).float(), z.float()
 
     def forward_tracks(self, tiles: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -108,9 +153,11 @@ class TrackKernel(nn.Module):
 
     track_level = True
 
-    def __init__(self, tile_shape: tuple[int, int], n_classes: int, n_support: int = 0):
+    def __init__(self, tile_shape: tuple[int, int], n_classes: int, n_support: int = 0,
+                 quantiles: tuple[float, ...] = QUANTILES):
         super().__init__()
-        n = 2 * tile_shape[0]
+        self.rows, self.quantiles = tile_shape[0], tuple(quantiles)
+        n = (2 + len(self.quantiles)) * self.rows
         self.register_buffer("center", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(n, dtype=torch.float64))
         self.register_buffer("support", torch.zeros(n_support, n, dtype=torch.float64))
@@ -119,18 +166,16 @@ class TrackKernel(nn.Module):
         self.register_buffer("gamma", torch.ones((), dtype=torch.float64))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # The number of support vectors is the fitted model's: take its shape from the file.
-        for name in ("support", "coef"):
-            if prefix + name in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        # the number of support vectors and of statistics are the fitted model's: from the file
+        _statistics_size(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def track_outputs(self, tiles: torch.Tensor,
                       counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits, and as embedding the standardized statistics and the label scores (the
         logits' sigmoid), each scaled to unit length, the scores weighted by
-        :data:`KERNEL_SCORE_WEIGHT`: ``2 * rows + classes`` values."""
-        z = (track_statistics(tiles, counts) - self.center) / self.scale
+        :data:`KERNEL_SCORE_WEIGHT`: statistics plus ``classes`` values."""
+        z = (track_statistics(tiles, counts, self.quantiles) - self.center) / self.scale
         kernel = torch.exp(-self.gamma * torch.cdist(z, self.support).square())
         logits = (kernel @ self.coef.T + self.bias).float()
         return logits, torch.cat([unit_rows(z.float()),
