@@ -66,7 +66,7 @@ def test_linear_model_equals_scikit_learn_fitted_by_hand(demo_store):
     fitted, x = {}, {}
     for side in ("train", "val", "test"):
         tracks, tiles = _tracks_and_tiles(demo_store, sides, side)
-        x[side] = np.stack([_statistics_by_hand(t, QUANTILES) for t in tiles])
+        x[side] = np.stack([_statistics_by_hand(t) for t in tiles])
         fitted[side] = (tracks, tiles)
     y = {s: multi_hot(fitted[s][0], config["classes"]) for s in fitted}
     by_hand = make_pipeline(StandardScaler(), OneVsRestClassifier(

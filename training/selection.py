@@ -43,10 +43,11 @@ class TrackData:
         s = self.subset(rows)
         return tiles_of(self.tiles, s.starts, s.counts)
 
-    def statistics(self, rows: np.ndarray) -> np.ndarray:
-        """The statistics ``linear`` and ``kernel`` are fitted on, of the tracks at ``rows``."""
+    def statistics(self, rows: np.ndarray, quantiles: tuple[float, ...] = ()) -> np.ndarray:
+        """Mean, standard deviation and ``quantiles`` of each feature row of the tracks at
+        ``rows`` (what ``linear`` and ``kernel`` are fitted on)."""
         return track_statistics(self.tiles_of(rows), self.subset(rows).counts,
-                                QUANTILES).cpu().numpy()
+                                quantiles).cpu().numpy()
 
     def tile_moments(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-value mean and standard deviation of the tiles of ``rows``."""
@@ -69,7 +70,7 @@ def fit_track_model(config: TrainConfig, data: TrackData, train: np.ndarray, val
     if config.arch in ESTIMATORS:
         started = time.perf_counter()
         both = np.concatenate([train, val])
-        x = data.statistics(both)
+        x = data.statistics(both, QUANTILES if config.arch == "kernel" else ())
         c, tried = choose_c(config.arch, x, data.targets[both], seed=config.seed)
         pipeline = ESTIMATORS[config.arch](c).fit(x, data.targets[both])
         row = {"member": label or config.arch, "epoch": 0, "train_loss": float("nan"),
