@@ -184,3 +184,18 @@ def test_local_clusters_monitor_quietly_unless_asked(dask_client):
     assert dask.config.get("distributed.worker.profile.enabled")  # this process's: untouched
     with connect(n_workers=1, monitoring=True) as client:
         assert set(client.run(_worker_monitoring).values()) == {(True, 0.1)}
+
+
+def test_quiet_monitoring_as_environment_for_dask_commands():
+    """``config_environ`` spells our settings as the variables that a scheduler or worker
+    started with the ``dask`` commands reads (docs/operations.md, large clusters)."""
+    from featurestore.cluster import QUIET_MONITORING, config_environ
+
+    keys = list(QUIET_MONITORING)
+    code = ("import dask, distributed, json; "
+            f"print(json.dumps([dask.config.get(k) for k in {keys!r}]))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, **config_environ(QUIET_MONITORING)}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [v if isinstance(v, bool) else str(v)
+                                      for v in QUIET_MONITORING.values()]
