@@ -166,6 +166,46 @@ def projection(run: dict, seconds_per_audio_s: float, slowdown: float) -> dict:
             "projected_wall_s": wall, "projected_efficiency": work / wall}
 
 
+def planning_seconds_per_track(directory: str, n_tracks: int) -> float:
+    """The driver's work before the first task, per track, over a catalog of ``n_tracks``
+    sparse files: reading the catalog, fingerprinting the files, planning, batching."""
+    from catalogs.reader import read_catalog
+    from featurestore.manifest import empty_frame
+    from featurestore.planning import make_batches, plan_build, stat_files
+
+    rows = sparse_library(os.path.join(directory, "sparse"), n_tracks, 60.0)
+    catalog = write_catalog(os.path.join(directory, f"catalog-{n_tracks}.csv"), rows)
+    start = time.perf_counter()
+    frame = read_catalog(catalog).frame
+    plan = plan_build("planning", frame, empty_frame(), stat_files(frame["path"].tolist()))
+    make_batches(plan.to_build, plan.estimated_seconds, 256, 256 * FeatureSpec().tile_seconds)
+    return (time.perf_counter() - start) / n_tracks
+
+
+def rebuild_estimate(hours: float, workers: int, run: dict, seconds_per_audio_s: float,
+                     planning_per_track: float, machine_efficiency: float) -> dict:
+    """A ``hours`` rebuild of 60 s tracks on ``workers`` workers, from a simulated ``run``'s
+    driver and scheduler CPU per batch (the batches counted by ``make_batches`` as the build
+    makes them), the planning time per track, and ``machine_efficiency``: the share of N
+    cores' rate that N workers of one machine reach (measured on one machine)."""
+    from featurestore.build_tasks import TrackTask
+    from featurestore.planning import make_batches
+
+    n_tracks = int(hours * 60)
+    tasks = [TrackTask(f"t{i}", "") for i in range(n_tracks)]
+    seconds = {t.track_id: 60.0 for t in tasks}
+    batches = len(make_batches(tasks, seconds, workers, 256 * FeatureSpec().tile_seconds))
+    work = hours * 3600 * seconds_per_audio_s / workers
+    per_batch = (run["driver_cpu_per_batch_ms"] + run["scheduler_cpu_per_batch_ms"]) / 1000
+    serial = batches * per_batch + run["scheduler_idle_cpu_per_s"] * work
+    planning = planning_per_track * n_tracks
+    wall = planning + work / machine_efficiency
+    return {"workers": workers, "batches": batches, "work_per_worker_s": work,
+            "planning_s": planning, "driver_scheduler_cpu_s": serial,
+            "cost_share": serial / (workers * work), "serial_load": serial / wall,
+            "wall_s": wall, "efficiency": work / wall}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[64, 256])
@@ -177,7 +217,18 @@ def main() -> None:
     parser.add_argument("--per-host", type=int, default=32, help="workers per host process")
     parser.add_argument("--commit-seconds", type=float, default=1.0)
     parser.add_argument("--out", default=os.path.join(HERE, "out", "simulation"))
+    parser.add_argument("--rebuild-hours", type=float, default=10_000.0)
+    parser.add_argument("--rebuild-workers", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--machine-efficiency", type=float, default=0.72,
+                        help="16 workers' share of 16 x the 1-worker rate on one machine")
+    parser.add_argument("--planning-tracks", type=int, default=60_000)
+    parser.add_argument("--estimate-only", metavar="JSON", default=None,
+                        help="only the rebuild estimate, from an earlier run's results")
     args = parser.parse_args()
+    if args.estimate_only:
+        with open(args.estimate_only) as f:
+            print_estimates(json.load(f), args)
+        return
     os.makedirs(args.out, exist_ok=True)
     spec = FeatureSpec()
     make_library(os.path.join(args.out, "template"), 1)  # one real cue, whose tiles repeat
@@ -214,7 +265,30 @@ def main() -> None:
               f"{p['driver_scheduler_cpu_s']:.1f} s CPU, {p['cost_share']:.2%} of the "
               f"workers' work, {p['serial_load']:.0%} of one core; projected efficiency "
               f"{p['projected_efficiency']:.3f}", flush=True)
+    print_estimates(results, args)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
     print(f"results: {path}")
+
+
+def print_estimates(results: dict, args) -> None:
+    """The rebuild estimate of each of ``--rebuild-workers``, from the simulated run with the
+    nearest number of workers; stored in ``results['rebuild']``."""
+    per_track = planning_seconds_per_track(args.out, args.planning_tracks)
+    print(f"planning: {per_track * 1e6:.0f} us a track ({args.planning_tracks} tracks); "
+          f"{args.rebuild_hours:g} h of 60 s tracks, {1 / results['seconds_per_audio_s']:.0f} "
+          f"audio s / wall s per worker, one-machine efficiency {args.machine_efficiency}")
+    results["rebuild"] = []
+    for n in args.rebuild_workers:
+        run = min(results["runs"], key=lambda r: abs(r["workers"] - n))
+        e = rebuild_estimate(args.rebuild_hours, n, run, results["seconds_per_audio_s"],
+                             per_track, args.machine_efficiency)
+        results["rebuild"].append(e)
+        print(f"  {n:3d} workers: {e['wall_s'] / 60:6.1f} min (planning {e['planning_s']:.0f} s, "
+              f"work {e['work_per_worker_s']:.0f} s a worker), efficiency {e['efficiency']:.3f}; "
+              f"{e['batches']} batches, driver + scheduler {e['driver_scheduler_cpu_s']:.0f} s "
+              f"CPU ({e['cost_share']:.2%} of the work, {e['serial_load']:.0%} of one core; "
+              f"per batch from the {run['workers']}-worker run)")
 
 
 if __name__ == "__main__":
