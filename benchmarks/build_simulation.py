@@ -223,7 +223,7 @@ def main() -> None:
                         help="16 workers' share of 16 x the 1-worker rate on one machine")
     parser.add_argument("--planning-tracks", type=int, default=60_000)
     parser.add_argument("--estimate-only", metavar="JSON", default=None,
-                        help="only the rebuild estimate, from an earlier run's results")
+                        help="only the rebuild estimate, from a results file this script wrote")
     args = parser.parse_args()
     if args.estimate_only:
         with open(args.estimate_only) as f:

@@ -331,8 +331,8 @@ def _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, 
     next_free = round_up(committer.high_water, chunk)
 
     run = report.run_id
-    # One graph for all extractions and one for their metas: the scheduler's cost is per graph
-    # as much as per task (one submit per batch was most of its CPU at 64 workers and more).
+    # One graph for all extractions and one for their metas: the scheduler takes each graph
+    # in one message, where one submit per task sent it one message (and a graph) per task.
     exts = client.map(extract_batch, batches, spec=spec, storage_options=so,
                       extract=options.extractor, pure=False,
                       key=[f"extract-{run}-{i}" for i in range(len(batches))])
