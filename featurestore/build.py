@@ -295,6 +295,25 @@ def _run_batches(committer, fset, cat_name, tracks, plan, stats, report, store,
                     options)
 
 
+def _batch_rows(cat_name: str, batch: list, info: list[TrackMeta], start: int,
+                previous: dict, paths: dict, stats: dict, report: BuildReport) -> list[dict]:
+    """The manifest rows of a written batch whose region starts at ``start``; counts them in
+    ``report``."""
+    rows, cursor = [], start
+    for task, m in zip(batch, info):
+        fp = stats[paths[task.track_id]].fingerprint
+        if m.unchanged:
+            rows.append(_carried(previous[task.track_id], catalog=cat_name,
+                                 track_id=task.track_id, path=task.path, fingerprint=fp))
+            report.refreshed += 1
+            continue
+        tile_start = cursor if m.status == OK else -1
+        cursor += m.n_tiles if m.status == OK else 0
+        rows.append(_row(cat_name, task.track_id, task.path, fp, m, tile_start))
+        report.built += 1
+    return rows
+
+
 def _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, store,
                 options: _RunOptions) -> None:
     spec = fset.spec
@@ -311,57 +330,56 @@ def _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, 
     so = store.storage_options
     next_free = round_up(committer.high_water, chunk)
 
-    extracts, metas = {}, {}
-    for i, batch in enumerate(batches):
-        ext = client.submit(extract_batch, batch, spec, so, options.extractor, pure=False,
-                            key=f"extract-{report.run_id}-{i}")
-        # Metas and writes jump the queue of extractions: tiles are written (and leave worker
-        # memory) as soon as they exist, not after every extraction has run.
-        meta = client.submit(batch_meta, ext, pure=False, key=f"meta-{report.run_id}-{i}",
-                             priority=10)
-        extracts[i], metas[meta] = ext, i
+    run = report.run_id
+    # One graph for all extractions and one for their metas: the scheduler takes each graph
+    # in one message, where one submit per task sent it one message (and a graph) per task.
+    exts = client.map(extract_batch, batches, spec=spec, storage_options=so,
+                      extract=options.extractor, pure=False,
+                      key=[f"extract-{run}-{i}" for i in range(len(batches))])
+    # Metas and writes jump the queue of extractions: tiles are written (and leave worker
+    # memory) as soon as they exist, not after every extraction has run.
+    meta_futures = client.map(batch_meta, exts, pure=False, priority=10,
+                              key=[f"meta-{run}-{i}" for i in range(len(batches))])
+    extracts = dict(enumerate(exts))
+    metas = {m: i for i, m in enumerate(meta_futures)}
     writes: dict = {}  # write future -> (batch index, metas, region start, region end)
     bar = tqdm(total=len(plan.to_build), unit="track", desc=f"build {cat_name}",
                disable=not options.progress, file=sys.stderr, dynamic_ncols=True)
-    pending = as_completed(list(metas))
+    # Results are gathered on the client's event loop as tasks finish, not fetched one round
+    # trip at a time by this thread; each pass takes every result that arrived meanwhile, so
+    # the writes they call for go out as one graph and the commit runs once.
+    pending = as_completed(meta_futures, with_results=True)
     try:
-        for future in pending:
-            if future in metas:
-                i = metas.pop(future)
-                info: list[TrackMeta] = future.result()
-                n = sum(m.n_tiles for m in info if m.status == OK)
-                start = next_free
-                next_free += round_up(n, chunk)
+        for done in pending.batches():
+            ready = []  # (batch index, metas, region start, region end)
+            for future, result in done:
+                if future in metas:
+                    i = metas.pop(future)
+                    n = sum(m.n_tiles for m in result if m.status == OK)
+                    ready.append((i, result, next_free, next_free + round_up(n, chunk)))
+                    next_free = ready[-1][3]
+                    report.audio_seconds += sum(m.duration_s for m in result)
+                    bar.update(len(result))
+                else:
+                    i, info, start, end = writes.pop(future)
+                    added, replaced = result
+                    del extracts[i]
+                    rows = _batch_rows(cat_name, batches[i], info, start, previous, paths,
+                                       stats, report)
+                    report.tiles_written += added.count
+                    committer.add(rows, added, replaced, end)
+            if ready:
                 arrays.ensure_capacity(next_free)
-                old = [None if m.unchanged else live_range(previous.get(task.track_id))
-                       for task, m in zip(batches[i], info)]
-                w = client.submit(write_batch, extracts[i], fset.tiles_url, so, start, old,
-                                  spec.tile_shape, pure=False, key=f"write-{report.run_id}-{i}",
-                                  priority=10)
-                writes[w] = (i, info, start, next_free)
-                pending.add(w)
-                bar.update(len(info))
-                report.audio_seconds += sum(m.duration_s for m in info)
+                olds = [[None if m.unchanged else live_range(previous.get(task.track_id))
+                         for task, m in zip(batches[i], info)] for i, info, _, _ in ready]
+                new = client.map(write_batch, [extracts[i] for i, *_ in ready],
+                                 [start for _, _, start, _ in ready], olds,
+                                 tiles_url=fset.tiles_url, storage_options=so,
+                                 shape=spec.tile_shape, pure=False, priority=10,
+                                 key=[f"write-{run}-{i}" for i, *_ in ready])
+                writes.update(zip(new, ready))
+                pending.update(new)
                 bar.set_postfix_str(f"{report.audio_seconds / 3600:.2f} h audio")
-            else:
-                i, info, start, end = writes.pop(future)
-                added, replaced = future.result()
-                del extracts[i]
-                rows, cursor = [], start
-                for task, m in zip(batches[i], info):
-                    fp = stats[paths[task.track_id]].fingerprint
-                    if m.unchanged:
-                        rows.append(_carried(previous[task.track_id], catalog=cat_name,
-                                             track_id=task.track_id, path=task.path,
-                                             fingerprint=fp))
-                        report.refreshed += 1
-                        continue
-                    tile_start = cursor if m.status == OK else -1
-                    cursor += m.n_tiles if m.status == OK else 0
-                    rows.append(_row(cat_name, task.track_id, task.path, fp, m, tile_start))
-                    report.built += 1
-                report.tiles_written += added.count
-                committer.add(rows, added, replaced, end)
-                committer.commit()
+            committer.commit()
     finally:
         bar.close()

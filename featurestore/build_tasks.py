@@ -64,9 +64,9 @@ def batch_meta(results: list[TrackResult | None]) -> list[TrackMeta]:
     return out
 
 
-def write_batch(results: list[TrackResult | None], tiles_url: str, storage_options: dict | None,
-                region_start: int, old_ranges: list[tuple[int, int] | None],
-                shape: tuple[int, int]) -> tuple[Moments, Moments]:
+def write_batch(results: list[TrackResult | None], region_start: int,
+                old_ranges: list[tuple[int, int] | None], tiles_url: str,
+                storage_options: dict | None, shape: tuple[int, int]) -> tuple[Moments, Moments]:
     """Write a batch's tiles at ``region_start`` (the task owns the region's chunks).
 
     Returns the moments of the tiles written and of the tiles they replace (``old_ranges``:

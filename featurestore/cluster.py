@@ -46,6 +46,13 @@ QUIET_MONITORING = {
 }
 
 
+def config_environ(config: dict) -> dict:
+    """Dask settings as the environment variables Dask reads them from (``DASK_`` and the key's
+    parts joined by ``__``), for schedulers and workers started with the ``dask`` commands."""
+    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+            for key, value in config.items()}
+
+
 def scheduler_address(scheduler: str | None = None) -> str | None:
     """The explicit address, else Dask's configured one (``DASK_SCHEDULER_ADDRESS``)."""
     return scheduler or dask.config.get("scheduler-address", None) or None

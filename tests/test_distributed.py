@@ -25,9 +25,14 @@ def scheduler_and_workers(tmp_path):
     # with system site packages has it beside the base interpreter)
     beside = os.path.join(os.path.dirname(sys.executable), "dask")
     dask_cli = beside if os.path.exists(beside) else shutil.which("dask")
+    # That environment may install another checkout of featurestore: its workers must run the
+    # tasks of this one, as a cluster's workers run the driver's version.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     procs = [subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0",
                                "--dashboard-address", ":0", "--scheduler-file", sched_file],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
     try:
         wait_for(lambda: os.path.exists(sched_file) and os.path.getsize(sched_file) > 0, 60,
                   "scheduler file")
@@ -35,7 +40,7 @@ def scheduler_and_workers(tmp_path):
             procs.append(subprocess.Popen(
                 [dask_cli, "worker", "--scheduler-file", sched_file, "--nthreads", "1",
                  "--nworkers", "1", "--no-dashboard"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
         from distributed import Client
         with Client(scheduler_file=sched_file, timeout=30) as client:
             client.wait_for_workers(2, timeout=60)
@@ -179,3 +184,18 @@ def test_local_clusters_monitor_quietly_unless_asked(dask_client):
     assert dask.config.get("distributed.worker.profile.enabled")  # this process's: untouched
     with connect(n_workers=1, monitoring=True) as client:
         assert set(client.run(_worker_monitoring).values()) == {(True, 0.1)}
+
+
+def test_quiet_monitoring_as_environment_for_dask_commands():
+    """``config_environ`` spells our settings as the variables that a scheduler or worker
+    started with the ``dask`` commands reads (docs/operations.md, large clusters)."""
+    from featurestore.cluster import QUIET_MONITORING, config_environ
+
+    keys = list(QUIET_MONITORING)
+    code = ("import dask, distributed, json; "
+            f"print(json.dumps([dask.config.get(k) for k in {keys!r}]))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, **config_environ(QUIET_MONITORING)}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [v if isinstance(v, bool) else str(v)
+                                      for v in QUIET_MONITORING.values()]
