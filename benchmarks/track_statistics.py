@@ -1,0 +1,76 @@
+"""Which per-track statistics the statistics models rank best with (run by hand).
+
+    python benchmarks/track_statistics.py --store S [--repeats 3] [--seed 3]
+
+On the store's MFCC feature set, compares mean and standard deviation per feature row against
+mean, standard deviation and the quantiles of :data:`training.track_models.QUANTILES`, for the
+``kernel`` and ``linear`` estimators (``C`` chosen as ``train`` chooses it), over ``--repeats``
+reshuffles of 5 folds by track and 5 folds by film, beside the logistic baseline of
+``model_quality.py``. Prints mean LRAP per variant and the share of folds where the quantiles won.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import numpy as np
+import pandas as pd
+from model_quality import baseline, mfcc_statistics
+from sklearn.metrics import label_ranking_average_precision_score as lrap
+from sklearn.model_selection import GroupKFold, KFold
+
+import featurestore
+from featurestore.statuses import OK
+from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
+from training.linear import ESTIMATORS, choose_c, statistics_of
+from training.targets import multi_hot, select_classes
+from training.track_models import QUANTILES
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=3, help="first reshuffle's seed")
+    parser.add_argument("--min-tracks", type=int, default=20)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    store = featurestore.open(args.store)
+    mfcc = store.feature_set(featurestore.FeatureSpec())
+    tracks = store.tracks(feature_set=mfcc.hash, status=OK)
+    y = multi_hot(tracks, select_classes(tracks, "genres", (), args.min_tracks))
+    tracks, y = tracks[y.sum(1) > 0].reset_index(drop=True), y[y.sum(1) > 0]
+    counts = tracks["n_tiles"].to_numpy()
+    tiles = read_tiles(TileSource(mfcc.tiles_url),
+                       tile_rows(tracks["tile_start"].to_numpy(), counts)[0])
+    x = {"moments": statistics_of(tiles, counts),
+         "quantiles": statistics_of(tiles, counts, QUANTILES)}
+    base_x = mfcc_statistics(store, tracks)
+    films = tracks["film"].astype(str).to_numpy()
+    splits = [("track", s, fit, test) for s in range(args.seed, args.seed + args.repeats)
+              for fit, test in KFold(5, shuffle=True, random_state=s).split(y)]
+    splits += [("film", 0, fit, test) for fit, test in GroupKFold(5).split(y, groups=films)]
+    rows = []
+    for k, (by, seed, fit, test) in enumerate(splits):
+        rows.append((by, k, "logistic baseline", lrap(y[test], baseline(base_x, y, fit, test))))
+        for arch, estimator in ESTIMATORS.items():
+            for name, values in x.items():
+                c, _ = choose_c(arch, values[fit], y[fit])
+                model = estimator(c).fit(values[fit], y[fit])
+                rows.append((by, k, f"{arch}, {name}",
+                             lrap(y[test], model.decision_function(values[test]))))
+        print(f"{by} fold {k}: " + ", ".join(f"{m} {v:.3f}" for b, _, m, v in rows[-5:]),
+              flush=True)
+    frame = pd.DataFrame(rows, columns=["by", "fold", "model", "lrap"])
+    for by, part in frame.groupby("by", sort=False):
+        wide = part.pivot(index="fold", columns="model", values="lrap")
+        print(f"\nby {by}, {len(wide)} folds: mean LRAP")
+        print(wide.mean().round(3).to_string())
+        for arch in ESTIMATORS:
+            won = (wide[f"{arch}, quantiles"] > wide[f"{arch}, moments"]).mean()
+            print(f"{arch}: quantiles won {won:.0%} of the folds")
+
+
+if __name__ == "__main__":
+    main()
