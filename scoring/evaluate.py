@@ -15,7 +15,6 @@ from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
 from scoring.rankings import model_scores
 from scoring.score_tables import KEY, ScoreTable, scores_matrix
 from scoring.similarity import neighbour_figures
-from training.linear import statistics_of
 from training.metrics import DEFAULT_TOP_K, per_class, ranking_metrics
 from training.model_files import ModelFiles
 from training.targets import multi_hot
@@ -93,6 +92,8 @@ def statistics_baseline(store: Store, feature_set: str, tracks: pd.DataFrame) ->
     """Per track of ``tracks`` (``catalog``, ``track_id``), the mean and standard deviation
     of every feature row over its frames, each column standardized over these tracks: the
     plain-features embedding similarity search is measured against."""
+    from training.linear import statistics_of  # loads torch: only when the baseline is asked
+
     built = store.tracks(feature_set=feature_set, status=OK,
                          columns=["tile_start", "n_tiles"])
     rows = tracks[KEY].merge(built, on=KEY, how="left")
