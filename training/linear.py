@@ -28,8 +28,11 @@ C_GRID = {"linear": (0.01, 0.1, 1.0, 10.0), "kernel": (1.0, 3.0, 10.0, 30.0)}
 def statistics_of(tiles: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """``(tracks, 2 * rows)`` mean and standard deviation per row over each track's frames,
     from ``(n, rows, frames)`` tiles stored track after track."""
-    return track_statistics(torch.from_numpy(tiles), torch.from_numpy(
-        np.asarray(counts, dtype=np.int64))).numpy()
+    # the tiles are only read, so they are shared, not copied; the counts often come from a
+    # Parquet column (pandas shares Arrow's read-only buffer, which torch warns about) and are
+    # a few integers, so they are copied
+    return track_statistics(torch.from_numpy(tiles),
+                            torch.tensor(np.asarray(counts), dtype=torch.int64)).numpy()
 
 
 def logistic(c: float = 1.0) -> Pipeline:
