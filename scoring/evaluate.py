@@ -65,14 +65,15 @@ class Evaluation:
             ours, base = self.similarity["embedding"], self.similarity["statistics"]
             lines.append(f"  similar  {ours['k']} nearest of {ours['library']} tracks for "
                          f"{ours['queries']} {self.split} tracks: same-film precision "
-                         f"{_figure(ours['same_film_precision'])} (feature statistics "
-                         f"{_figure(base['same_film_precision'])}), label overlap (Jaccard) "
-                         f"{_figure(ours['label_jaccard'])} "
-                         f"({_figure(base['label_jaccard'])})")
+                         f"{format_figure(ours['same_film_precision'])} (feature "
+                         f"statistics {format_figure(base['same_film_precision'])}), label "
+                         f"overlap (Jaccard) {format_figure(ours['label_jaccard'])} "
+                         f"({format_figure(base['label_jaccard'])})")
         return "\n".join(lines)
 
 
-def _figure(value: float | None) -> str:
+def format_figure(value: float | None) -> str:
+    """A neighbour figure with three decimals; ``n/a`` when no query could count it."""
     return "n/a" if value is None else f"{value:.3f}"
 
 
