@@ -15,7 +15,6 @@ from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
 from scoring.rankings import model_scores
 from scoring.score_tables import KEY, ScoreTable, scores_matrix
 from scoring.similarity import neighbour_figures
-from training.linear import statistics_of
 from training.metrics import DEFAULT_TOP_K, per_class, ranking_metrics
 from training.model_files import ModelFiles
 from training.targets import multi_hot
@@ -66,14 +65,15 @@ class Evaluation:
             ours, base = self.similarity["embedding"], self.similarity["statistics"]
             lines.append(f"  similar  {ours['k']} nearest of {ours['library']} tracks for "
                          f"{ours['queries']} {self.split} tracks: same-film precision "
-                         f"{_figure(ours['same_film_precision'])} (feature statistics "
-                         f"{_figure(base['same_film_precision'])}), label overlap (Jaccard) "
-                         f"{_figure(ours['label_jaccard'])} "
-                         f"({_figure(base['label_jaccard'])})")
+                         f"{format_figure(ours['same_film_precision'])} (feature "
+                         f"statistics {format_figure(base['same_film_precision'])}), label "
+                         f"overlap (Jaccard) {format_figure(ours['label_jaccard'])} "
+                         f"({format_figure(base['label_jaccard'])})")
         return "\n".join(lines)
 
 
-def _figure(value: float | None) -> str:
+def format_figure(value: float | None) -> str:
+    """A neighbour figure with three decimals; ``n/a`` when no query could count it."""
     return "n/a" if value is None else f"{value:.3f}"
 
 
@@ -93,6 +93,8 @@ def statistics_baseline(store: Store, feature_set: str, tracks: pd.DataFrame) ->
     """Per track of ``tracks`` (``catalog``, ``track_id``), the mean and standard deviation
     of every feature row over its frames, each column standardized over these tracks: the
     plain-features embedding similarity search is measured against."""
+    from training.linear import statistics_of  # loads torch: only when the baseline is asked
+
     built = store.tracks(feature_set=feature_set, status=OK,
                          columns=["tile_start", "n_tiles"])
     rows = tracks[KEY].merge(built, on=KEY, how="left")

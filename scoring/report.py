@@ -6,7 +6,7 @@ import numpy as np
 
 from catalogs.plots import pyplot, save_figure
 from featurestore.urls import atomic_write, filesystem, join
-from scoring.evaluate import Evaluation
+from scoring.evaluate import Evaluation, format_figure
 from training.metrics import top_k
 
 FIGURES = ("per_class_f1.png", "score_distributions.png", "cooccurrence.png")
@@ -88,10 +88,29 @@ def markdown(ev: Evaluation) -> str:
         r = ev.track["per_class"]["classes"][c]
         lines.append(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
                      f"{r['support']} |")
+    lines += similarity_section(ev)
     lines += ["", "![per-class precision, recall and F1](per_class_f1.png)", "",
               "![score distributions](score_distributions.png)", "",
               "![label co-occurrence](cooccurrence.png)", ""]
     return "\n".join(lines)
+
+
+def similarity_section(ev: Evaluation) -> list[str]:
+    """The neighbour figures of the summary and the JSON as a table: the model's embeddings
+    against cosine search on the standardized feature statistics (none when not measured)."""
+    if ev.similarity is None:
+        return []
+    ours, base = ev.similarity["embedding"], ev.similarity["statistics"]
+    return ["", f"## Similar tracks ({ours['k']} nearest)", "",
+            f"The {ours['k']} nearest of the {ours['library']} current tracks of the library "
+            f"for each of the {ours['queries']} {ev.split} tracks, by cosine similarity: the "
+            "share of them from the query's own film (same-film precision) and the mean "
+            "Jaccard overlap of their labels with the query's.", "",
+            "| search | same-film precision | label overlap (Jaccard) |", "|---|---|---|",
+            f"| model embeddings | {format_figure(ours['same_film_precision'])} | "
+            f"{format_figure(ours['label_jaccard'])} |",
+            f"| feature statistics (baseline) | {format_figure(base['same_film_precision'])} | "
+            f"{format_figure(base['label_jaccard'])} |"]
 
 
 def write_report(ev: Evaluation, url: str, storage_options: dict | None = None) -> str:

@@ -110,7 +110,9 @@ def score_tracks(model: nn.Module, tiles: np.ndarray, counts: np.ndarray, device
     with torch.inference_mode():
         x = place(torch.from_numpy(tiles)[:, None], device)
         with autocast(device, mixed_precision):
-            logits, embedding = model.track_outputs(x, torch.as_tensor(counts, device=device))
+            # counts copied (a few integers): a read-only array would make torch warn
+            logits, embedding = model.track_outputs(
+                x, torch.tensor(np.asarray(counts), dtype=torch.int64, device=device))
     return logits.float().sigmoid().cpu().numpy(), embedding.float().cpu().numpy()
 
 

@@ -1,24 +1,28 @@
 """Faults that really happen to nightly runs: a Dask worker process killed in the middle of a
-build and of a scoring run, and a build running while a scoring run reads the same store."""
+build and of a scoring run, a scoring driver killed between its two commit writes, and a
+build running while a scoring run reads the same store."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 import featurestore
 from catalogs.demo import generate_demo_library
 from featurestore.cluster import connect
-from scoring import score
+from scoring import embeddings, score
 from scoring.score_tables import KEY, score_table, scores, tile_scores
-from tests.helpers import assert_same_build, small_library
+from tests.helpers import assert_same_build, small_library, write_audio
 from training import TrainConfig, train
 
 MODEL = "ens"
@@ -85,6 +89,85 @@ def test_worker_killed_mid_scoring_run_gives_the_undisturbed_result(trained, tmp
     assert len(tiles) == featurestore.open(url).tracks()["n_tiles"].sum()
     assert not tiles.duplicated([*KEY, "offset"]).any()
     assert score_table(featurestore.open(url), MODEL).staged_files() == []
+
+
+#: A scoring run whose driver dies (SIGKILL: no cleanup, its lock left behind) the moment it
+#: starts writing ``rankings.parquet``, that is after ``embeddings.parquet`` is written.
+_DIES_BEFORE_RANKINGS = """
+import os, signal, sys
+import scoring.score_tables as tables
+from scoring import score
+
+write = tables.atomic_write
+
+def write_or_die(fs, path, data):
+    if path.endswith("rankings.parquet"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    write(fs, path, data)
+
+tables.atomic_write = write_or_die
+score(sys.argv[1], sys.argv[2], scheduler=sys.argv[3], progress=False)
+"""
+
+
+def _embedded(url: str) -> pd.DataFrame:
+    """The served (current) embeddings, one row per track, without the run's lineage."""
+    frame = embeddings(featurestore.open(url), MODEL)
+    assert not frame.duplicated(KEY).any()
+    return frame[[*KEY, "embedding"]].sort_values(KEY).reset_index(drop=True)
+
+
+def test_run_killed_between_embeddings_and_rankings_commit_is_picked_up(trained, tmp_path,
+                                                                         dask_client):
+    """The driver dies after writing the new embeddings and before the new rankings, in a run
+    that scores a track whose audio changed: the old rankings stay, no embedding of the old
+    audio is served, and the next run adopts the dead run's batch and commits both files to
+    the result of an undisturbed run."""
+    url = str(tmp_path / "store")
+    shutil.copytree(trained["store"], url)
+    score(url, MODEL, client=dask_client, progress=False)
+    work = str(tmp_path / "lib")
+    shutil.copytree(os.path.dirname(trained["catalog"]), work)
+    catalog = pd.read_csv(trained["catalog"])
+    changed = catalog.loc[catalog["path"].str.endswith(".wav"), "track_id"].iloc[0]
+    path = catalog.loc[catalog["track_id"] == changed, "path"].iloc[0]
+    write_audio(os.path.join(work, path), seconds=15.0, seed=77)
+    featurestore.build(os.path.join(work, os.path.basename(trained["catalog"])), url,
+                       name="demo", client=dask_client, progress=False)
+    reference = str(tmp_path / "reference")
+    shutil.copytree(url, reference)
+    score(reference, MODEL, client=dask_client, progress=False)
+    old_rankings = _rankings(url)
+    table = score_table(featurestore.open(url), MODEL)
+
+    res = subprocess.run([sys.executable, "-c", _DIES_BEFORE_RANKINGS, url, MODEL,
+                          dask_client.scheduler.address], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == -signal.SIGKILL, res.stdout + res.stderr
+    assert table.seq() == 1 and len(table.staged_files()) == 1
+    assert pq.read_schema(table.embeddings_path).metadata[b"featurestore.seq"] == b"2"
+    pd.testing.assert_frame_equal(_rankings(url), old_rankings)
+    # served: the unchanged tracks' embeddings and the changed track's from its new audio
+    # (the reference's), never the one of its old audio
+    got, expected = _embedded(url), _embedded(reference)
+    pd.testing.assert_frame_equal(got[KEY], expected[KEY])
+    np.testing.assert_allclose(np.stack(got["embedding"]), np.stack(expected["embedding"]),
+                               atol=1e-5)
+
+    report = score(url, MODEL, client=dask_client, progress=False)
+    assert (report.adopted, report.scored, report.commit) == (1, 0, 2)
+    assert table.seq() == 2 and table.staged_files() == []
+    pd.testing.assert_frame_equal(_rankings(url).drop(columns="score"),
+                                  _rankings(reference).drop(columns="score"))
+    np.testing.assert_allclose(_rankings(url)["score"], _rankings(reference)["score"],
+                               atol=1e-6)
+    got = _embedded(url)
+    pd.testing.assert_frame_equal(got[KEY], expected[KEY])
+    np.testing.assert_allclose(np.stack(got["embedding"]), np.stack(expected["embedding"]),
+                               atol=1e-5)
+    assert pq.read_schema(table.embeddings_path).metadata[b"featurestore.seq"] == b"2"
+    again = score(url, MODEL, client=dask_client, progress=False)
+    assert (again.scored, again.commit) == (0, 0)
 
 
 def test_worker_killed_mid_build_gives_the_undisturbed_tiles(tmp_path, dask_client):

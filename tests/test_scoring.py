@@ -496,6 +496,8 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path):
                              "--report", report_dir), capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr
+    # the baseline's track lengths come from Parquet, read-only: torch must not warn of them
+    assert "not writable" not in res.stderr
     figures = json.loads(res.stdout)
     for level in ("track", "tile"):
         assert {"lrap", "coverage_error", "coverage_lower_bound", "label_ranking_loss",
@@ -507,6 +509,10 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path):
                                               "score_distributions.png"]
     with open(os.path.join(report_dir, "per_class_f1.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    near = figures["similarity"]["embedding"]
+    with open(os.path.join(report_dir, "report.md")) as f:  # the neighbour figures too
+        assert (f"| model embeddings | {near['same_film_precision']:.3f} | "
+                f"{near['label_jaccard']:.3f} |") in f.read()
     # by default the report goes into the store, beside the scores
     res = subprocess.run(cli("evaluate", "--store", store_copy, "--model", MODEL, "--split",
                              "val", "--top-k", "3"), capture_output=True, text=True, timeout=120)

@@ -1,10 +1,11 @@
 """Track embeddings and similarity search: exact cosine search returns known neighbours in
-order, embeddings written by scoring equal the model's recomputed ones, ``similar`` honours
-its filters and takes a reference file, and evaluate's neighbour figures are the ones counted
-by hand."""
+order, embeddings written by scoring equal the model's recomputed ones (``linear``, ``kernel``
+and ``pooled``), ``similar`` honours its filters and takes a reference file, and evaluate's
+neighbour figures are the ones counted by hand, in its summary, JSON and report."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -13,9 +14,12 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import featurestore
 from scoring import embeddings, evaluate, score, similar
+from scoring.embeddings import EMBEDDINGS
+from scoring.report import markdown
 from scoring.score_tables import KEY, score_table
 from scoring.similarity import ExactIndex, neighbour_figures
 from tests.helpers import cli
@@ -110,6 +114,47 @@ def test_embeddings_are_written_once_and_equal_the_models(scored, dask_client):
     again = score(url, MODEL, client=dask_client, progress=False)
     assert again.scored == 0 and again.commit == 0
     assert os.stat(table.embeddings_path).st_mtime_ns == before
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("arch", ["kernel", "pooled"])
+def test_track_level_embeddings_equal_their_definition(demo_store, dask_client, arch):
+    """What scoring writes for ``kernel`` (unit standardized statistics beside 4 x the unit
+    label scores) and ``pooled`` (mean and max over the tiles of the tile encoder), computed
+    again track by track from the trained model's parts and the store's tiles."""
+    name = f"sim-{arch}"
+    train(demo_store, name, TrainConfig(arch=arch, epochs=1, width=8, min_tracks=6,
+                                        test_size=0.25, device="cpu"), progress=False)
+    report = score(demo_store, name, client=dask_client, progress=False)
+    store = featurestore.open(demo_store)
+    model = ModelFiles(store, name).load_model()
+    assert score_table(store, name).info().embedding == EMBEDDINGS[arch]
+    got = embeddings(store, name).sort_values(KEY).reset_index(drop=True)
+    assert len(got) == report.scored == 48
+    tracks = store.tracks(status="ok").sort_values(KEY).reset_index(drop=True)
+    tiles = store.tiles(tracks).compute()
+    with torch.inference_mode():
+        if arch == "kernel":
+            stats = np.stack(_statistics_by_hand(demo_store, model).sort_values(KEY)["expected"])
+            per_track = [tiles.values[(tiles["catalog"].values == c)
+                                      & (tiles["track_id"].values == t)]
+                         for c, t in tracks[KEY].itertuples(index=False)]
+            scores = np.concatenate([torch.sigmoid(model.forward_tracks(
+                torch.from_numpy(x)[:, None], torch.tensor([len(x)]))).numpy()
+                for x in per_track])
+            expected = np.concatenate([_unit(stats), 4 * _unit(scores)], axis=1)
+        else:
+            expected = []
+            for c, t in tracks[KEY].itertuples(index=False):
+                mask = (tiles["catalog"].values == c) & (tiles["track_id"].values == t)
+                encoded = model.embed(torch.from_numpy(tiles.values[mask])[:, None]).numpy()
+                expected.append(np.concatenate([encoded.mean(0), encoded.max(0)]))
+            expected = np.stack(expected)
+    assert np.stack(got["embedding"]).shape == expected.shape
+    np.testing.assert_allclose(np.stack(got["embedding"]), expected, rtol=1e-4, atol=1e-5)
 
 
 def _by_hand(store, query: np.ndarray, exclude: set, keep=None) -> list[str]:
@@ -223,3 +268,10 @@ def test_evaluate_reports_neighbour_figures_against_feature_statistics(scored):
     assert near["statistics"]["label_jaccard"] == pytest.approx(j)
     assert "same-film precision" in ev.summary()
     assert json.loads(ev.to_json())["similarity"] == near
+    ours, base = near["embedding"], near["statistics"]
+    page = markdown(ev)
+    assert (f"| model embeddings | {ours['same_film_precision']:.3f} | "
+            f"{ours['label_jaccard']:.3f} |") in page
+    assert (f"| feature statistics (baseline) | {base['same_film_precision']:.3f} | "
+            f"{base['label_jaccard']:.3f} |") in page
+    assert "Similar tracks" not in markdown(dataclasses.replace(ev, similarity=None))

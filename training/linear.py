@@ -29,8 +29,12 @@ def statistics_of(tiles: np.ndarray, counts: np.ndarray,
                   quantiles: tuple[float, ...] = ()) -> np.ndarray:
     """``(tracks, (2 + len(quantiles)) * rows)`` mean, standard deviation and ``quantiles`` per
     row over each track's frames, from ``(n, rows, frames)`` tiles stored track after track."""
-    return track_statistics(torch.from_numpy(tiles), torch.from_numpy(
-        np.asarray(counts, dtype=np.int64)), quantiles).numpy()
+    # the tiles are only read, so they are shared, not copied; the counts often come from a
+    # Parquet column (pandas shares Arrow's read-only buffer, which torch warns about) and are
+    # a few integers, so they are copied
+    return track_statistics(torch.from_numpy(tiles),
+                            torch.tensor(np.asarray(counts), dtype=torch.int64),
+                            quantiles).numpy()
 
 
 def logistic(c: float = 1.0) -> Pipeline:
