@@ -18,7 +18,6 @@ from sklearn.metrics import (coverage_error, label_ranking_average_precision_sco
                              label_ranking_loss)
 
 import featurestore
-from catalogs.demo import generate_demo_library
 from catalogs.writer import write_catalog
 from scoring import best_tracks, evaluate, score, track_rankings
 from scoring.aggregate import aggregate, ranking_rows, ranks
@@ -34,18 +33,16 @@ LINEAGE = ["run_id", "scored_at", "tiles_part"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, dask_client):
-    """The demo library built (chunks of 8 tiles) with a briefly trained ensemble; tests
-    score copies of it."""
+def trained(tmp_path_factory, demo_library, demo_store):
+    """The demo library built (chunks of 8 tiles: a copy of the session's demo store) with a
+    briefly trained ensemble; tests score copies of it."""
     root = tmp_path_factory.mktemp("scoring")
-    catalog = generate_demo_library(str(root / "lib"))
     url = str(root / "store")
-    featurestore.build(catalog, url, name="demo", client=dask_client, progress=False,
-                       encoding=featurestore.TileEncoding(chunk_tiles=8))
+    shutil.copytree(demo_store, url)
     train(url, MODEL, TrainConfig(arch="ensemble", epochs=2, patience=2, optimizer="adam",
                                   learning_rate=1e-3, min_tracks=6, test_size=0.25),
           progress=False)
-    return {"store": url, "catalog": catalog, "root": root}
+    return {"store": url, "catalog": demo_library, "root": root}
 
 
 @pytest.fixture

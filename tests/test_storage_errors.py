@@ -17,10 +17,9 @@ import pandas as pd
 import pytest
 
 import featurestore
-from catalogs.demo import generate_demo_library
 from scoring import score
 from scoring.score_tables import KEY, score_table, scores
-from tests.helpers import cli, small_library, track_tiles, write_audio
+from tests.helpers import cli, copy_demo_library, small_library, track_tiles, write_audio
 from training import TrainConfig, train
 
 if os.geteuid() == 0 and not shutil.which("setpriv"):
@@ -100,8 +99,9 @@ def test_permission_denied_during_a_build(built, where):
     assert res.returncode == 0 and "1 extracted" in res.stdout, res.stdout + res.stderr
 
 
-def test_permission_denied_at_a_scoring_commit_keeps_the_rankings(tmp_path, dask_client):
-    catalog = generate_demo_library(str(tmp_path / "lib"), n_tracks=24)
+def test_permission_denied_at_a_scoring_commit_keeps_the_rankings(tmp_path, dask_client,
+                                                                  demo_library):
+    catalog = copy_demo_library(demo_library, tmp_path / "lib", n_tracks=24)
     store = str(tmp_path / "store")
     featurestore.build(catalog, store, name="demo", client=dask_client, progress=False)
     train(store, "ens", TrainConfig(arch="ensemble", epochs=1, min_tracks=4, test_size=0.25),
