@@ -120,6 +120,27 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "featurestore.cli", *args]
 
 
+def run_cli(capsys, *args: str):
+    """The command line run in this process, ``featurestore.cli.main(args)`` (what the console
+    script calls): its exit code and output, as a ``CompletedProcess``. Cheaper than
+    :func:`cli` in a subprocess, which pays an interpreter start and its imports, and a
+    LocalCluster start unless given ``--scheduler``; tests of the console script and its exit
+    codes keep the subprocess."""
+    import subprocess
+    import warnings
+
+    from featurestore.cli import main
+
+    capsys.readouterr()
+    formatwarning = warnings.formatwarning  # main sets its own for the command line
+    try:
+        code = main(list(args))
+    finally:
+        warnings.formatwarning = formatwarning
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["featurestore", *args], code, out, err)
+
+
 def librosa_mfcc(y: np.ndarray, spec) -> np.ndarray:
     """The reference MFCC of ``y`` under a FeatureSpec ``spec``, computed by librosa."""
     import librosa
