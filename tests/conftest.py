@@ -16,16 +16,23 @@ def dask_client():
 
 
 @pytest.fixture(scope="session")
-def demo_store(tmp_path_factory, dask_client):
-    """The demo library (48 cues, 16 films) built with chunks of 8 tiles, shared by the
-    training and model tests (which only add models to it)."""
-    import featurestore
+def demo_library(tmp_path_factory):
+    """The demo library's 48 cues, synthesized once for the session (the slowest part of a
+    demo build): the catalog's path. Tests that need a library of their own, or fewer cues,
+    take a copy with :func:`tests.helpers.copy_demo_library`; none writes into this one."""
     from catalogs.demo import generate_demo_library
 
-    root = tmp_path_factory.mktemp("demo")
-    catalog = generate_demo_library(str(root))
-    url = str(root / "store")
-    featurestore.build(catalog, url, name="demo", client=dask_client, progress=False,
+    return generate_demo_library(str(tmp_path_factory.mktemp("demo-library")))
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory, demo_library, dask_client):
+    """The demo library (48 cues, 16 films) built with chunks of 8 tiles, shared by the
+    training and model tests (which only add models to it; the scoring tests copy it)."""
+    import featurestore
+
+    url = str(tmp_path_factory.mktemp("demo") / "store")
+    featurestore.build(demo_library, url, name="demo", client=dask_client, progress=False,
                        encoding=featurestore.TileEncoding(chunk_tiles=8))
     return url
 

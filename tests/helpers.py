@@ -58,6 +58,24 @@ def small_library(directory, n: int = 6, seconds: float = 12.0, start_seed: int 
     return write_catalog(os.path.join(directory, name), rows)
 
 
+def copy_demo_library(catalog: str, directory, n_tracks: int = 48) -> str:
+    """``generate_demo_library(directory, n_tracks)``, its audio copied from the library whose
+    catalog is ``catalog`` (generated with at least ``n_tracks`` cues) instead of synthesized
+    again: the generator keeps files already there and is seeded per cue, so the first
+    ``n_tracks`` files are the ones it would write. Returns the new catalog's path."""
+    import shutil
+
+    from catalogs.demo import generate_demo_library
+
+    source = os.path.join(os.path.dirname(catalog), "audio")
+    target = os.path.join(str(directory), "audio")
+    os.makedirs(target, exist_ok=True)
+    for name in os.listdir(source):
+        if name.startswith("t") and int(name[1:6]) < n_tracks and not name.endswith(".part"):
+            shutil.copy2(os.path.join(source, name), os.path.join(target, name))
+    return generate_demo_library(str(directory), n_tracks=n_tracks)
+
+
 def track_tiles(store_url: str, catalog: str | None = None) -> dict[tuple[str, str], np.ndarray]:
     """Every ok track's tiles, keyed by (catalog, track_id), read through the public API."""
     store = featurestore.open(store_url)
@@ -100,6 +118,27 @@ def wait_for(predicate, timeout: float, what: str):
 def cli(*args: str) -> list[str]:
     """The featurestore command as a subprocess argument list (same interpreter)."""
     return [sys.executable, "-m", "featurestore.cli", *args]
+
+
+def run_cli(capsys, *args: str):
+    """The command line run in this process, ``featurestore.cli.main(args)`` (what the console
+    script calls): its exit code and output, as a ``CompletedProcess``. Cheaper than
+    :func:`cli` in a subprocess, which pays an interpreter start and its imports, and a
+    LocalCluster start unless given ``--scheduler``; tests of the console script and its exit
+    codes keep the subprocess."""
+    import subprocess
+    import warnings
+
+    from featurestore.cli import main
+
+    capsys.readouterr()
+    formatwarning = warnings.formatwarning  # main sets its own for the command line
+    try:
+        code = main(list(args))
+    finally:
+        warnings.formatwarning = formatwarning
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["featurestore", *args], code, out, err)
 
 
 def librosa_mfcc(y: np.ndarray, spec) -> np.ndarray:

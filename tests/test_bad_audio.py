@@ -13,7 +13,7 @@ import featurestore
 from catalogs.writer import write_catalog
 from featurestore.spec import FeatureSpec
 from featurestore.tiles import count_tiles, cut_tiles
-from tests.helpers import (cli, librosa_mfcc, small_library, tone, track_tiles,
+from tests.helpers import (cli, librosa_mfcc, run_cli, small_library, tone, track_tiles,
                            write_audio)
 
 
@@ -60,7 +60,7 @@ def make_bad_files(d) -> dict[str, tuple[str, str]]:
     return out
 
 
-def test_bad_tracks_recorded_rest_built_exit_code_4(tmp_path):
+def test_bad_tracks_recorded_rest_built_exit_code_4(tmp_path, dask_client, capsys):
     lib_dir = tmp_path / "lib"
     small_library(lib_dir, n=3, seconds=12.0)
     bad = make_bad_files(lib_dir / "bad")
@@ -87,13 +87,13 @@ def test_bad_tracks_recorded_rest_built_exit_code_4(tmp_path):
     good = track_tiles(store)
 
     # Rerun: failures of unchanged files are not retried, stay reported, nothing else moves.
-    res2 = subprocess.run(cli("build", catalog, "--store", store, "--workers", "1",
-                              "--no-progress"), capture_output=True, text=True, timeout=300)
+    res2 = run_cli(capsys, "build", catalog, "--store", store, "--scheduler",
+                   dask_client.scheduler.address, "--no-progress")
     assert res2.returncode == 4
     assert "0 extracted" in res2.stdout
     # Fix one broken file: only it is rebuilt, and it turns ok.
     write_audio(bad["zero"][0], 12.0, seed=8)
-    report = featurestore.build(catalog, store, n_workers=1, progress=False)
+    report = featurestore.build(catalog, store, client=dask_client, progress=False)
     assert report.built == 1
     tracks = featurestore.open(store).tracks().set_index("track_id")
     assert tracks.loc["zero", "status"] == "ok"
@@ -109,7 +109,7 @@ def _write_long_wav(path: str, minutes: float, sr: int = 22050) -> None:
             f.write(tone(30.0, sr, seed=i))
 
 
-def test_unusual_but_valid_audio_builds_exactly(tmp_path):
+def test_unusual_but_valid_audio_builds_exactly(tmp_path, dask_client, capsys):
     """8 channels, 8 kHz, 96 kHz, a 60-minute track, unicode and spaces in the path: each builds
     to librosa's MFCC of ``librosa.load(mono, 22,050 Hz)``; a file listed twice is built once
     and its second row is reported as a duplicate."""
@@ -131,8 +131,8 @@ def test_unusual_but_valid_audio_builds_exactly(tmp_path):
               "genres": "Comedy"}]
     catalog = write_catalog(d / "catalog.csv", rows)
     store = str(tmp_path / "store")
-    res = subprocess.run(cli("build", catalog, "--store", store, "--workers", "2",
-                             "--no-progress"), capture_output=True, text=True, timeout=600)
+    res = run_cli(capsys, "build", catalog, "--store", store, "--scheduler",
+                  dask_client.scheduler.address, "--no-progress")
     assert res.returncode == 4, res.stdout + res.stderr
     assert "FAILED again: duplicate: same file as track 'unicode'" in res.stdout
     tracks = featurestore.open(store).tracks().set_index("track_id")
@@ -152,7 +152,7 @@ def test_unusual_but_valid_audio_builds_exactly(tmp_path):
 
     # The duplicate row gets built once its first listing leaves the catalog.
     write_catalog(catalog, rows[-1:])
-    report = featurestore.build(catalog, store, n_workers=1, progress=False)
+    report = featurestore.build(catalog, store, client=dask_client, progress=False)
     assert report.built == 1 and report.exit_code == 0
     tracks = featurestore.open(store).tracks().set_index("track_id")
     assert tracks.loc["again", "status"] == "ok"

@@ -209,13 +209,13 @@ def test_second_writer_refused_and_stale_lock_taken_over(tmp_path, dask_client):
     assert not os.path.exists(layout.writer_lock(store.root))
 
 
-def test_two_builds_started_at_once(tmp_path):
+def test_two_builds_started_at_once(tmp_path, dask_client):
     """Two `featurestore build` processes on one new store at the same moment: one builds, the
     other refuses with exit 5 naming the holder (or, if it came late, finds nothing to do);
     the store equals one build's, each track once."""
     lib = small_library(tmp_path / "lib", n=16, seconds=20.0)
     reference = str(tmp_path / "reference")
-    featurestore.build(lib, reference, n_workers=1, progress=False)
+    featurestore.build(lib, reference, client=dask_client, progress=False)
     store = str(tmp_path / "store")
     procs = [subprocess.Popen(cli("build", lib, "--store", store, "--workers", "1",
                                   "--no-progress"), stdout=subprocess.PIPE,
@@ -265,12 +265,13 @@ def test_store_of_another_layout_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("change", ["other spec", "unknown field", "older algorithm"])
-def test_feature_set_of_another_spec_or_version_is_reported_not_misread(tmp_path, change):
+def test_feature_set_of_another_spec_or_version_is_reported_not_misread(tmp_path, change,
+                                                                       dask_client):
     """spec.json that does not describe the folder's tiles (edited, from another version's
     fields or hash): reads and builds refuse with exit 5 naming the file; nothing changes."""
     lib = small_library(tmp_path / "lib", n=2)
     url = str(tmp_path / "store")
-    featurestore.build(lib, url, n_workers=1, progress=False)
+    featurestore.build(lib, url, client=dask_client, progress=False)
     path = layout.spec_file(url, FeatureSpec().hash)
     data = json.load(open(path))
     if change == "other spec":
@@ -297,7 +298,7 @@ def test_feature_set_of_another_spec_or_version_is_reported_not_misread(tmp_path
                  for d, _, files in os.walk(url) for n in files}
         assert after == before
     else:  # a build of today's spec makes its own feature set beside the old one
-        assert featurestore.build(lib, url, n_workers=1, progress=False).exit_code == 0
+        assert featurestore.build(lib, url, client=dask_client, progress=False).exit_code == 0
         assert featurestore.open(url).feature_set().hash == FeatureSpec().hash
         res = subprocess.run(cli("info", "--store", url), capture_output=True, text=True)
         assert res.returncode == 0, res.stderr

@@ -14,7 +14,8 @@ import threading
 import pytest
 
 import featurestore
-from tests.helpers import assert_same_build, cli, small_library, track_tiles, wait_for
+from tests.helpers import (assert_same_build, cli, run_cli, small_library, track_tiles,
+                           wait_for)
 
 
 @pytest.fixture
@@ -83,12 +84,12 @@ def test_cli_build_on_scheduler_with_two_worker_processes(tmp_path, scheduler_an
 
 
 @pytest.fixture(scope="module")
-def reference_build(tmp_path_factory):
+def reference_build(tmp_path_factory, dask_client):
     """A 40-track library and its undisturbed build."""
     root = tmp_path_factory.mktemp("killed")
     lib = small_library(root / "lib", n=40, seconds=20.0)
     reference = str(root / "reference")
-    featurestore.build(lib, reference, n_workers=2, progress=False, batch_seconds=1.0)
+    featurestore.build(lib, reference, client=dask_client, progress=False, batch_seconds=1.0)
     return lib, reference
 
 
@@ -114,7 +115,8 @@ def _commits(store: str) -> int:
 
 
 @pytest.mark.parametrize("point", ["lock", "first_commit", "second_commit"])
-def test_killed_build_resumes_to_identical_tiles(reference_build, tmp_path, point):
+def test_killed_build_resumes_to_identical_tiles(reference_build, tmp_path, dask_client, capsys,
+                                                point):
     """SIGKILL the whole build (driver and its LocalCluster) as soon as it holds the lock,
     after its first commit, or after its second. A reader polling throughout sees only whole
     tracks, never fewer than before; a rerun builds exactly the rest and equals an undisturbed
@@ -158,8 +160,9 @@ def test_killed_build_resumes_to_identical_tiles(reference_build, tmp_path, poin
     n_ok = max(_committed_ok(store), 0)
     assert n_ok < 40, "the kill landed after the build"
 
-    res = subprocess.run(cli("build", lib, "--store", store, "--workers", "2", "--no-progress"),
-                         capture_output=True, text=True, timeout=300)
+    # the rerun in this process, on the session's cluster (the console script is killed above)
+    res = run_cli(capsys, "build", lib, "--store", store, "--scheduler",
+                  dask_client.scheduler.address, "--no-progress")
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"{40 - n_ok} extracted" in res.stdout and f"{n_ok} skipped" in res.stdout
     assert_same_build(store, reference, 40, n_tiles=80)  # statistics exact after the resume too

@@ -18,20 +18,19 @@ import pyarrow.parquet as pq
 import pytest
 
 import featurestore
-from catalogs.demo import generate_demo_library
 from featurestore.cluster import connect
 from scoring import embeddings, score
 from scoring.score_tables import KEY, score_table, scores, tile_scores
-from tests.helpers import assert_same_build, small_library, write_audio
+from tests.helpers import assert_same_build, copy_demo_library, small_library, write_audio
 from training import TrainConfig, train
 
 MODEL = "ens"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, dask_client):
+def trained(tmp_path_factory, demo_library, dask_client):
     root = tmp_path_factory.mktemp("faults")
-    catalog = generate_demo_library(str(root / "lib"), n_tracks=32)
+    catalog = copy_demo_library(demo_library, root / "lib", n_tracks=32)
     url = str(root / "store")
     featurestore.build(catalog, url, name="demo", client=dask_client, progress=False,
                        encoding=featurestore.TileEncoding(chunk_tiles=8))

@@ -11,7 +11,7 @@ import numpy as np
 import featurestore
 from featurestore.info import store_info
 from scoring.score_tables import score_table, tile_scores
-from tests.helpers import cli, small_library
+from tests.helpers import cli, copy_demo_library, small_library
 
 
 def test_s3_store_builds_and_answers_like_a_local_one(tmp_path, s3_bucket, dask_client):
@@ -52,13 +52,13 @@ def test_s3_store_builds_and_answers_like_a_local_one(tmp_path, s3_bucket, dask_
         local.tracks(genres="Comedy")["track_id"])
 
 
-def test_s3_whole_flow_build_train_score_evaluate(tmp_path, s3_bucket, dask_client):
+def test_s3_whole_flow_build_train_score_evaluate(tmp_path, s3_bucket, dask_client,
+                                                  demo_library):
     """Audio, catalog and store all on the S3 server: build, train reading tiles lazily
     (memory budget 0), score on the worker processes, rankings and evaluation."""
     import s3fs
     import torch
 
-    from catalogs.demo import generate_demo_library
     from scoring import best_tracks, evaluate, score, write_report
     from scoring.score_tasks import score_tiles
     from training import TrainConfig, train
@@ -66,7 +66,7 @@ def test_s3_whole_flow_build_train_score_evaluate(tmp_path, s3_bucket, dask_clie
     from training.model_files import ModelFiles
 
     bucket, options = s3_bucket
-    generate_demo_library(str(tmp_path / "lib"), n_tracks=24)
+    copy_demo_library(demo_library, tmp_path / "lib", n_tracks=24)
     fs = s3fs.S3FileSystem(**options)
     fs.put(str(tmp_path / "lib"), f"{bucket}/lib", recursive=True)
     url = f"{bucket}/store"

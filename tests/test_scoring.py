@@ -18,7 +18,6 @@ from sklearn.metrics import (coverage_error, label_ranking_average_precision_sco
                              label_ranking_loss)
 
 import featurestore
-from catalogs.demo import generate_demo_library
 from catalogs.writer import write_catalog
 from scoring import best_tracks, evaluate, score, track_rankings
 from scoring.aggregate import aggregate, ranking_rows, ranks
@@ -27,25 +26,23 @@ from scoring.score_tasks import score_tiles
 from training import TrainConfig, TrainingError, train
 from training.metrics import per_class, ranking_metrics
 from training.model_files import ModelFiles
-from tests.helpers import cli, wait_for, write_audio
+from tests.helpers import cli, run_cli, wait_for, write_audio
 
 MODEL = "ens"
 LINEAGE = ["run_id", "scored_at", "tiles_part"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, dask_client):
-    """The demo library built (chunks of 8 tiles) with a briefly trained ensemble; tests
-    score copies of it."""
+def trained(tmp_path_factory, demo_library, demo_store):
+    """The demo library built (chunks of 8 tiles: a copy of the session's demo store) with a
+    briefly trained ensemble; tests score copies of it."""
     root = tmp_path_factory.mktemp("scoring")
-    catalog = generate_demo_library(str(root / "lib"))
     url = str(root / "store")
-    featurestore.build(catalog, url, name="demo", client=dask_client, progress=False,
-                       encoding=featurestore.TileEncoding(chunk_tiles=8))
+    shutil.copytree(demo_store, url)
     train(url, MODEL, TrainConfig(arch="ensemble", epochs=2, patience=2, optimizer="adam",
                                   learning_rate=1e-3, min_tracks=6, test_size=0.25),
           progress=False)
-    return {"store": url, "catalog": catalog, "root": root}
+    return {"store": url, "catalog": demo_library, "root": root}
 
 
 @pytest.fixture
@@ -338,17 +335,36 @@ def _add_second_catalog(url: str, trained: dict, client) -> None:
     featurestore.build(trained["catalog"], url, name="more", client=client, progress=False)
 
 
+@pytest.fixture(scope="module")
+def two_catalogs(trained, tmp_path_factory, dask_client):
+    """The trained store scored once, then given a second catalog (48 tracks not scored yet):
+    ``store``, with ``first`` the report of that scoring run; and ``reference``, a copy of it
+    scored undisturbed. Tests work on copies of ``store``."""
+    root = tmp_path_factory.mktemp("two-catalogs")
+    url = str(root / "store")
+    shutil.copytree(trained["store"], url)
+    first = score(url, MODEL, client=dask_client, progress=False)
+    _add_second_catalog(url, trained, dask_client)
+    reference = str(root / "reference")
+    shutil.copytree(url, reference)
+    score(reference, MODEL, client=dask_client, progress=False)
+    return {"store": url, "first": first, "reference": reference}
+
+
+@pytest.fixture
+def two_catalogs_copy(two_catalogs, tmp_path):
+    url = str(tmp_path / "store")
+    shutil.copytree(two_catalogs["store"], url)
+    return url
+
+
 @pytest.mark.parametrize("point", ["lock", "staged"])
-def test_killed_run_keeps_old_results_and_rerun_completes_it(store_copy, trained, tmp_path,
-                                                            dask_client, point):
+def test_killed_run_keeps_old_results_and_rerun_completes_it(two_catalogs, two_catalogs_copy,
+                                                            dask_client, capsys, point):
     """SIGKILL the scoring driver and its cluster as soon as it holds the model's lock, or once
     three batches are staged: the previous rankings stay as they were, and a rerun scores the
     rest (adopting what was staged) to the undisturbed result."""
-    score(store_copy, MODEL, client=dask_client, progress=False)
-    _add_second_catalog(store_copy, trained, dask_client)
-    reference = str(tmp_path / "reference")
-    shutil.copytree(store_copy, reference)
-    score(reference, MODEL, client=dask_client, progress=False)
+    store_copy, reference = two_catalogs_copy, two_catalogs["reference"]
     old, old_embedded = _rankings(store_copy), _embeddings(store_copy)
 
     table = score_table(featurestore.open(store_copy), MODEL)
@@ -370,8 +386,9 @@ def test_killed_run_keeps_old_results_and_rerun_completes_it(store_copy, trained
     _assert_same_embeddings(_embeddings(store_copy), old_embedded)
     staged = len(table.staged_files())
 
-    res = subprocess.run(cli("score", "--store", store_copy, "--model", MODEL, "--workers",
-                             "1", "--no-progress"), capture_output=True, text=True, timeout=300)
+    # the rerun in this process, on the session's cluster (the console script is killed above)
+    res = run_cli(capsys, "score", "--store", store_copy, "--model", MODEL, "--scheduler",
+                  dask_client.scheduler.address, "--no-progress")
     assert res.returncode == 0, res.stdout + res.stderr
     if point == "staged":
         assert "adopted from an interrupted run" in res.stdout
@@ -385,9 +402,8 @@ def test_killed_run_keeps_old_results_and_rerun_completes_it(store_copy, trained
     assert table.staged_files() == []
 
 
-def test_concurrent_reader_sees_only_whole_runs(store_copy, trained, dask_client):
-    first = score(store_copy, MODEL, client=dask_client, progress=False)
-    _add_second_catalog(store_copy, trained, dask_client)
+def test_concurrent_reader_sees_only_whole_runs(two_catalogs, two_catalogs_copy, dask_client):
+    store_copy, first = two_catalogs_copy, two_catalogs["first"]
     store = featurestore.open(store_copy)
     seen, errors, stop = [], [], threading.Event()
 
@@ -453,9 +469,9 @@ def test_versions_aggregation_and_refusals(store_copy, dask_client):
         score_table(store, "unscored")
 
 
-def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path):
-    res = subprocess.run(cli("score", "--store", store_copy, "--model", MODEL, "--workers", "2",
-                             "--no-progress"), capture_output=True, text=True, timeout=300)
+def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
+    res = run_cli(capsys, "score", "--store", store_copy, "--model", MODEL, "--scheduler",
+                  dask_client.scheduler.address, "--no-progress")
     assert res.returncode == 0 and "48 tracks scored" in res.stdout, res.stdout + res.stderr
     store = featurestore.open(store_copy)
 
@@ -477,24 +493,22 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path):
     with pytest.raises(ValueError, match="does not score Polka"):
         best_tracks(store, MODEL, ["Polka"])
 
-    res = subprocess.run(cli("rankings", "--store", store_copy, "--model", MODEL, "--label",
-                             "Thriller", "--label", "Sci-Fi", "--top", "5", "--format", "json"),
-                         capture_output=True, text=True, timeout=120)
+    res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--label",
+                  "Thriller", "--label", "Sci-Fi", "--top", "5", "--format", "json")
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r["track_id"] for r in rows] == best["track_id"].tolist()
     assert {"film", "composer", "year", "Thriller", "Sci-Fi"} <= set(rows[0])
-    res = subprocess.run(cli("rankings", "--store", store_copy, "--model", MODEL, "--track",
-                             "t00003"), capture_output=True, text=True, timeout=120)
+    res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--track",
+                  "t00003")
     assert res.returncode == 0 and res.stdout.count("t00003") == 10, res.stderr
     res = subprocess.run(cli("rankings", "--store", store_copy, "--model", MODEL, "--track",
                              "zzz"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "no current scores" in res.stderr
 
     report_dir = str(tmp_path / "report")
-    res = subprocess.run(cli("evaluate", "--store", store_copy, "--model", MODEL, "--json",
-                             "--report", report_dir), capture_output=True, text=True,
-                         timeout=120)
+    res = run_cli(capsys, "evaluate", "--store", store_copy, "--model", MODEL, "--json",
+                  "--report", report_dir)
     assert res.returncode == 0, res.stderr
     # the baseline's track lengths come from Parquet, read-only: torch must not warn of them
     assert "not writable" not in res.stderr
@@ -514,8 +528,8 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path):
         assert (f"| model embeddings | {near['same_film_precision']:.3f} | "
                 f"{near['label_jaccard']:.3f} |") in f.read()
     # by default the report goes into the store, beside the scores
-    res = subprocess.run(cli("evaluate", "--store", store_copy, "--model", MODEL, "--split",
-                             "val", "--top-k", "3"), capture_output=True, text=True, timeout=120)
+    res = run_cli(capsys, "evaluate", "--store", store_copy, "--model", MODEL, "--split",
+                  "val", "--top-k", "3")
     assert res.returncode == 0 and "val split" in res.stdout, res.stderr
     default = os.path.join(score_table(store, MODEL).url, "evaluation", "val")
     assert f"report: {os.path.join(default, 'report.md')}" in res.stderr

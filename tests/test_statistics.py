@@ -13,7 +13,7 @@ import pytest
 from catalogs import statistics
 from catalogs.labels import LabelColumnError, label_lists
 from catalogs.plots import write_plots
-from tests.helpers import cli
+from tests.helpers import cli, copy_demo_library
 
 # t4 is not built yet: it counts as a track, with no tiles and no hours.
 FRAME = pd.DataFrame({
@@ -83,9 +83,11 @@ def test_plots_are_written(tmp_path):
         assert head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 5000
 
 
-def test_cli_stats_on_the_demo_library(tmp_path):
+def test_cli_stats_on_the_demo_library(tmp_path, demo_library):
     """The demo library's statistics through the command line, checked against the tracks."""
     lib = str(tmp_path / "demo")
+    # the session's cues copied in: the demo command keeps them and writes its catalog
+    copy_demo_library(demo_library, lib, n_tracks=20)
     res = subprocess.run(cli("demo", "--dir", lib, "--tracks", "20", "--no-progress",
                              "--workers", "1"), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 
 import featurestore
-from catalogs.demo import generate_demo_library
 from scoring import score
 from scoring.score_tables import KEY, score_table, scores
-from tests.helpers import cli, small_library, track_tiles, write_audio
+from tests.helpers import (cli, copy_demo_library, run_cli, small_library, track_tiles,
+                           write_audio)
 from training import TrainConfig, train
 
 if os.geteuid() == 0 and not shutil.which("setpriv"):
@@ -57,10 +57,10 @@ def committed(table_dir: str) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def built(tmp_path):
+def built(tmp_path, dask_client):
     lib = small_library(tmp_path / "lib", n=4)
     store = str(tmp_path / "store")
-    assert featurestore.build(lib, store, n_workers=1, progress=False).exit_code == 0
+    assert featurestore.build(lib, store, client=dask_client, progress=False).exit_code == 0
     write_audio(tmp_path / "lib" / "audio" / "s001.wav", 12.0, seed=99)  # changed: to rebuild
     return lib, store
 
@@ -70,7 +70,7 @@ def _fset_dir(store: str) -> str:
 
 
 @pytest.mark.parametrize("where", ["lock", "commit", "tiles"])
-def test_permission_denied_during_a_build(built, where):
+def test_permission_denied_during_a_build(built, dask_client, capsys, where):
     lib, store = built
     fset = _fset_dir(store)
     denied = {"lock": [os.path.join(store, "locks")],
@@ -94,14 +94,16 @@ def test_permission_denied_during_a_build(built, where):
     assert after.keys() == tiles.keys()
     assert all((after[k] == tiles[k]).all() for k in tiles)
 
-    # Permissions back: the same command completes the run.
-    res = subprocess.run(cli("build", lib, "--store", store, "--workers", "1", "--no-progress"),
-                         capture_output=True, text=True, timeout=300)
+    # Permissions back: the same command completes the run (in this process, on the session's
+    # cluster; the refused run above is the console script).
+    res = run_cli(capsys, "build", lib, "--store", store, "--scheduler",
+                  dask_client.scheduler.address, "--no-progress")
     assert res.returncode == 0 and "1 extracted" in res.stdout, res.stdout + res.stderr
 
 
-def test_permission_denied_at_a_scoring_commit_keeps_the_rankings(tmp_path, dask_client):
-    catalog = generate_demo_library(str(tmp_path / "lib"), n_tracks=24)
+def test_permission_denied_at_a_scoring_commit_keeps_the_rankings(tmp_path, dask_client,
+                                                                  demo_library, capsys):
+    catalog = copy_demo_library(demo_library, tmp_path / "lib", n_tracks=24)
     store = str(tmp_path / "store")
     featurestore.build(catalog, store, name="demo", client=dask_client, progress=False)
     train(store, "ens", TrainConfig(arch="ensemble", epochs=1, min_tracks=4, test_size=0.25),
@@ -122,8 +124,8 @@ def test_permission_denied_at_a_scoring_commit_keeps_the_rankings(tmp_path, dask
     assert res.returncode == 5, res.stdout + res.stderr
     assert "permission denied" in res.stderr and table.dir in res.stderr
     assert committed(table.dir) == before
-    res = subprocess.run(cli("score", "--store", store, "--model", "ens", "--workers", "1",
-                             "--no-progress"), capture_output=True, text=True, timeout=300)
+    res = run_cli(capsys, "score", "--store", store, "--model", "ens", "--scheduler",
+                  dask_client.scheduler.address, "--no-progress")
     assert res.returncode == 0, res.stdout + res.stderr
     # the refused run's batches: the new catalog's 24 tracks, not scored again
     assert "0 tracks scored" in res.stdout, res.stdout

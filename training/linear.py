@@ -17,12 +17,21 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from training.track_models import TrackKernel, TrackLinear, quantiles_for, track_statistics
 
 #: Inverse regularization strengths tried on the validation tracks, per model.
 C_GRID = {"linear": (0.01, 0.1, 1.0, 10.0), "kernel": (1.0, 3.0, 10.0, 30.0)}
+
+
+def one_blas_thread():
+    """A context in which BLAS runs on one thread, for the scikit-learn fits: their products
+    are tiny (tracks x 80 statistics), and handing them to OpenBLAS threads costs far more than
+    it computes. :func:`choose_c` on 60 tracks took 91 s with 2 OpenBLAS threads on a busy
+    2-core machine, 7 s with one."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def statistics_of(tiles: np.ndarray, counts: np.ndarray,
@@ -66,7 +75,8 @@ def choose_c(arch: str, x: np.ndarray, y: np.ndarray, folds: int = 3,
             keep = y[held].sum(1) > 0
             if not keep.any() or (y[fit].sum(0) == 0).any():
                 continue  # a fold without a class to learn or to rank says nothing
-            model = ESTIMATORS[arch](c).fit(x[fit], y[fit])
+            with one_blas_thread():
+                model = ESTIMATORS[arch](c).fit(x[fit], y[fit])
             per_fold.append(label_ranking_average_precision_score(
                 y[held][keep], model.decision_function(x[held][keep])))
         scores[c] = float(np.mean(per_fold)) if per_fold else 0.0
