@@ -5,6 +5,7 @@ resume as member-by-member runs do, and its benchmark on tiny sizes."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -216,14 +217,23 @@ def test_members_train_one_by_one_when_tiles_do_not_fit_memory(small_store):
 
 
 def test_gpu_training_benchmark_runs_on_tiny_sizes(tmp_path):
+    figures = tmp_path / "figures.json"
     out = subprocess.run(
         [sys.executable, os.path.join("benchmarks", "gpu_training.py"), "--tiles", "300",
-         "--classes", "3", "--steps", "1", "--batch-size", "8", "--device", "cpu",
-         "--dir", str(tmp_path)],
+         "--classes", "3", "--steps", "1", "--batch-sizes", "8", "--device", "cpu",
+         "--dir", str(tmp_path), "--json", str(figures)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
         timeout=240)
     assert out.returncode == 0, out.stderr
-    for line in ("loader, read into memory:", "loader, block-shuffle, 2 workers:",
-                 "members one after another:", "fused ensemble:", "the study's schedule:"):
+    for line in ("loader, read into memory, 1 read thread(s):",
+                 "loader, block-shuffle, 2 workers, 1 read thread(s):",
+                 "members one after another:", "fused:", "fused, bfloat16 tiles:",
+                 "the study's schedule:"):
         assert line in out.stdout, out.stdout
     assert "655 epochs" in out.stdout and "GPU utilization n/a" in out.stdout
+    saved = json.loads(figures.read_text())
+    assert all(rate > 0 for rate in saved["loader_tiles_per_s"].values())
+    ways = {run["way"]: run for run in saved["training"]}
+    assert set(ways) == {"members one after another", "fused", "fused, bfloat16 tiles"}
+    assert all(run["member_tiles_per_s"] > 0 and run["study_schedule_h"] > 0
+               for run in ways.values())
