@@ -82,7 +82,8 @@ def scored(demo_store, dask_client):
 
 
 def _statistics_by_hand(url: str, model) -> pd.DataFrame:
-    """Every ok track's standardized feature statistics, in numpy, with the model's scaler."""
+    """Every ok track's standardized feature statistics (mean, std and the model's quantiles of
+    every row), in numpy, with the model's scaler."""
     store = featurestore.open(url)
     tracks = store.tracks(status="ok")
     tiles = store.tiles(tracks).compute()
@@ -90,7 +91,9 @@ def _statistics_by_hand(url: str, model) -> pd.DataFrame:
     for key in tracks[KEY].itertuples(index=False):
         mask = (tiles["catalog"].values == key[0]) & (tiles["track_id"].values == key[1])
         frames = tiles.values[mask].transpose(1, 0, 2).reshape(tiles.shape[1], -1)
-        stats = np.concatenate([frames.mean(1, dtype=np.float64), frames.std(1, dtype=np.float64)])
+        frames = frames.astype(np.float64)
+        stats = np.concatenate([frames.mean(1), frames.std(1), *np.percentile(
+            frames, np.multiply(model.quantiles, 100), axis=1)])
         rows.append((*key, (stats - model.center.numpy()) / model.scale.numpy()))
     return pd.DataFrame(rows, columns=[*KEY, "expected"])
 

@@ -112,8 +112,10 @@ def test_permission_denied_at_a_scoring_commit_keeps_the_rankings(tmp_path, dask
     featurestore.build(catalog, store, name="more", client=dask_client, progress=False)
     table = score_table(featurestore.open(store), "ens")
     before = committed(table.dir)
-    # The version folder refuses new files (the commit's); its staged folder takes the batches.
-    os.makedirs(os.path.join(table.dir, "staged"))
+    # The version folder refuses new files (the commit's); its staging folders (rankings and
+    # embeddings) take the batches.
+    for staging in ("staged", "staged-embeddings"):
+        os.makedirs(os.path.join(table.dir, staging))
     read_only(table.dir)
     try:
         res = subprocess.run(unprivileged(cli("score", "--store", store, "--model", "ens",
