@@ -52,9 +52,10 @@ def extra_statistics(tiles: np.ndarray, counts: np.ndarray) -> dict[str, np.ndar
 def variants(model, tiles: np.ndarray, counts: np.ndarray, extra: dict) -> dict[str, np.ndarray]:
     """The embeddings compared, each ``(tracks, size)``."""
     with torch.inference_mode():
-        x, c = torch.from_numpy(tiles)[:, None], torch.from_numpy(counts)
+        x, c = torch.from_numpy(tiles)[:, None], torch.tensor(counts)
         logits, written = model.track_outputs(x, c)
-        z = (torch.from_numpy(statistics_of(tiles, counts)) - model.center) / model.scale
+        z = (torch.from_numpy(statistics_of(tiles, counts, model.quantiles)) - model.center) / \
+            model.scale
         kernel = torch.exp(-model.gamma * torch.cdist(z, model.support).square()).numpy()
     z, logits, scores = z.numpy(), logits.double().numpy(), logits.sigmoid().double().numpy()
     centred = z - z.mean(0)
