@@ -84,17 +84,6 @@ def quantiles_for(n_statistics: int, rows: int) -> tuple[float, ...]:
     raise ValueError(f"{n_statistics} statistics do not fit {rows} feature rows")
 
 
-def _statistics_size(module: nn.Module, state_dict: dict, prefix: str) -> None:
-    """Take the statistics a saved ``linear`` or ``kernel`` model was fitted on from the size of
-    its ``center``: models fitted before quantiles were added keep mean and std alone."""
-    saved = state_dict.get(prefix + "center")
-    if saved is not None:
-        module.quantiles = quantiles_for(saved.numel(), module.rows)
-    for name, _ in module.named_buffers(recurse=False):
-        if prefix + name in state_dict:
-            setattr(module, name, torch.empty_like(state_dict[prefix + name]))
-
-
 def unit_rows(values: torch.Tensor) -> torch.Tensor:
     """Each row scaled to unit length (rows of zeros stay zeros)."""
     return values / values.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -108,85 +97,91 @@ def unit_rows(values: torch.Tensor) -> torch.Tensor:
 KERNEL_SCORE_WEIGHT = 4.0
 
 
-def _ones(n: int, device) -> torch.Tensor:
-    return torch.ones(n, dtype=torch.long, device=device)
-
-
-class TrackLinear(nn.Module):
-    """Logistic regression on track statistics: ``(stats - center) / scale @ coef.T + bias``.
-    The parameters are a fitted scikit-learn ``StandardScaler`` and one-vs-rest
-    ``LogisticRegression`` (:func:`training.linear.fit_linear`), so its sigmoid outputs are
-    their ``predict_proba``."""
+class TrackModel(nn.Module):
+    """What the track-level models share: ``forward_tracks`` (the logits of the subclass's
+    ``track_outputs``) and ``forward`` (each tile scored as a one-tile track)."""
 
     track_level = True
-
-    def __init__(self, tile_shape: tuple[int, int], n_classes: int,
-                 quantiles: tuple[float, ...] = ()):
-        super().__init__()
-        self.rows, self.quantiles = tile_shape[0], tuple(quantiles)
-        n = (2 + len(self.quantiles)) * self.rows
-        self.register_buffer("center", torch.zeros(n, dtype=torch.float64))
-        self.register_buffer("scale", torch.ones(n, dtype=torch.float64))
-        self.register_buffer("coef", torch.zeros(n_classes, n, dtype=torch.float64))
-        self.register_buffer("bias", torch.zeros(n_classes, dtype=torch.float64))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        _statistics_size(self, state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def track_outputs(self, tiles: torch.Tensor,
-                      counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits, and as embedding the standardized statistics ``z``."""
-        z = (track_statistics(tiles, counts, self.quantiles) - self.center) / self.scale
-        return (z @ self.coef.T + self.bias).float(), z.float()
 
     def forward_tracks(self, tiles: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         return self.track_outputs(tiles, counts)[0]
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        return self.forward_tracks(tiles, _ones(len(tiles), tiles.device))
+        return self.forward_tracks(tiles, torch.ones(len(tiles), dtype=torch.long,
+                                                     device=tiles.device))
 
 
-class TrackKernel(nn.Module):
-    """One-vs-rest RBF support vector machines on track statistics: with ``z`` the standardized
-    statistics, ``logit_k = sum_i coef[k, i] * exp(-gamma * |z - support_i|^2) + bias_k``, the
-    fitted ``SVC.decision_function`` of each class (:func:`training.linear.kernel_module`)."""
+class StatisticsModel(TrackModel):
+    """A model on each track's standardized statistics (``center``, ``scale``: a fitted
+    scikit-learn ``StandardScaler``): mean, standard deviation and ``quantiles`` of each feature
+    row. A saved model's buffers, and so its statistics, take their sizes from its file: models
+    fitted on mean and std alone load as such."""
 
-    track_level = True
-
-    def __init__(self, tile_shape: tuple[int, int], n_classes: int, n_support: int = 0,
-                 quantiles: tuple[float, ...] = QUANTILES):
+    def __init__(self, tile_shape: tuple[int, int], quantiles: tuple[float, ...]):
         super().__init__()
         self.rows, self.quantiles = tile_shape[0], tuple(quantiles)
         n = (2 + len(self.quantiles)) * self.rows
         self.register_buffer("center", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(n, dtype=torch.float64))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = state_dict.get(prefix + "center")
+        if saved is not None:
+            self.quantiles = quantiles_for(saved.numel(), self.rows)
+        for name, _ in self.named_buffers(recurse=False):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def standardized(self, tiles: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """The tracks' statistics, standardized: ``(tracks, statistics)`` in float64."""
+        return (track_statistics(tiles, counts, self.quantiles) - self.center) / self.scale
+
+
+class TrackLinear(StatisticsModel):
+    """Logistic regression on track statistics: ``(stats - center) / scale @ coef.T + bias``.
+    The parameters are a fitted scikit-learn ``StandardScaler`` and one-vs-rest
+    ``LogisticRegression`` (:func:`training.linear.fit_linear`), so its sigmoid outputs are
+    their ``predict_proba``."""
+
+    def __init__(self, tile_shape: tuple[int, int], n_classes: int,
+                 quantiles: tuple[float, ...] = ()):
+        super().__init__(tile_shape, quantiles)
+        n = len(self.center)
+        self.register_buffer("coef", torch.zeros(n_classes, n, dtype=torch.float64))
+        self.register_buffer("bias", torch.zeros(n_classes, dtype=torch.float64))
+
+    def track_outputs(self, tiles: torch.Tensor,
+                      counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits, and as embedding the standardized statistics ``z``."""
+        z = self.standardized(tiles, counts)
+        return (z @ self.coef.T + self.bias).float(), z.float()
+
+
+class TrackKernel(StatisticsModel):
+    """One-vs-rest RBF support vector machines on track statistics: with ``z`` the standardized
+    statistics, ``logit_k = sum_i coef[k, i] * exp(-gamma * |z - support_i|^2) + bias_k``, the
+    fitted ``SVC.decision_function`` of each class (:func:`training.linear.kernel_module`)."""
+
+    def __init__(self, tile_shape: tuple[int, int], n_classes: int, n_support: int = 0,
+                 quantiles: tuple[float, ...] = QUANTILES):
+        super().__init__(tile_shape, quantiles)
+        n = len(self.center)
         self.register_buffer("support", torch.zeros(n_support, n, dtype=torch.float64))
         self.register_buffer("coef", torch.zeros(n_classes, n_support, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros(n_classes, dtype=torch.float64))
         self.register_buffer("gamma", torch.ones((), dtype=torch.float64))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # the number of support vectors and of statistics are the fitted model's: from the file
-        _statistics_size(self, state_dict, prefix)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def track_outputs(self, tiles: torch.Tensor,
                       counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits, and as embedding the standardized statistics and the label scores (the
         logits' sigmoid), each scaled to unit length, the scores weighted by
         :data:`KERNEL_SCORE_WEIGHT`: statistics plus ``classes`` values."""
-        z = (track_statistics(tiles, counts, self.quantiles) - self.center) / self.scale
+        z = self.standardized(tiles, counts)
         kernel = torch.exp(-self.gamma * torch.cdist(z, self.support).square())
         logits = (kernel @ self.coef.T + self.bias).float()
         return logits, torch.cat([unit_rows(z.float()),
                                   KERNEL_SCORE_WEIGHT * unit_rows(logits.sigmoid())], dim=1)
-
-    def forward_tracks(self, tiles: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        return self.track_outputs(tiles, counts)[0]
-
-    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        return self.forward_tracks(tiles, _ones(len(tiles), tiles.device))
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -196,12 +191,11 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
                          nn.BatchNorm2d(c_out), nn.ReLU())
 
 
-class PooledCNN(nn.Module):
+class PooledCNN(TrackModel):
     """Tile encoder (four 3x3 conv blocks with 2x2 max-pooling and batch norm, then the mean and
     max over what remains of time and frequency: a ``2 * width``-value embedding per tile),
     pooled over a track's tiles (mean and max), dropout, and one linear layer."""
 
-    track_level = True
     embed_chunk = 512
 
     def __init__(self, tile_shape: tuple[int, int], n_classes: int, width: int = 32,
@@ -231,9 +225,3 @@ class PooledCNN(nn.Module):
         """Logits, and as embedding the pooled track embedding (``4 * width`` values)."""
         pooled = self.pooled(tiles, counts)
         return self.head(pooled), pooled
-
-    def forward_tracks(self, tiles: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        return self.track_outputs(tiles, counts)[0]
-
-    def forward(self, tiles: torch.Tensor) -> torch.Tensor:
-        return self.forward_tracks(tiles, _ones(len(tiles), tiles.device))
