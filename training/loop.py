@@ -49,18 +49,80 @@ def make_optimizer(model: nn.Module, config: TrainConfig):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
 
-def restore(checkpoint: Checkpointer, model: nn.Module, opt, sched, seed: int) -> dict | None:
-    """Load the last checkpoint into the model, optimizer, schedule and torch's random state
-    and return it; without one, seed a fresh run and return None."""
-    state = checkpoint.load()
-    if state is None:
-        torch.manual_seed(seed)
-        return None
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    return state
+class EarlyStopping:
+    """The epochs' bookkeeping both training loops share (this module's :func:`fit` and
+    :func:`training.track_fit.fit_tracks`): the history rows, the best weights by a validation
+    score (a tuple, higher is better), ``patience``, a checkpoint at most every
+    ``checkpoint_seconds`` and when training ends, the progress line and ``on_epoch``.
+
+    Construct it, then ``start = keeper.resume()``: the first epoch to run (the checkpoint's
+    next, or 0 with the seed set), and ``keeper.done`` when the checkpointed run had ended. Call
+    ``keeper.end_epoch(row, score)`` after each epoch's validation, stop when it returns True,
+    and ``keeper.finish()`` for the history, the model holding its best weights."""
+
+    def __init__(self, model: nn.Module, opt, sched, checkpoint: Checkpointer,
+                 config: TrainConfig, worst: tuple, label: str = "", progress: bool = True,
+                 on_epoch: Callable[[dict], None] | None = None):
+        self.model, self.opt, self.sched, self.checkpoint = model, opt, sched, checkpoint
+        self.config, self.label, self.progress, self.on_epoch = config, label, progress, on_epoch
+        self.history: list[dict] = []
+        self.best, self.best_state, self.bad, self.done = worst, None, 0, False
+        self._saved_at = time.monotonic()
+
+    def resume(self) -> int:
+        """Load the last checkpoint into the model, optimizer, schedule and torch's random
+        state; without one, seed a fresh run. Returns the first epoch to run."""
+        state = self.checkpoint.load()
+        if state is None:
+            torch.manual_seed(self.config.seed)
+            return 0
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if "best_score" in state:
+            self.best = tuple(state["best_score"])
+        else:  # written before the loops shared this: fit's lowest loss, fit_tracks' (LRAP, loss)
+            best = state.get("best_val")
+            self.best = (-best,) if best is not None else (state["best"][0], -state["best"][1])
+        self.bad = state["bad_epochs"]
+        self.best_state, self.history = state["best_state"], state["history"]
+        self.done = state["done"]
+        return state["epoch"] + 1
+
+    def end_epoch(self, row: dict, score: tuple, note: str = "") -> bool:
+        """Record epoch ``row`` (``epoch``, ``train_loss``, ``val_loss``, ``tiles_per_s``, ...)
+        with its validation ``score``; keep the weights if it is the best so far, checkpoint
+        when due, report. ``note`` goes into the progress line after the validation loss.
+        Returns whether training ends here (patience run out, or the last epoch)."""
+        self.history.append(row)
+        if score > self.best:
+            self.best, self.bad = score, 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        else:
+            self.bad += 1
+        epoch = row["epoch"]
+        self.done = self.bad >= self.config.patience or epoch == self.config.epochs - 1
+        if self.done or time.monotonic() - self._saved_at >= self.config.checkpoint_seconds:
+            self.checkpoint.save({
+                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "epoch": epoch, "best_score": self.best,
+                "bad_epochs": self.bad, "best_state": self.best_state, "history": self.history,
+                "torch_rng": torch.get_rng_state(), "done": self.done})
+            self._saved_at = time.monotonic()
+        if self.progress:
+            print(f"{self.label} epoch {epoch + 1}: train {row['train_loss']:.4f}, val "
+                  f"{row['val_loss']:.4f}{note}{' *' if self.bad == 0 else ''}, "
+                  f"{row['tiles_per_s']:.0f} tiles/s", flush=True)
+        if self.on_epoch is not None:
+            self.on_epoch(row)
+        return self.done
+
+    def finish(self) -> list[dict]:
+        """The history; the model holds the best weights."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return self.history
 
 
 def evaluate_loss(model: nn.Module, dataset: BlockShuffleTiles, loss_fn: nn.Module,
@@ -87,16 +149,11 @@ def fit(model: nn.Module, sampler, train_data: BlockShuffleTiles, val_data: Bloc
     loss_fn = make_loss(softmax, sampler.loss_weights()).to(device)
     val_loss_fn = make_loss(softmax, None).to(device)
     opt, sched = make_optimizer(model, config)
-    history: list[dict] = []
-    start, best_val, best_state, bad = 0, float("inf"), None, 0
-    state = restore(checkpoint, model, opt, sched, config.seed)
-    if state is not None:  # resume: everything as it was after the last finished epoch
-        start, best_val, bad = state["epoch"] + 1, state["best_val"], state["bad_epochs"]
-        best_state, history = state["best_state"], state["history"]
-        if state.get("done"):
-            model.load_state_dict(best_state)
-            return history
-    done, saved_at = False, time.monotonic()
+    keeper = EarlyStopping(model, opt, sched, checkpoint, config, (-float("inf"),), label,
+                           progress, on_epoch)  # score: minus the validation loss
+    start = keeper.resume()
+    if keeper.done:
+        return keeper.finish()
     for epoch in range(start, config.epochs):
         index, targets = sampler.epoch(epoch)
         train_data.set_plan(index, targets, epoch)
@@ -127,31 +184,9 @@ def fit(model: nn.Module, sampler, train_data: BlockShuffleTiles, val_data: Bloc
         row = {"member": label, "epoch": epoch, "train_loss": total / max(seen, 1),
                "val_loss": val_loss, "lr": lr, "tiles": seen, "seconds": seconds,
                "tiles_per_s": seen / max(seconds, 1e-9)}
-        history.append(row)
-        if val_loss < best_val:
-            best_val, bad = val_loss, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
-        done = bad >= config.patience or epoch == config.epochs - 1
-        if done or time.monotonic() - saved_at >= config.checkpoint_seconds:
-            saved_at = time.monotonic()
-            checkpoint.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                             "scheduler": sched.state_dict(), "epoch": epoch,
-                             "best_val": best_val, "bad_epochs": bad, "best_state": best_state,
-                             "history": history, "torch_rng": torch.get_rng_state(),
-                             "done": done})
-        if progress:
-            print(f"{label} epoch {epoch + 1}: train {row['train_loss']:.4f}, val "
-                  f"{val_loss:.4f}{' *' if bad == 0 else ''}, {row['tiles_per_s']:.0f} tiles/s",
-                  flush=True)
-        if on_epoch is not None:
-            on_epoch(row)
-        if done:
+        if keeper.end_epoch(row, (-val_loss,)):
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return history
+    return keeper.finish()
 
 
 def predict(model: nn.Module, dataset: BlockShuffleTiles, index: np.ndarray, softmax: bool,

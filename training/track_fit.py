@@ -12,7 +12,6 @@ interrupted run resumes from it.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from torch import nn
 from training.augment import crop_windows, mixup, spec_augment
 from training.config import TrainConfig
 from training.inference import autocast
-from training.loop import Checkpointer, make_optimizer, restore
+from training.loop import Checkpointer, EarlyStopping, make_optimizer
 
 
 @dataclass
@@ -83,16 +82,12 @@ def fit_tracks(model: nn.Module, tiles: torch.Tensor, train: TrackSet, val: Trac
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=weight)
     opt, sched = make_optimizer(model, config)
     fill = model.standardize.mean
-    history: list[dict] = []
-    start, best, best_state, bad = 0, (-1.0, float("inf")), None, 0
-    state = restore(checkpoint, model, opt, sched, config.seed)
-    if state is not None:
-        start, best, bad = state["epoch"] + 1, tuple(state["best"]), state["bad_epochs"]
-        best_state, history = state["best_state"], state["history"]
-        if state.get("done"):
-            model.load_state_dict(best_state)
-            return history
-    saved_at = time.monotonic()
+    # the best weights: the highest validation LRAP, the lower loss on ties
+    keeper = EarlyStopping(model, opt, sched, checkpoint, config, (-1.0, -float("inf")), label,
+                           progress, on_epoch)
+    start = keeper.resume()
+    if keeper.done:
+        return keeper.finish()
     for epoch in range(start, config.epochs):
         model.train()
         started, total, seen = time.perf_counter(), torch.zeros((), device=device), 0
@@ -123,30 +118,9 @@ def fit_tracks(model: nn.Module, tiles: torch.Tensor, train: TrackSet, val: Trac
         row = {"member": label, "epoch": epoch, "train_loss": float(total) / len(train),
                "val_loss": val_loss, "val_lrap": val_lrap, "lr": lr, "tiles": seen,
                "seconds": seconds, "tiles_per_s": seen / max(seconds, 1e-9)}
-        history.append(row)
-        if (val_lrap, -val_loss) > (best[0], -best[1]):
-            best, bad = (val_lrap, val_loss), 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
-        done = bad >= config.patience or epoch == config.epochs - 1
-        if done or time.monotonic() - saved_at >= config.checkpoint_seconds:
-            checkpoint.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                             "scheduler": sched.state_dict(), "epoch": epoch, "best": best,
-                             "bad_epochs": bad, "best_state": best_state, "history": history,
-                             "torch_rng": torch.get_rng_state(), "done": done})
-            saved_at = time.monotonic()
-        if progress:
-            print(f"{label} epoch {epoch + 1}: train {row['train_loss']:.4f}, val {val_loss:.4f}"
-                  f" LRAP {val_lrap:.3f}{' *' if bad == 0 else ''}, "
-                  f"{row['tiles_per_s']:.0f} tiles/s", flush=True)
-        if on_epoch is not None:
-            on_epoch(row)
-        if done:
+        if keeper.end_epoch(row, (val_lrap, -val_loss), note=f" LRAP {val_lrap:.3f}"):
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return history
+    return keeper.finish()
 
 
 def track_set(starts: np.ndarray, counts: np.ndarray, targets: np.ndarray,
