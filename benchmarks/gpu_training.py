@@ -48,10 +48,10 @@ from featurestore.tile_arrays import READ_THREADS, TileSource, read_tiles
 from training.config import GPU_BATCH, TrainConfig
 from training.device_feed import to_device
 from training.fused import FusedEnsemble, FusedTrainer
-from training.inference import autocast, resolve_device
+from training.inference import place, resolve_device
 from training.memory_budget import device_dtype
 from training.loader import BlockShuffleTiles, make_loader
-from training.loop import make_loss
+from training.loop import make_loss, make_optimizer, train_step
 from training.models import build_model
 from training.samplers import OneVsRestSampler, TileTable
 
@@ -113,9 +113,8 @@ def sequential_rate(url: str, tiles: np.ndarray, table: TileTable, config: Train
     data.memory = (np.arange(len(tiles)), tiles)
     seen, seconds = 0, 0.0
     for k, net in enumerate(model.members):
-        net.to(device=device, memory_format=torch.channels_last).train()
-        opt = torch.optim.SGD(net.parameters(), lr=config.learning_rate,
-                              momentum=config.momentum)
+        place(net, device).train()
+        opt, _ = make_optimizer(net, config)
         loss_fn = make_loss(False, None).to(device)
         data.set_plan(*OneVsRestSampler(table, k, "equal", k).epoch(0))
         batches = to_device(_forever(data), device)
@@ -124,12 +123,7 @@ def sequential_rate(url: str, tiles: np.ndarray, table: TileTable, config: Train
                 _sync(device)
                 started = time.perf_counter()
             x, y = next(batches)
-            with autocast(device, config.mixed_precision):
-                out = net(x)
-            loss = loss_fn(out.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(net, x, y, loss_fn, opt, device, config.mixed_precision)
             seen += len(x) * (i > 0)
         _sync(device)
         seconds += time.perf_counter() - started

@@ -15,8 +15,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from training.config import TrainConfig
-from training.inference import autocast, place, probabilities
 from training.device_feed import to_device
+from training.inference import autocast, place, probabilities
 from training.loader import BlockShuffleTiles, make_loader
 
 
@@ -125,6 +125,19 @@ class EarlyStopping:
         return self.history
 
 
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module, opt,
+               device: torch.device, mixed_precision: bool) -> torch.Tensor:
+    """One optimizer step on the batch ``x``, ``y`` (on ``device``); returns the batch's mean
+    loss, on the device (reading it would wait for the step)."""
+    with autocast(device, mixed_precision):
+        out = model(x)
+    loss = loss_fn(out.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
 def evaluate_loss(model: nn.Module, dataset: BlockShuffleTiles, loss_fn: nn.Module,
                   device: torch.device, config: TrainConfig) -> float:
     """Mean loss over the dataset's plan (every tile once, no dropout)."""
@@ -164,14 +177,9 @@ def fit(model: nn.Module, sampler, train_data: BlockShuffleTiles, val_data: Bloc
                    unit="tile", disable=not progress, leave=False)
         batches = to_device(make_loader(train_data, config.loader_workers), device)
         for step, (x, y) in enumerate(batches):
-            with autocast(device, config.mixed_precision):
-                out = model(x)
-            loss = loss_fn(out.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = train_step(model, x, y, loss_fn, opt, device, config.mixed_precision)
             seen += len(x)
-            total += loss.detach() * len(x)
+            total += loss * len(x)
             bar.update(len(x))
             if progress and step % 50 == 0:
                 bar.set_postfix(loss=f"{float(total) / seen:.4f}")
