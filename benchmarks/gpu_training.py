@@ -55,7 +55,7 @@ from training.loop import make_loss, make_optimizer, train_step
 from training.models import build_model
 from training.samplers import OneVsRestSampler, TileTable
 
-from loader_throughput import make_tiles  # a sibling script in benchmarks/
+from loader_throughput import loader_rate, make_tiles  # a sibling script in benchmarks/
 
 STUDY_EPOCHS = 655  # the study's best model
 TRACK_TILES = 4
@@ -82,16 +82,9 @@ def loader_rates(url: str, n: int, device: torch.device) -> dict[str, float]:
     if device.type == "cuda":
         feeds += [(w, READ_THREADS, True) for w in (0, 2)]
     for workers, threads, feed in feeds:
-        data = BlockShuffleTiles(source, batch_size=128, read_threads=threads)
-        data.set_plan(np.arange(n), np.zeros(n, dtype=np.float32), epoch=0)
-        start, seen = time.perf_counter(), 0
-        batches = make_loader(data, workers)
-        for x, _ in (to_device(batches, device) if feed else batches):
-            seen += len(x)
-        _sync(device)
         name = (f"block-shuffle, {workers} workers, {threads} read thread(s)"
                 + (", onto the GPU" if feed else ""))
-        rates[name] = seen / (time.perf_counter() - start)
+        rates[name] = loader_rate(url, n, workers, threads, device if feed else None)
     return rates
 
 
