@@ -248,7 +248,9 @@ def read_indexed(array, index: np.ndarray, threads: int = READ_THREADS) -> np.nd
     index = np.asarray(index, dtype=np.int64)
     tiles = np.empty((len(index), *array.shape[1:]), dtype=np.float32)
     groups = blocks(index, int(array.chunks[0]))
-    for group, block in zip(groups, read_groups(array, index, groups, threads)):
+    # no thread pool for a read of one chunk group (a track's tiles, mostly)
+    for group, block in zip(groups, read_groups(array, index, groups,
+                                                min(threads, len(groups)))):
         tiles[group] = block
     return tiles
 
