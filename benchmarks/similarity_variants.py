@@ -54,7 +54,7 @@ def variants(model, tiles: np.ndarray, counts: np.ndarray, extra: dict) -> dict[
     with torch.inference_mode():
         x, c = torch.from_numpy(tiles)[:, None], torch.tensor(counts)
         logits, written = model.track_outputs(x, c)
-        z = (torch.from_numpy(statistics_of(tiles, counts, model.quantiles)) - model.center) / \
+        z = (torch.from_numpy(statistics_of(tiles, counts, model.layout)) - model.center) / \
             model.scale
         kernel = torch.exp(-model.gamma * torch.cdist(z, model.support).square()).numpy()
     z, logits, scores = z.numpy(), logits.double().numpy(), logits.sigmoid().double().numpy()

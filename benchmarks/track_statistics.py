@@ -1,12 +1,16 @@
 """Which per-track statistics the statistics models rank best with (run by hand).
 
-    python benchmarks/track_statistics.py --store S [--repeats 3] [--seed 3]
+    python benchmarks/track_statistics.py --store S [--repeats 3] [--seed 3] [--log-mel HASH]
 
 On the store's MFCC feature set, compares mean and standard deviation per feature row against
 mean, standard deviation and the quantiles of :data:`training.track_models.QUANTILES`, for the
 ``kernel`` and ``linear`` estimators (``C`` chosen as ``train`` chooses it), over ``--repeats``
 reshuffles of 5 folds by track and 5 folds by film, beside the logistic baseline of
-``model_quality.py``. Prints mean LRAP per variant and the share of folds where the quantiles won.
+``model_quality.py``. With ``--log-mel`` (a log-mel feature set of the same tracks), also the
+statistics ``kernel`` takes from log-mel tiles: each band's mean and standard deviation, and the
+statistics with quantiles of the frames' cepstra (:data:`training.track_models.CEPSTRA`). Prints
+mean LRAP per variant, the share of folds where the quantiles won, and where the log-mel
+statistics beat the MFCC quantiles.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from featurestore.statuses import OK
 from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
 from training.linear import ESTIMATORS, choose_c, statistics_of
 from training.targets import multi_hot, select_classes
-from training.track_models import QUANTILES
+from training.track_models import QUANTILES, StatisticsLayout
 
 
 def main() -> None:
@@ -34,6 +38,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=3, help="first reshuffle's seed")
     parser.add_argument("--min-tracks", type=int, default=20)
+    parser.add_argument("--log-mel", help="a log-mel feature set's hash, to compare its statistics")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     store = featurestore.open(args.store)
@@ -45,7 +50,20 @@ def main() -> None:
     tiles = read_tiles(TileSource(mfcc.tiles_url),
                        tile_rows(tracks["tile_start"].to_numpy(), counts)[0])
     x = {"moments": statistics_of(tiles, counts),
-         "quantiles": statistics_of(tiles, counts, QUANTILES)}
+         "quantiles": statistics_of(tiles, counts, StatisticsLayout(QUANTILES))}
+    if args.log_mel:
+        logmel = store.feature_set(args.log_mel)
+        mel_rows = tracks[["catalog", "track_id"]].merge(
+            store.tracks(feature_set=logmel.hash, status=OK), on=["catalog", "track_id"])
+        if len(mel_rows) != len(tracks):
+            raise SystemExit(f"feature set {logmel.hash} lacks {len(tracks) - len(mel_rows)} "
+                             "of the MFCC set's tracks: build it from the same catalog")
+        layout = StatisticsLayout.for_model("kernel", logmel.spec.kind,
+                                            logmel.spec.tile_shape[0])
+        mel_counts = mel_rows["n_tiles"].to_numpy()
+        mel_tiles = read_tiles(TileSource(logmel.tiles_url),
+                               tile_rows(mel_rows["tile_start"].to_numpy(), mel_counts)[0])
+        x["log-mel bands + cepstra"] = statistics_of(mel_tiles, mel_counts, layout)
     base_x = mfcc_statistics(store, tracks)
     films = tracks["film"].astype(str).to_numpy()
     splits = [("track", s, fit, test) for s in range(args.seed, args.seed + args.repeats)
@@ -60,8 +78,8 @@ def main() -> None:
                 model = estimator(c).fit(values[fit], y[fit])
                 rows.append((by, k, f"{arch}, {name}",
                              lrap(y[test], model.decision_function(values[test]))))
-        print(f"{by} fold {k}: " + ", ".join(f"{m} {v:.3f}" for b, _, m, v in rows[-5:]),
-              flush=True)
+        print(f"{by} fold {k}: " + ", ".join(
+            f"{m} {v:.3f}" for b, _, m, v in rows[-1 - len(ESTIMATORS) * len(x):]), flush=True)
     frame = pd.DataFrame(rows, columns=["by", "fold", "model", "lrap"])
     for by, part in frame.groupby("by", sort=False):
         wide = part.pivot(index="fold", columns="model", values="lrap")
@@ -70,6 +88,11 @@ def main() -> None:
         for arch in ESTIMATORS:
             won = (wide[f"{arch}, quantiles"] > wide[f"{arch}, moments"]).mean()
             print(f"{arch}: quantiles won {won:.0%} of the folds")
+            if args.log_mel:
+                won = (wide[f"{arch}, log-mel bands + cepstra"]
+                       > wide[f"{arch}, quantiles"]).mean()
+                print(f"{arch}: log-mel statistics beat the MFCC quantiles in {won:.0%} of "
+                      "the folds")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.fft
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
@@ -17,21 +18,27 @@ from sklearn.preprocessing import StandardScaler
 
 import featurestore
 from scoring import score, track_rankings
-from tests.helpers import small_library
+from tests.helpers import copy_demo_library, small_library
 from training import TrainConfig, TrainingError, train
 from training.augment import crop_windows, mixup, spec_augment
 from training.linear import kernel_svm, one_blas_thread, to_module
 from training.model_files import ModelFiles
 from training.targets import multi_hot
-from training.track_models import (QUANTILES, PooledCNN, TrackKernel, TrackLinear,
-                                   track_statistics)
+from training.track_models import (QUANTILES, PooledCNN, StatisticsLayout, TrackKernel,
+                                   TrackLinear, track_statistics)
 
 QUICK = dict(min_tracks=6, test_size=0.25, device="cpu")
 
 
-def _statistics_by_hand(tiles: np.ndarray, quantiles: tuple[float, ...] = ()) -> np.ndarray:
-    """Mean, std and quantiles per coefficient over every frame of a track's tiles, in numpy."""
+def _statistics_by_hand(tiles: np.ndarray, quantiles: tuple[float, ...] = (),
+                        cepstra: int = 0) -> np.ndarray:
+    """Mean, std and quantiles per coefficient over every frame of a track's tiles, in numpy;
+    with ``cepstra``, the bands' mean and std, then those of scipy's DCT of every frame."""
     frames = tiles.transpose(1, 0, 2).reshape(tiles.shape[1], -1).astype(np.float64)
+    if cepstra:
+        ceps = scipy.fft.dct(frames, axis=0, type=2, norm="ortho")[1:cepstra + 1]
+        return np.concatenate([frames.mean(1), frames.std(1),
+                               _statistics_by_hand(ceps[None], quantiles)])
     return np.concatenate([frames.mean(1), frames.std(1),
                            *np.percentile(frames, np.multiply(quantiles, 100), axis=1)])
 
@@ -54,6 +61,21 @@ def test_track_statistics_equal_numpy():
         np.testing.assert_allclose(got.numpy(),
                                    [_statistics_by_hand(t, quantiles) for t in tracks],
                                    atol=1e-6)
+
+
+def test_cepstral_statistics_equal_scipys_dct_of_the_bands():
+    """On log-mel tiles ``kernel`` adds the statistics of the frames' cepstra: scipy's DCT."""
+    rng = np.random.default_rng(1)
+    tracks = [rng.normal(size=(n, 12, 7)).astype(np.float32) for n in (1, 3, 2)]
+    layout = StatisticsLayout.for_model("kernel", "logmel", 12)
+    assert layout == StatisticsLayout(QUANTILES, 11)  # at most the bands less one
+    assert StatisticsLayout.for_model("kernel", "logmel", 64).cepstra == 40
+    assert StatisticsLayout.for_model("kernel", "mfcc", 40) == StatisticsLayout(QUANTILES)
+    assert StatisticsLayout.for_model("linear", "logmel", 64) == StatisticsLayout()
+    got = layout.of(torch.from_numpy(np.concatenate(tracks)), torch.tensor([1, 3, 2]))
+    assert got.shape == (3, layout.size(12)) == (3, 2 * 12 + 5 * 11)
+    np.testing.assert_allclose(got.numpy(), [_statistics_by_hand(t, QUANTILES, 11)
+                                             for t in tracks], atol=1e-6)
 
 
 def test_linear_model_equals_scikit_learn_fitted_by_hand(demo_store):
@@ -89,18 +111,24 @@ def test_kernel_model_equals_the_svms_decision_function():
     tiles[:30] += np.linspace(0, 2, 7)  # half the tracks rise over time: a learnable class
     counts = np.full(30, 2)
     y = np.stack([np.arange(30) < 15, rng.random(30) < 0.5], axis=1).astype(int)
-    # with quantiles (as trained now) and without (as models fitted before them were saved)
-    for quantiles in (QUANTILES, ()):
-        x = np.stack([_statistics_by_hand(t, quantiles) for t in np.split(tiles, 30)])
+    # with quantiles (as trained on MFCC tiles), with cepstra (on log-mel tiles) and without
+    # either (as models fitted before them were saved)
+    for layout in (StatisticsLayout(QUANTILES), StatisticsLayout(QUANTILES, 3),
+                   StatisticsLayout()):
+        x = np.stack([_statistics_by_hand(t, layout.quantiles, layout.cepstra)
+                      for t in np.split(tiles, 30)])
         pipeline = kernel_svm(3.0).fit(x, y)
-        module = to_module(pipeline, (5, 7))
-        assert isinstance(module, TrackKernel) and module.quantiles == quantiles
+        module = to_module(pipeline, (5, 7), layout)
+        assert isinstance(module, TrackKernel) and module.layout == layout
         got = module.forward_tracks(torch.from_numpy(tiles)[:, None], torch.from_numpy(counts))
         np.testing.assert_allclose(got.numpy(), pipeline.decision_function(x), atol=1e-5)
         # saved and loaded as every model is: support vectors and statistics from the file
+        saved = module.state_dict()
+        if not layout.cepstra:  # files written before cepstra existed have no such entry
+            del saved["cepstra"]
         loaded = TrackKernel((5, 7), 2)
-        loaded.load_state_dict(module.state_dict())
-        assert loaded.quantiles == quantiles
+        loaded.load_state_dict(saved)
+        assert loaded.layout == layout
         torch.testing.assert_close(loaded.forward_tracks(torch.from_numpy(tiles)[:, None],
                                                          torch.from_numpy(counts)), got)
 
@@ -202,6 +230,26 @@ def test_auto_picks_the_candidate_with_the_best_validation_score(demo_store):
         train(demo_store, "auto-cnn", TrainConfig(candidates=("linear", "cnn"), **QUICK),
               progress=False)
     assert TrackLinear((40, 100), 2).track_level
+
+
+def test_kernel_on_log_mel_tiles_fits_their_cepstra_and_scores(demo_library, dask_client,
+                                                                tmp_path):
+    url = str(tmp_path / "store")
+    spec = featurestore.FeatureSpec(kind="logmel", n_mels=32)
+    featurestore.build(copy_demo_library(demo_library, tmp_path / "lib", 24), url, spec=spec,
+                       client=dask_client, progress=False)
+    train(url, "k", TrainConfig(arch="kernel", feature_set=spec.hash, **QUICK), progress=False)
+    store = featurestore.open(url)
+    model = ModelFiles(store, "k").load_model()
+    assert model.layout == StatisticsLayout(QUANTILES, 31)
+    assert model.center.shape == (2 * 32 + 5 * 31,)
+    score(url, "k", client=dask_client, progress=False)
+    tracks = store.tracks(status="ok")
+    tiles = torch.from_numpy(store.tiles(tracks.iloc[2:3]).values)
+    expected = torch.sigmoid(model.forward_tracks(tiles[:, None], torch.tensor([len(tiles)])))
+    ranking = track_rankings(store, "k", [tracks["track_id"].iloc[2]]).set_index("label")
+    classes = ModelFiles(store, "k").read_config()["classes"]
+    np.testing.assert_allclose(ranking.loc[classes, "score"], expected[0].numpy(), atol=1e-5)
 
 
 def test_track_level_model_scores_ranks_and_rescores_nightly(demo_store, dask_client, tmp_path):

@@ -20,7 +20,7 @@ from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from training.track_models import TrackKernel, TrackLinear, quantiles_for, track_statistics
+from training.track_models import StatisticsLayout, TrackKernel, TrackLinear
 
 #: Inverse regularization strengths tried on the validation tracks, per model.
 C_GRID = {"linear": (0.01, 0.1, 1.0, 10.0), "kernel": (1.0, 3.0, 10.0, 30.0)}
@@ -35,15 +35,14 @@ def one_blas_thread():
 
 
 def statistics_of(tiles: np.ndarray, counts: np.ndarray,
-                  quantiles: tuple[float, ...] = ()) -> np.ndarray:
-    """``(tracks, (2 + len(quantiles)) * rows)`` mean, standard deviation and ``quantiles`` per
-    row over each track's frames, from ``(n, rows, frames)`` tiles stored track after track."""
+                  layout: StatisticsLayout = StatisticsLayout()) -> np.ndarray:
+    """``(tracks, layout.size(rows))`` statistics of each track's frames (by default mean and
+    standard deviation per row), from ``(n, rows, frames)`` tiles stored track after track."""
     # the tiles are only read, so they are shared, not copied; the counts often come from a
     # Parquet column (pandas shares Arrow's read-only buffer, which torch warns about) and are
     # a few integers, so they are copied
-    return track_statistics(torch.from_numpy(tiles),
-                            torch.tensor(np.asarray(counts), dtype=torch.int64),
-                            quantiles).numpy()
+    return layout.of(torch.from_numpy(tiles),
+                     torch.tensor(np.asarray(counts), dtype=torch.int64)).numpy()
 
 
 def logistic(c: float = 1.0) -> Pipeline:
@@ -84,15 +83,15 @@ def choose_c(arch: str, x: np.ndarray, y: np.ndarray, folds: int = 3,
     return min(c for c, s in scores.items() if s == best), scores
 
 
-def to_module(pipeline: Pipeline, tile_shape: tuple[int, int]) -> nn.Module:
-    """The fitted pipeline as a torch module whose logits equal its ``decision_function``
-    (for ``linear``, whose sigmoid equals ``predict_proba``)."""
+def to_module(pipeline: Pipeline, tile_shape: tuple[int, int],
+              layout: StatisticsLayout) -> nn.Module:
+    """The pipeline, fitted on statistics of ``layout``, as a torch module whose logits equal
+    its ``decision_function`` (for ``linear``, whose sigmoid equals ``predict_proba``)."""
     if isinstance(pipeline.steps[1][1].estimators_[0], SVC):
-        return kernel_module(pipeline, tile_shape)
+        return kernel_module(pipeline, tile_shape, layout)
     scaler, ovr = pipeline.steps[0][1], pipeline.steps[1][1]
     estimators = ovr.estimators_
-    module = TrackLinear(tile_shape, len(estimators),
-                         quantiles_for(len(scaler.mean_), tile_shape[0]))
+    module = TrackLinear(tile_shape, len(estimators), layout)
     module.center.copy_(torch.from_numpy(scaler.mean_))
     module.scale.copy_(torch.from_numpy(scaler.scale_))
     for k, est in enumerate(estimators):
@@ -105,14 +104,14 @@ def to_module(pipeline: Pipeline, tile_shape: tuple[int, int]) -> nn.Module:
     return module.eval()
 
 
-def kernel_module(pipeline: Pipeline, tile_shape: tuple[int, int]) -> TrackKernel:
+def kernel_module(pipeline: Pipeline, tile_shape: tuple[int, int],
+                  layout: StatisticsLayout) -> TrackKernel:
     """A fitted :func:`kernel_svm` as a :class:`TrackKernel`: the union of the classes'
     support vectors, each class's dual coefficients on it (zero where not its own)."""
     scaler, ovr = pipeline.steps[0][1], pipeline.steps[1][1]
     machines = ovr.estimators_
     vectors = np.unique(np.concatenate([m.support_vectors_ for m in machines]), axis=0)
-    module = TrackKernel(tile_shape, len(machines), len(vectors),
-                         quantiles_for(len(scaler.mean_), tile_shape[0]))
+    module = TrackKernel(tile_shape, len(machines), len(vectors), layout)
     module.center.copy_(torch.from_numpy(scaler.mean_))
     module.scale.copy_(torch.from_numpy(scaler.scale_))
     module.support.copy_(torch.from_numpy(vectors))

@@ -21,20 +21,24 @@ from training.config import TRACK_LEVEL, TrainConfig, TrainingError
 from training.linear import ESTIMATORS, choose_c, one_blas_thread, to_module
 from training.loop import Checkpointer
 from training.track_fit import fit_tracks, predict_tracks, tiles_of, track_set
-from training.track_models import QUANTILES, PooledCNN, track_statistics
+from training.track_models import PooledCNN, StatisticsLayout
 
 
 @dataclass
 class TrackData:
     """Every usable track's tiles as one tensor ``(n, rows, frames)`` on the training device,
-    track after track (``starts``, ``counts``), with the tracks' multi-hot ``targets``."""
+    track after track (``starts``, ``counts``), with the tracks' multi-hot ``targets`` and the
+    feature set's ``kind`` (``mfcc`` or ``logmel``: the statistics models' choice of
+    statistics)."""
 
     tiles: torch.Tensor
     starts: np.ndarray
     counts: np.ndarray
     targets: np.ndarray
+    kind: str = "mfcc"
 
     def subset(self, rows: np.ndarray):
+        """The tracks at ``rows`` as a track set (starts, counts, targets)."""
         return track_set(self.starts[rows], self.counts[rows], self.targets[rows],
                          self.tiles.device)
 
@@ -43,11 +47,10 @@ class TrackData:
         s = self.subset(rows)
         return tiles_of(self.tiles, s.starts, s.counts)
 
-    def statistics(self, rows: np.ndarray, quantiles: tuple[float, ...] = ()) -> np.ndarray:
-        """Mean, standard deviation and ``quantiles`` of each feature row of the tracks at
-        ``rows`` (what ``linear`` and ``kernel`` are fitted on)."""
-        return track_statistics(self.tiles_of(rows), self.subset(rows).counts,
-                                quantiles).cpu().numpy()
+    def statistics(self, rows: np.ndarray, layout: StatisticsLayout) -> np.ndarray:
+        """The statistics of ``layout`` of the tracks at ``rows`` (what ``linear`` and
+        ``kernel`` are fitted on)."""
+        return layout.of(self.tiles_of(rows), self.subset(rows).counts).cpu().numpy()
 
     def tile_moments(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-value mean and standard deviation of the tiles of ``rows``."""
@@ -70,14 +73,15 @@ def fit_track_model(config: TrainConfig, data: TrackData, train: np.ndarray, val
     if config.arch in ESTIMATORS:
         started = time.perf_counter()
         both = np.concatenate([train, val])
-        x = data.statistics(both, QUANTILES if config.arch == "kernel" else ())
+        layout = StatisticsLayout.for_model(config.arch, data.kind, tile_shape[0])
+        x = data.statistics(both, layout)
         c, tried = choose_c(config.arch, x, data.targets[both], seed=config.seed)
         with one_blas_thread():
             pipeline = ESTIMATORS[config.arch](c).fit(x, data.targets[both])
         row = {"member": label or config.arch, "epoch": 0, "train_loss": float("nan"),
                "val_loss": float("nan"), "val_lrap": tried[c], "C": c,
                "seconds": time.perf_counter() - started}
-        return to_module(pipeline, tile_shape), [row]
+        return to_module(pipeline, tile_shape, layout), [row]
     if config.arch != "pooled":
         raise TrainingError(f"{config.arch!r} is not a track-level architecture "
                             f"({', '.join(TRACK_LEVEL)})")

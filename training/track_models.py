@@ -12,12 +12,17 @@ which gives scoring its tile scores.
   regression, fitted by scikit-learn; :mod:`training.linear`).
 - :class:`TrackKernel` (``kernel``): the same statistics and the quantiles
   (:data:`QUANTILES`) of every row, standardized, then one RBF-kernel support vector machine
-  per class (fitted by scikit-learn; :mod:`training.linear`).
+  per class (fitted by scikit-learn; :mod:`training.linear`). On a log-mel feature set: each
+  band's mean and standard deviation, and those statistics with the quantiles of the track's
+  cepstra (:data:`CEPSTRA`).
 - :class:`PooledCNN` (``pooled``): a small CNN embeds each tile; the track's embeddings are
   pooled (mean and max over tiles) and a linear layer gives the logits.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -74,14 +79,65 @@ def track_statistics(tiles: torch.Tensor, counts: torch.Tensor,
     return torch.cat([mean, std, torch.stack(parts)], dim=1)
 
 
-def quantiles_for(n_statistics: int, rows: int) -> tuple[float, ...]:
-    """The quantiles of statistics ``n_statistics`` long for ``rows`` feature rows: mean and
-    std alone (``2 * rows``) or with :data:`QUANTILES`."""
-    if n_statistics == 2 * rows:
-        return ()
-    if n_statistics == (2 + len(QUANTILES)) * rows:
-        return QUANTILES
-    raise ValueError(f"{n_statistics} statistics do not fit {rows} feature rows")
+#: Cepstral coefficients (1 to 40, as the MFCC feature set keeps) whose statistics ``kernel``
+#: adds on a log-mel feature set to each band's mean and standard deviation. Over 15 folds by
+#: track of the game-score corpus this ranked best of the statistics measured (docs/training.md):
+#: better than the MFCC set's statistics with quantiles, the cepstra's alone, or the bands'.
+CEPSTRA = 40
+
+
+def cepstral_basis(rows: int, n: int) -> torch.Tensor:
+    """``(n, rows)``: the orthonormal DCT-II's coefficients 1 to ``n`` over ``rows`` log-mel
+    bands (``scipy.fft.dct(type=2, norm="ortho")``, what turns log-mel frames into MFCCs), so
+    that ``basis @ frames`` are the frames' cepstra without the loudness (coefficient 0)."""
+    k = torch.arange(1, n + 1, dtype=torch.float64)[:, None]
+    band = torch.arange(rows, dtype=torch.float64)[None]
+    return math.sqrt(2.0 / rows) * torch.cos(math.pi * k * (2 * band + 1) / (2 * rows))
+
+
+@dataclass(frozen=True)
+class StatisticsLayout:
+    """Which per-track statistics a statistics model is fitted on.
+
+    ``cepstra`` 0: mean, standard deviation and ``quantiles`` of every feature row. ``cepstra``
+    n (log-mel tiles): mean and standard deviation of every band, then mean, standard deviation
+    and ``quantiles`` of cepstral coefficients 1 to n of every frame."""
+
+    quantiles: tuple[float, ...] = ()
+    cepstra: int = 0
+
+    @classmethod
+    def for_model(cls, arch: str, kind: str, rows: int) -> StatisticsLayout:
+        """What ``arch`` (``linear`` or ``kernel``) is fitted on, for tiles of feature
+        ``kind`` with ``rows`` rows: ``linear`` keeps the two moments."""
+        if arch != "kernel":
+            return cls()
+        return cls(QUANTILES, min(CEPSTRA, rows - 1) if kind == "logmel" else 0)
+
+    @classmethod
+    def from_size(cls, n_statistics: int, rows: int, cepstra: int = 0) -> StatisticsLayout:
+        """The layout of a saved model's ``n_statistics`` (its scaler's size): mean and std
+        alone, or with :data:`QUANTILES` (models fitted before quantiles load as such)."""
+        for quantiles in ((), QUANTILES):
+            if cls(quantiles, cepstra).size(rows) == n_statistics:
+                return cls(quantiles, cepstra)
+        raise ValueError(f"{n_statistics} statistics do not fit {rows} feature rows"
+                         + (f" and {cepstra} cepstra" if cepstra else ""))
+
+    def size(self, rows: int) -> int:
+        """The number of statistics for ``rows`` feature rows."""
+        per_row = 2 + len(self.quantiles)
+        return 2 * rows + per_row * self.cepstra if self.cepstra else per_row * rows
+
+    def of(self, tiles: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """``(tracks, size)`` in float64, from tiles stored track after track, ``counts`` each."""
+        if not self.cepstra:
+            return track_statistics(tiles, counts, self.quantiles)
+        x = tiles.reshape(len(tiles), tiles.shape[-2], tiles.shape[-1]).double()
+        basis = cepstral_basis(x.shape[1], self.cepstra).to(x.device)
+        return torch.cat([track_statistics(x, counts),
+                          track_statistics(torch.matmul(basis, x), counts, self.quantiles)],
+                         dim=1)
 
 
 def unit_rows(values: torch.Tensor) -> torch.Tensor:
@@ -113,29 +169,40 @@ class TrackModel(nn.Module):
 
 class StatisticsModel(TrackModel):
     """A model on each track's standardized statistics (``center``, ``scale``: a fitted
-    scikit-learn ``StandardScaler``): mean, standard deviation and ``quantiles`` of each feature
-    row. A saved model's buffers, and so its statistics, take their sizes from its file: models
-    fitted on mean and std alone load as such."""
+    scikit-learn ``StandardScaler``) of a :class:`StatisticsLayout`. A saved model's buffers, and
+    so its statistics, take their sizes from its file: models fitted on mean and std alone load
+    as such, and files without ``cepstra`` as models without them."""
 
-    def __init__(self, tile_shape: tuple[int, int], quantiles: tuple[float, ...]):
+    def __init__(self, tile_shape: tuple[int, int], layout: StatisticsLayout):
         super().__init__()
-        self.rows, self.quantiles = tile_shape[0], tuple(quantiles)
-        n = (2 + len(self.quantiles)) * self.rows
+        self.rows, self.layout = tile_shape[0], layout
+        n = layout.size(self.rows)
         self.register_buffer("center", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(n, dtype=torch.float64))
+        self.register_buffer("cepstra", torch.tensor(layout.cepstra))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        saved = state_dict.get(prefix + "center")
+    @property
+    def quantiles(self) -> tuple[float, ...]:
+        return self.layout.quantiles
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        saved, cepstra = state_dict.get(prefix + "center"), state_dict.get(prefix + "cepstra")
         if saved is not None:
-            self.quantiles = quantiles_for(saved.numel(), self.rows)
+            self.layout = StatisticsLayout.from_size(
+                saved.numel(), self.rows, int(cepstra) if cepstra is not None else 0)
+            self.cepstra = torch.tensor(self.layout.cepstra)
         for name, _ in self.named_buffers(recurse=False):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if cepstra is None and prefix + "cepstra" in missing_keys:
+            missing_keys.remove(prefix + "cepstra")  # saved before cepstra existed: none
 
     def standardized(self, tiles: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """The tracks' statistics, standardized: ``(tracks, statistics)`` in float64."""
-        return (track_statistics(tiles, counts, self.quantiles) - self.center) / self.scale
+        return (self.layout.of(tiles, counts) - self.center) / self.scale
 
 
 class TrackLinear(StatisticsModel):
@@ -145,8 +212,8 @@ class TrackLinear(StatisticsModel):
     their ``predict_proba``."""
 
     def __init__(self, tile_shape: tuple[int, int], n_classes: int,
-                 quantiles: tuple[float, ...] = ()):
-        super().__init__(tile_shape, quantiles)
+                 layout: StatisticsLayout = StatisticsLayout()):
+        super().__init__(tile_shape, layout)
         n = len(self.center)
         self.register_buffer("coef", torch.zeros(n_classes, n, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros(n_classes, dtype=torch.float64))
@@ -164,8 +231,8 @@ class TrackKernel(StatisticsModel):
     fitted ``SVC.decision_function`` of each class (:func:`training.linear.kernel_module`)."""
 
     def __init__(self, tile_shape: tuple[int, int], n_classes: int, n_support: int = 0,
-                 quantiles: tuple[float, ...] = QUANTILES):
-        super().__init__(tile_shape, quantiles)
+                 layout: StatisticsLayout = StatisticsLayout(QUANTILES)):
+        super().__init__(tile_shape, layout)
         n = len(self.center)
         self.register_buffer("support", torch.zeros(n_support, n, dtype=torch.float64))
         self.register_buffer("coef", torch.zeros(n_classes, n_support, dtype=torch.float64))

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from featurestore.spec import FeatureSpec
 from featurestore.statuses import OK
 from featurestore.store import Store
 from featurestore.tile_arrays import TileSource, read_tiles
@@ -107,17 +108,17 @@ def _explicit_split(tracks: pd.DataFrame, split: pd.DataFrame) -> pd.Series:
 
 
 def _track_data(source: TileSource, tracks: pd.DataFrame, targets: np.ndarray,
-                config: TrainConfig, tile_shape: tuple[int, int], device) -> TrackData:
+                config: TrainConfig, spec: FeatureSpec, device) -> TrackData:
     """Every usable track's tiles, read once (chunk by chunk) onto the training device."""
     counts = tracks["n_tiles"].to_numpy(np.int64)
-    needed, budget = counts.sum() * 4 * int(np.prod(tile_shape)), budget_bytes(config, device)
+    needed, budget = counts.sum() * 4 * int(np.prod(spec.tile_shape)), budget_bytes(config, device)
     if needed > budget:
         raise TrainingError(f"track-level models keep the tiles in memory: these need "
                             f"{needed / 2**20:.0f} MiB, above the memory budget of "
                             f"{budget / 2**20:.0f} MiB; raise --memory-budget-mb")
     table = TileTable.of(tracks, targets)
     tiles = torch.from_numpy(read_tiles(source, table.index)).to(device)
-    return TrackData(tiles, np.cumsum(counts) - counts, counts, targets)
+    return TrackData(tiles, np.cumsum(counts) - counts, counts, targets, spec.kind)
 
 
 def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
@@ -186,7 +187,7 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
     data, selection = None, None
     config = requested.resolved()
     if requested.arch == "auto" or config.track_level:
-        data = _track_data(source, tracks, targets, requested, fset.spec.tile_shape, device)
+        data = _track_data(source, tracks, targets, requested, fset.spec, device)
     if requested.arch == "auto":
         selection = files.read_json("selection.json") if files.has("selection.json") else None
         if selection is None:
