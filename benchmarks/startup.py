@@ -27,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,13 +81,18 @@ def command_lines(store: str, model: str | None) -> dict[str, list[str]]:
     return lines
 
 
+#: Where the commands run: a folder of no checkout, so that ``python -c`` imports the
+#: featurestore installed in the interpreter, not one in the current folder.
+_NEUTRAL = tempfile.gettempdir()
+
+
 def _run(args: list[str], python: str, importtime: bool = False
          ) -> tuple[float, subprocess.CompletedProcess]:
     flags = ["-X", "importtime"] if importtime else []
     probe = _PROBE.format(libraries=LIBRARIES)
     start = time.perf_counter()
     res = subprocess.run([python, *flags, "-c", probe, *args], capture_output=True, text=True,
-                         timeout=300)
+                         timeout=300, cwd=_NEUTRAL)
     wall = time.perf_counter() - start
     return wall, res
 
@@ -120,11 +126,12 @@ def main() -> None:
     floor = statistics.median(
         _timed([args.python, "-c", f"import {', '.join(CATALOG_READ)}"])
         for _ in range(args.runs))
-    bytecode = subprocess.run([args.python, "-c", "import sys; print(not sys.flags."
-                               "dont_write_bytecode)"], capture_output=True, text=True)
+    bytecode = subprocess.run([args.python, "-c", "import sys, featurestore; print(not sys."
+                               "flags.dont_write_bytecode, featurestore.__file__)"],
+                              capture_output=True, text=True, cwd=_NEUTRAL)
     print(f"python {args.python}: bare start {bare * 1000:.0f} ms; bare start and import of "
-          f"{', '.join(CATALOG_READ)} {floor * 1000:.0f} ms; writes bytecode caches: "
-          f"{bytecode.stdout.strip()}; load average {os.getloadavg()[0]:.2f}; "
+          f"{', '.join(CATALOG_READ)} {floor * 1000:.0f} ms; writes bytecode caches, "
+          f"featurestore at: {bytecode.stdout.strip()}; load average {os.getloadavg()[0]:.2f}; "
           f"{os.cpu_count()} CPUs")
     rows = []
     for label, line in command_lines(args.store, args.model or _first_model(args.store)).items():
@@ -156,7 +163,7 @@ def main() -> None:
 
 def _timed(cmd: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True)
+    subprocess.run(cmd, check=True, capture_output=True, cwd=_NEUTRAL)
     return time.perf_counter() - start
 
 
