@@ -43,7 +43,7 @@ def store_info(store: Store) -> dict:
                      "hop_length": spec.hop_length, "n_mels": spec.n_mels,
                      "n_mfcc": spec.n_mfcc, "tile_shape": list(spec.tile_shape)},
             "tiles": int(live["n_tiles"].sum()),
-            "slots": fset.arrays().capacity,
+            "slots": fset.slots(),
             "commits": state.seq,
             "bytes": _size(store, layout.feature_set_dir(store.root, fset.hash)),
         })

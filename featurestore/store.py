@@ -58,6 +58,13 @@ class FeatureSet:
     def arrays(self, read_only: bool = True) -> TileArrays:
         return TileArrays.open(self.tiles_url, self.store.storage_options, read_only=read_only)
 
+    def slots(self) -> int:
+        """Tile slots the arrays hold (live, replaced and unused), from the tile array's own
+        Zarr v3 metadata (its ``zarr.json`` ``shape``): a summary of the store opens no Zarr
+        array, whose import alone costs a third of a second."""
+        path = f"{layout.tiles_group(self.store.root, self.hash)}/{self.spec.kind}/zarr.json"
+        return int(json.loads(self.store.fs.cat_file(path))["shape"][0])
+
     def _stats_path(self, seq: int) -> str:
         return f"{layout.stats_dir(self.store.root, self.hash)}/{seq:010d}.npz"
 

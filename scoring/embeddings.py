@@ -10,13 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from featurestore.extract import extract_track
 from featurestore.spec import FeatureSpec
 from featurestore.statuses import OK
 from featurestore.store import Store
 from scoring.rankings import SHOWN, model_scores
 from scoring.score_tables import KEY, ScoreTable
-from training.inference import resolve_device
 from training.model_files import ModelFiles
 
 #: What a track's embedding is, per architecture (recorded in the version's ``version.json``).
@@ -64,7 +62,11 @@ def audio_embedding(store: Store, model: str, path: str, version: str | None = N
     scored version the result will be compared with, which must be the model's current one
     (the file is embedded with the model's current weights). Raises ``ValueError`` naming the
     file when it cannot be read or is shorter than one tile."""
-    from scoring.score_tasks import track_outputs  # loads torch models: only when asked
+    # Extraction (scipy, librosa) and the model (torch) only when a file is embedded: a
+    # search from a library track reads committed embeddings and loads neither.
+    from featurestore.extract import extract_track
+    from scoring.score_tasks import track_outputs
+    from training.inference import resolve_device
 
     files = ModelFiles(store, model)
     config = files.read_complete_config()

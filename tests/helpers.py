@@ -120,6 +120,30 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "featurestore.cli", *args]
 
 
+#: Runs the command line as ``python -m featurestore.cli`` does, then names every module the
+#: process holds (``-X importtime`` misses those imported by ``importlib``, as entry points are).
+_PROBE = """
+import runpy, sys
+sys.argv[0] = "featurestore"
+try:
+    runpy.run_module("featurestore.cli", run_name="__main__", alter_sys=True)
+except SystemExit as done:
+    print("MODULES", *sorted(sys.modules), file=sys.stderr)
+    raise
+"""
+
+
+def cli_modules(*args: str):
+    """Run the command in a subprocess: the finished process (a ``CompletedProcess``) and the
+    names of the modules it had imported when it exited."""
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True,
+                         text=True, timeout=120)
+    line = next(x for x in res.stderr.splitlines() if x.startswith("MODULES "))
+    return res, set(line.split()[1:])
+
+
 def run_cli(capsys, *args: str):
     """The command line run in this process, ``featurestore.cli.main(args)`` (what the console
     script calls): its exit code and output, as a ``CompletedProcess``. Cheaper than

@@ -22,7 +22,7 @@ from scoring.embeddings import EMBEDDINGS
 from scoring.report import markdown
 from scoring.score_tables import KEY, score_table
 from scoring.similarity import ExactIndex, neighbour_figures
-from tests.helpers import cli
+from tests.helpers import cli, cli_modules
 from training import TrainConfig, train
 from training.model_files import ModelFiles
 
@@ -204,10 +204,11 @@ def test_similar_tracks_follow_cosine_and_filters(scored):
 def test_similar_command_by_track_and_by_reference_audio(scored, tmp_path):
     url = scored["url"]
     store = featurestore.open(url)
-    res = subprocess.run(cli("similar", "--store", url, "--model", MODEL, "--track", "t00003",
-                             "--top", "5", "--exclude-own-film", "--format", "json"),
-                         capture_output=True, text=True, timeout=120)
+    res, modules = cli_modules("similar", "--store", url, "--model", MODEL, "--track",
+                               "t00003", "--top", "5", "--exclude-own-film", "--format", "json")
     assert res.returncode == 0, res.stderr
+    # a library track's committed embedding needs neither the model nor the extraction
+    assert not modules & {"torch", "scipy.signal", "librosa", "zarr"}, modules
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     expected = similar(store, MODEL, "t00003", top=5, exclude_own_film=True)
     assert [r["track_id"] for r in rows] == expected["track_id"].tolist()
