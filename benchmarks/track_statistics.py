@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import warnings
 
-import numpy as np
 import pandas as pd
 from model_quality import baseline, mfcc_statistics
 from sklearn.metrics import label_ranking_average_precision_score as lrap

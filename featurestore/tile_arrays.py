@@ -27,11 +27,15 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.urls import is_local, normalize_url
+
+if TYPE_CHECKING:  # annotations only: Zarr is imported where arrays are opened
+    import zarr
 
 
 def zarr_store(url: str, storage_options: dict | None = None, read_only: bool = False):

@@ -4,7 +4,6 @@ tasks."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
