@@ -82,8 +82,8 @@ def track_statistics(tiles: torch.Tensor, counts: torch.Tensor,
 #: Cepstral coefficients (1 to 40, as the MFCC feature set keeps) whose statistics ``kernel``
 #: adds on a log-mel feature set to each band's mean and standard deviation: on the default
 #: log-mel spec, the MFCC set's own statistics beside the bands'. On the game-score corpus that
-#: ranked above ``kernel`` on the MFCC set in 17 of 30 folds by track, +0.010 LRAP; the bands'
-#: statistics alone ranked below it (docs/training.md).
+#: ranked above ``kernel`` on the MFCC set in 17 of 30 folds by track, +0.010 LRAP
+#: (docs/training.md).
 CEPSTRA = 40
 
 
