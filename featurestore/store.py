@@ -25,7 +25,7 @@ from featurestore.parquet_files import parquet_bytes
 from featurestore.query import (BUILD_COLUMNS, CatalogPart, ScanStats, TrackQuery,
                                 build_rows, catalog_fragment, join_build, plan_scan,
                                 read_part)
-from featurestore.spec import ALGORITHM_VERSION, FeatureSpec, TileEncoding
+from featurestore.spec import ALGORITHM_VERSION, KINDS, FeatureSpec, TileEncoding
 from featurestore.statuses import OK, REMOVED
 from featurestore.tile_arrays import Moments, TileArrays, TileSource, read_tiles, tile_rows
 from featurestore.urls import atomic_write, filesystem, normalize_url
@@ -186,12 +186,15 @@ class Store:
         return out
 
     def feature_set(self, spec: FeatureSpec | str | None = None) -> FeatureSet:
-        """The feature set of ``spec`` (a spec or its hash); with no argument, the only one,
-        or the default spec's when there are several."""
+        """The feature set of ``spec``: a spec, its hash, or a kind (``mfcc``, ``logmel``: the
+        store's only set of that kind, or that kind's default spec when there are several);
+        with no argument, the only one, or the default spec's when there are several."""
         self.check_layout()
         hashes = self.feature_set_hashes()
         if isinstance(spec, FeatureSpec):
             wanted = spec.hash
+        elif isinstance(spec, str) and spec in KINDS:
+            wanted = self._of_kind(spec, hashes)
         elif isinstance(spec, str):
             wanted = spec
         elif len(hashes) == 1:
@@ -207,6 +210,19 @@ class Store:
             raise StoreError(f"{self.url} has no feature set {wanted} (it has: "
                              f"{', '.join(hashes) or 'none'})")
         return self._load_feature_set(wanted)
+
+    def _of_kind(self, kind: str, hashes: list[str]) -> str:
+        """The hash that the kind name ``kind`` stands for (see :meth:`feature_set`)."""
+        of_kind = [h for h in hashes if self._load_feature_set(h).spec.kind == kind]
+        if len(of_kind) == 1:
+            return of_kind[0]
+        if FeatureSpec(kind=kind).hash in of_kind:
+            return FeatureSpec(kind=kind).hash
+        if not of_kind:
+            raise StoreError(f"{self.url} holds no {kind} feature set (it has: "
+                             f"{', '.join(hashes) or 'none'}): build one with --kind {kind}")
+        raise StoreError(f"{self.url} holds several {kind} feature sets ({', '.join(of_kind)}); "
+                         "name one by its hash")
 
     def create_feature_set(self, spec: FeatureSpec, encoding: TileEncoding) -> FeatureSet:
         """Create the feature set of ``spec`` if new (spec file, arrays); return it."""

@@ -238,8 +238,12 @@ def test_kernel_on_log_mel_tiles_fits_their_cepstra_and_scores(demo_library, das
     spec = featurestore.FeatureSpec(kind="logmel", n_mels=32)
     featurestore.build(copy_demo_library(demo_library, tmp_path / "lib", 24), url, spec=spec,
                        client=dask_client, progress=False)
-    train(url, "k", TrainConfig(arch="kernel", feature_set=spec.hash, **QUICK), progress=False)
+    # A kind names the store's feature set of that kind.
+    train(url, "k", TrainConfig(arch="kernel", feature_set="logmel", **QUICK), progress=False)
     store = featurestore.open(url)
+    assert ModelFiles(store, "k").read_config()["feature_set"] == spec.hash
+    with pytest.raises(featurestore.StoreError, match="no mfcc feature set.*--kind mfcc"):
+        store.feature_set("mfcc")
     model = ModelFiles(store, "k").load_model()
     assert model.layout == StatisticsLayout(QUANTILES, 31)
     assert model.center.shape == (2 * 32 + 5 * 31,)

@@ -223,7 +223,7 @@ FIELD_HELP = {
                   "memory)",
     "compile": "torch.compile the fused ensemble's steps (CUDA)",
     "buffer_chunks": "chunks mixed in the shuffle buffer when tiles are read from the store",
-    "feature_set": "the feature set's hash (default: the store's only one, or the default "
-                   "spec's)",
+    "feature_set": "the feature set's hash, or a kind (mfcc, logmel) naming the store's set of "
+                   "that kind (default: the store's only one, or the default spec's)",
     "extra": "free-form settings kept with the model (Python only)",
 }
