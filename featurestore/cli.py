@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterable
@@ -125,7 +126,8 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--where", metavar="EXPR",
                    help="free predicate, e.g. \"1960 <= year < 1970 and contains(composer, "
                         "'morricone') and n_tiles >= 3\"")
-    g.add_argument("--feature-set", metavar="HASH", help="whose build status to use")
+    g.add_argument("--feature-set", metavar="HASH", help="whose build status to use (a hash, "
+                   "or mfcc / logmel for the store's set of that kind)")
 
 
 def filters(args: argparse.Namespace) -> dict:
@@ -247,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         return int(args.run(args))
+    except BrokenPipeError:
+        # The reader stopped reading (`featurestore tracks ... | head`): nothing to explain.
+        # stdout goes to devnull so that the interpreter's flush at exit does not fail again;
+        # the status is Python's own for a broken pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return int(ExitCode.ERROR)
     except (Exception, KeyboardInterrupt) as exc:  # the last line of defence: say what happened
         code = exit_code_for(exc)
         print(_explain(exc, code, getattr(args, "store", None)), file=sys.stderr)

@@ -51,6 +51,13 @@ def test_queries_load_neither_training_nor_build_libraries(tmp_path, dask_client
     assert res.returncode == 0 and "2 tracks" in res.stdout, res.stdout
     # the slots come from the tile array's zarr.json: no Zarr for a summary
     assert not modules & (HEAVY | {"zarr", "dask"}), modules & (HEAVY | {"zarr", "dask"})
+    # A reader that stops reading (`| head`) ends the query quietly, as Python does (status 1).
+    proc = subprocess.Popen(cli("tracks", "--store", url), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the command prints anything: its first write finds no reader
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == ExitCode.ERROR
+    assert "error" not in err and "Traceback" not in err, err
 
 
 def test_train_options_are_train_config_fields(monkeypatch):
