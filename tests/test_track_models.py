@@ -286,3 +286,12 @@ def test_track_level_model_scores_ranks_and_rescores_nightly(demo_store, dask_cl
         score(url, "nightly", aggregate="max", rescore=True, client=dask_client, progress=False)
     again = score(url, "nightly", rescore=True, client=dask_client, progress=False)
     assert again.scored == built + 3 and again.commit == 3
+    # A model saved with settings a later version no longer has or offers still scores.
+    files = ModelFiles(featurestore.open(url), "nightly")
+    config = files.read_config()
+    config["train_config"].update(optimizer="lbfgs", balance="gone", retired_setting=1)
+    files.write_config(config)
+    old = score(url, "nightly", rescore=True, client=dask_client, progress=False)
+    assert old.scored == built + 3
+    assert len(track_rankings(featurestore.open(url), "nightly", ["s000"], "more")) == len(
+        classes)

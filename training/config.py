@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 #: ``auto`` selects among :data:`CANDIDATES` by cross-validation on the training side.
 ARCHITECTURES = ("auto", "linear", "kernel", "pooled", "dnn", "cnn", "ensemble", "multilabel")
@@ -168,7 +168,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        data = dict(data)
+        """The settings a model was saved with. Reading them back never fails on what a later
+        version changed, so that stored models keep scoring: a setting it no longer has is
+        left out, and a choice it no longer offers (an optimizer, say) reads as unset; neither
+        shapes a trained model's forward pass."""
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        for name, choices in FIELD_CHOICES.items():
+            if name != "arch" and data.get(name) not in (None, *choices):
+                data.pop(name)  # the field's default
         for name in ("labels", "dropout", "candidates"):
             data[name] = tuple(data.get(name, ()))
         return cls(**data)
