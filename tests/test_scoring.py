@@ -37,19 +37,23 @@ def trained(tmp_path_factory, demo_library, demo_store):
     """The demo library built (chunks of 8 tiles: a copy of the session's demo store) with a
     briefly trained ensemble; tests score copies of it."""
     root = tmp_path_factory.mktemp("scoring")
-    url = str(root / "store")
-    shutil.copytree(demo_store, url)
+    url = _copy_store(demo_store, root)
     train(url, MODEL, TrainConfig(arch="ensemble", epochs=2, patience=2, optimizer="adam",
                                   learning_rate=1e-3, min_tracks=6, test_size=0.25),
           progress=False)
     return {"store": url, "catalog": demo_library, "root": root}
 
 
+def _copy_store(source: str, directory) -> str:
+    """A copy of the store at ``source`` as ``directory/store``; its URL."""
+    url = str(directory / "store")
+    shutil.copytree(source, url)
+    return url
+
+
 @pytest.fixture
 def store_copy(trained, tmp_path):
-    url = str(tmp_path / "store")
-    shutil.copytree(trained["store"], url)
-    return url
+    return _copy_store(trained["store"], tmp_path)
 
 
 def _rankings(url: str) -> pd.DataFrame:
@@ -341,8 +345,7 @@ def two_catalogs(trained, tmp_path_factory, dask_client):
     ``store``, with ``first`` the report of that scoring run; and ``reference``, a copy of it
     scored undisturbed. Tests work on copies of ``store``."""
     root = tmp_path_factory.mktemp("two-catalogs")
-    url = str(root / "store")
-    shutil.copytree(trained["store"], url)
+    url = _copy_store(trained["store"], root)
     first = score(url, MODEL, client=dask_client, progress=False)
     _add_second_catalog(url, trained, dask_client)
     reference = str(root / "reference")
@@ -353,9 +356,7 @@ def two_catalogs(trained, tmp_path_factory, dask_client):
 
 @pytest.fixture
 def two_catalogs_copy(two_catalogs, tmp_path):
-    url = str(tmp_path / "store")
-    shutil.copytree(two_catalogs["store"], url)
-    return url
+    return _copy_store(two_catalogs["store"], tmp_path)
 
 
 @pytest.mark.parametrize("point", ["lock", "staged"])
