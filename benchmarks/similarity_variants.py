@@ -23,16 +23,11 @@ import torch
 import featurestore
 from featurestore.statuses import OK
 from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
-from scoring.evaluate import split_tracks_of, statistics_baseline
+from scoring.evaluate import split_tracks_of, standardized, statistics_baseline
 from scoring.score_tables import KEY
 from scoring.similarity import neighbour_figures, unit
 from training.linear import statistics_of
 from training.model_files import ModelFiles
-
-
-def standardized(values: np.ndarray) -> np.ndarray:
-    """Each column standardized over the library."""
-    return (values - values.mean(0)) / np.maximum(values.std(0), 1e-12)
 
 
 def extra_statistics(tiles: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:

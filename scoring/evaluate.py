@@ -110,8 +110,12 @@ def statistics_baseline(store: Store, feature_set: str, tracks: pd.DataFrame) ->
         index, _ = tile_rows(chosen["tile_start"].to_numpy(np.int64),
                              chosen["n_tiles"].to_numpy(np.int64))
         parts.append(statistics_of(read_tiles(source, index), chosen["n_tiles"].to_numpy()))
-    stats = np.concatenate(parts) if parts else np.zeros((0, 0))
-    return (stats - stats.mean(0)) / np.maximum(stats.std(0), 1e-12)
+    return standardized(np.concatenate(parts) if parts else np.zeros((0, 0)))
+
+
+def standardized(values: np.ndarray) -> np.ndarray:
+    """Each column of ``values`` standardized over its rows (constant columns become 0)."""
+    return (values - values.mean(0)) / np.maximum(values.std(0), 1e-12)
 
 
 def similarity_figures(store: Store, table: ScoreTable, wanted: pd.DataFrame,
