@@ -93,7 +93,7 @@ def _statistics_by_hand(url: str, model) -> pd.DataFrame:
         frames = tiles.values[mask].transpose(1, 0, 2).reshape(tiles.shape[1], -1)
         frames = frames.astype(np.float64)
         stats = np.concatenate([frames.mean(1), frames.std(1), *np.percentile(
-            frames, np.multiply(model.quantiles, 100), axis=1)])
+            frames, np.multiply(model.layout.quantiles, 100), axis=1)])
         rows.append((*key, (stats - model.center.numpy()) / model.scale.numpy()))
     return pd.DataFrame(rows, columns=[*KEY, "expected"])
 

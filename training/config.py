@@ -175,6 +175,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
         for name, choices in FIELD_CHOICES.items():
+            # a retired architecture stays an error: no model of it can be built
             if name != "arch" and data.get(name) not in (None, *choices):
                 data.pop(name)  # the field's default
         for name in ("labels", "dropout", "candidates"):

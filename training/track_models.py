@@ -183,10 +183,6 @@ class StatisticsModel(TrackModel):
         self.register_buffer("scale", torch.ones(n, dtype=torch.float64))
         self.register_buffer("cepstra", torch.tensor(layout.cepstra))
 
-    @property
-    def quantiles(self) -> tuple[float, ...]:
-        return self.layout.quantiles
-
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         saved, cepstra = state_dict.get(prefix + "center"), state_dict.get(prefix + "cepstra")
