@@ -67,8 +67,10 @@ def _rankings(args: argparse.Namespace) -> int:
 
     store = open_store(args)
     if bool(args.track) == bool(args.label):
-        raise ValueError("give --track (a track's labels) or --label (the best tracks), "
-                         "not both")
+        raise ValueError(("give --track or --label, not both" if args.track else
+                          "give --track ID (that track's labels ranked) or --label LABEL (the "
+                          "tracks that best fit the labels; --genre filters on the catalog's "
+                          "genres)"))
     if args.track:
         frame = track_rankings(store, args.model, args.track, args.catalog, args.version)
     else:

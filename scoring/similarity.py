@@ -129,7 +129,9 @@ def similar(store: Store, model: str, track: str | None = None, *, audio: str | 
     from scoring.embeddings import audio_embedding, current_embeddings
 
     if (track is None) == (audio is None):
-        raise ValueError("give a track id or a reference audio file, not both")
+        raise ValueError("give a track id or a reference audio file, not both"
+                         if track is not None else
+                         "give a track id or a reference audio file to search from")
     if exclude_own_film and audio is not None:
         raise ValueError("a reference audio file has no film to exclude; narrow the "
                          "candidates with the filters instead (e.g. --where \"film != '...'\")")

@@ -506,6 +506,10 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     res = subprocess.run(cli("rankings", "--store", store_copy, "--model", MODEL, "--track",
                              "zzz"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "no current scores" in res.stderr
+    # --genre filters the catalog's genres; the labels to rank by are --label
+    res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--genre", "Drama")
+    assert res.returncode == 2 and "--label LABEL" in res.stderr, res.stderr
+    assert "not both" not in res.stderr
 
     report_dir = str(tmp_path / "report")
     res = run_cli(capsys, "evaluate", "--store", store_copy, "--model", MODEL, "--json",

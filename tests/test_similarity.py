@@ -197,8 +197,10 @@ def test_similar_tracks_follow_cosine_and_filters(scored):
 
     with pytest.raises(ValueError, match="track 'nope' has no current embedding"):
         similar(store, MODEL, "nope")
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="to search from"):
         similar(store, MODEL)
+    with pytest.raises(ValueError, match="not both"):
+        similar(store, MODEL, "t00003", audio="cue.wav")
 
 
 def test_similar_command_by_track_and_by_reference_audio(scored, tmp_path):
