@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import featurestore
 from scoring.score_tasks import ScoreJob, loaded_model, score_tiles
 from training import TrainConfig, train
 from training.fused import FusedEnsemble, FusedTrainer
 from training.model_files import ModelFiles
-from training.models import Ensemble, build_model, member
+from training.models import Ensemble, build_model, member, same_pad
 from tests.helpers import small_library
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,6 +65,41 @@ def test_fused_forward_equals_the_members():
             assert torch.equal(value, theirs[key]), key
     with pytest.raises(ValueError, match="ensemble members"):
         FusedEnsemble([build_model("cnn", (16, 16), 3)])
+
+
+def test_convolutions_pad_as_keras_and_run_channels_last(monkeypatch):
+    channels_last = torch.channels_last
+    for kernel, (before, after) in ((2, (0, 1)), (3, (1, 1)), (5, (2, 2))):
+        for channels in (1, 4):
+            x = torch.randn(3, channels, 8, 16)
+            padded = same_pad(x, kernel)
+            assert torch.equal(padded, nn.ZeroPad2d((before, after, before, after))(x))
+            assert padded.stride(1) == 1  # channels-last strides, one channel included
+    # given plain one-channel tiles, every convolution's output is channels-last: the layout
+    # oneDNN's pooling runs several times faster in (a one-channel input used to make the
+    # first layer, and in the fused CPU path every layer, run in the classic layout)
+    layouts = []
+    conv2d = F.conv2d
+
+    def recording(*args, **kwargs):
+        out = conv2d(*args, **kwargs)
+        layouts.append(out.is_contiguous(memory_format=channels_last))
+        return out
+
+    x = torch.randn(4, 1, *SHAPE)
+    for model, tiles in ((build_model("cnn", (16, 32), 3), torch.randn(4, 1, 16, 32)),
+                         (_ensemble(2), x)):
+        hooks = [m.register_forward_hook(lambda _m, _i, out: layouts.append(
+            out.is_contiguous(memory_format=channels_last)))
+            for m in model.modules() if isinstance(m, nn.Conv2d)]
+        model(tiles)
+        for h in hooks:
+            h.remove()
+    assert len(layouts) == 4 + 2 * 3 and all(layouts), layouts
+    layouts.clear()
+    monkeypatch.setattr(F, "conv2d", recording)
+    FusedEnsemble(list(_ensemble(2).members)).train().forward_member(x, 1)
+    assert len(layouts) == 3 and all(layouts), layouts
 
 
 def _batches(rng: np.random.Generator, sizes: list[int], n_tiles: int):

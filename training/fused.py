@@ -32,7 +32,7 @@ from torch import nn
 from training.config import TrainConfig
 from training.inference import autocast
 from training.memory_budget import device_dtype
-from training.models import Ensemble, Tagger, member
+from training.models import Ensemble, Tagger, member, same_pad
 from training.samplers import OneVsRestSampler, TileTable
 
 #: Tiles per thread task on a CPU. 32 tiles' largest activation (the first block's, 16 MiB)
@@ -40,12 +40,6 @@ from training.samplers import OneVsRestSampler, TileTable
 #: in afresh by every op: 1.4x faster per tile than 128 on one core. Small tasks also keep
 #: every core busy when members are fewer than cores.
 CPU_CHUNK = 32
-
-
-def _pads(kernel: int) -> tuple[int, int, int, int]:
-    # "same" padding as training.models._conv_block: even kernels pad one more right and bottom
-    before, after = (kernel - 1) // 2, kernel - 1 - (kernel - 1) // 2
-    return before, after, before, after
 
 
 def _dropout(h: torch.Tensor, p: float, training: bool,
@@ -67,7 +61,7 @@ class FusedEnsemble(nn.Module):
     each member its own batch, ``(m, B, 1, H, W)`` to ``(m, B)``. ``forward_member(x, k)``: one
     member. Built from members (``FusedEnsemble(members)``, their weights copied) and turned
     back into members with :meth:`to_members` or :meth:`copy_to`. Move it with ``.to(device)``:
-    its convolutions run in the layout of their input (channels-last tiles run channels-last).
+    its convolutions run channels-last (:func:`training.models.same_pad`).
     """
 
     def __init__(self, members: Sequence[Tagger]):
@@ -149,7 +143,7 @@ class FusedEnsemble(nn.Module):
         n_conv = len(self.kernels)
         h = (x - self.mean[k]) / self.std[k]
         for i, kernel in enumerate(self.kernels):
-            h = F.conv2d(F.pad(h, _pads(kernel)), p[2 * i], p[2 * i + 1])
+            h = F.conv2d(same_pad(h, kernel), p[2 * i], p[2 * i + 1])
             h = _dropout(F.relu(F.max_pool2d(h, 2)), self.conv_dropout[i], self.training,
                          generator)
         h = _dropout(h.flatten(1), self.head_dropout[0], self.training, generator)
@@ -165,7 +159,7 @@ class FusedEnsemble(nn.Module):
         m, n_conv = params[0].shape[0], len(self.kernels)
         h = h.contiguous(memory_format=torch.channels_last)
         for i, kernel in enumerate(self.kernels):
-            h = F.conv2d(F.pad(h, _pads(kernel)), params[2 * i].flatten(0, 1),
+            h = F.conv2d(same_pad(h, kernel), params[2 * i].flatten(0, 1),
                          params[2 * i + 1].flatten(), groups=m)
             h = _dropout(F.relu(F.max_pool2d(h, 2)), self.conv_dropout[i], self.training,
                          generator)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from training.models import Standardize
+from training.models import Standardize, channels_last
 
 
 def track_index(counts: torch.Tensor) -> torch.Tensor:
@@ -278,7 +278,7 @@ class PooledCNN(TrackModel):
         """``(n, 1, rows, frames)`` tiles to ``(n, embedding_size)`` embeddings."""
         if len(tiles) > self.embed_chunk:  # bounded activations when scoring long tracks
             return torch.cat([self.embed(part) for part in tiles.split(self.embed_chunk)])
-        h = self.encoder(self.standardize(tiles))
+        h = self.encoder(channels_last(self.standardize(tiles)))
         return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
 
     def pooled(self, tiles: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
