@@ -178,6 +178,7 @@ def fused_rate(tiles: np.ndarray, table: TileTable, config: TrainConfig, device:
                 _sync(device)
                 started = time.perf_counter()
                 warm_up = started - began
+                busy.samples.clear()  # the timed steps' utilization, not the compilation's
             cols = slice(i * batch, (i + 1) * batch)
             trainer.step(rows, pos_d[:, cols], y_d[:, cols], w, [batch] * n_members,
                          config.learning_rate, pool)

@@ -43,9 +43,9 @@ from catalogs.demo import FILMS, generate_demo_library
 from featurestore.extract import TrackResult, extract_track
 from featurestore.cluster import connect
 from scoring import score
-from scoring.score_tasks import score_tiles
+from scoring.score_tasks import ready_to_score, score_tiles
 from training import TrainConfig, train
-from training.inference import place, resolve_device
+from training.inference import resolve_device
 from training.model_files import ModelFiles
 
 MODEL = "bench-ensemble"
@@ -122,7 +122,7 @@ def prepare(directory: str, n_tracks: int, copies: int = 1,
 
 def model_only(url: str, device: torch.device, n: int = 2048) -> float:
     store = featurestore.open(url)
-    model = place(ModelFiles(store, MODEL).load_model(), device)
+    model = ready_to_score(ModelFiles(store, MODEL).load_model(), device)  # as score runs it
     tiles = store.tiles().values[:n].astype(np.float32)
     score_tiles(model, tiles[:512], False, device)  # warm up
     start = time.perf_counter()
@@ -136,7 +136,7 @@ def _score_share(url: str, share: int, of: int, n: int,
     ``share``, on one thread of this process, with no Dask and nothing written."""
     torch.set_num_threads(1)
     store = featurestore.open(url)
-    model = place(ModelFiles(store, MODEL).load_model(), torch.device("cpu"))
+    model = ready_to_score(ModelFiles(store, MODEL).load_model(), torch.device("cpu"))
     tiles = store.tiles().values[:n].astype(np.float32)[share::of]
     score_tiles(model, tiles[:64], False, torch.device("cpu"), batch_size)  # warm up
     start = time.perf_counter()

@@ -65,7 +65,7 @@ def audio_embedding(store: Store, model: str, path: str, version: str | None = N
     # Extraction (scipy, librosa) and the model (torch) only when a file is embedded: a
     # search from a library track reads committed embeddings and loads neither.
     from featurestore.extract import extract_track
-    from scoring.score_tasks import track_outputs
+    from scoring.score_tasks import ready_to_score, track_outputs
     from training.inference import resolve_device
 
     files = ModelFiles(store, model)
@@ -79,6 +79,7 @@ def audio_embedding(store: Store, model: str, path: str, version: str | None = N
     if result.status != OK:
         raise ValueError(f"reference audio {path}: {result.status}: {result.error}")
     counts = np.array([len(result.tiles)], dtype=np.int64)
-    _, _, vectors = track_outputs(files.load_model(config), result.tiles, counts,
-                                  bool(config["softmax"]), resolve_device(device))
+    device = resolve_device(device)
+    _, _, vectors = track_outputs(ready_to_score(files.load_model(config), device),
+                                  result.tiles, counts, bool(config["softmax"]), device)
     return vectors[0]

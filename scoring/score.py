@@ -243,6 +243,15 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
     return report
 
 
+def _local_workers(device: str) -> int | None:
+    """Workers of a LocalCluster that scores on ``device``: one where that is CUDA (each worker
+    keeps the model and its batches' activations on the GPU, so one per core would share one
+    GPU's memory among them all), else the default (one per core)."""
+    from training.inference import resolve_device
+
+    return 1 if resolve_device(device).type == "cuda" else None
+
+
 def _run(job: ScoreJob, todo: pd.DataFrame, batch_tiles: int | None, report: ScoreReport,
          store: Store, client, scheduler, scheduler_file, n_workers, progress, log) -> list[str]:
     """Submit the batches, wait for every one; returns the staged files written."""
@@ -251,7 +260,8 @@ def _run(job: ScoreJob, todo: pd.DataFrame, batch_tiles: int | None, report: Sco
         raise StoreError("a memory:// store lives in this process only; it cannot be scored "
                          "on a remote cluster")
     cluster = (contextlib.nullcontext(client) if client is not None else
-               connect(scheduler, scheduler_file, n_workers, processes=not local_only))
+               connect(scheduler, scheduler_file, n_workers or _local_workers(job.device),
+                       processes=not local_only))
     with cluster as client:
         log(f"dask dashboard: {client.dashboard_link}")
         report.workers = max(len(client.scheduler_info(n_workers=-1)["workers"]), 1)

@@ -69,12 +69,17 @@ def loaded_model(job: ScoreJob) -> tuple[nn.Module, torch.device, bool]:
                          f"{files.version()}, not {job.version}); run the scoring again")
     device = resolve_device(job.device)
     _MODELS.clear()  # one model at a time per worker: memory stays bounded
-    model = files.load_model()
-    # the fused module's convolutions follow the tiles' channels-last layout (place() on them)
-    model = (FusedEnsemble(list(model.members)).eval().to(device)
-             if isinstance(model, Ensemble) else place(model, device))
-    _MODELS[key] = (model, device)
+    _MODELS[key] = (ready_to_score(files.load_model(), device), device)
     return (*_MODELS[key], True)
+
+
+def ready_to_score(model: nn.Module, device: torch.device) -> nn.Module:
+    """A loaded model (:meth:`~training.model_files.ModelFiles.load_model`) as scoring runs
+    it on ``device``: an ensemble as one :class:`~training.fused.FusedEnsemble` (all members
+    in one grouped pass on a GPU), any other model placed channels-last."""
+    if isinstance(model, Ensemble):
+        return FusedEnsemble(list(model.members)).eval().to(device)
+    return place(model, device)
 
 
 def default_batch_size(device: torch.device) -> int:

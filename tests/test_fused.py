@@ -18,7 +18,7 @@ from torch import nn
 
 import featurestore
 from scoring.score_tasks import ScoreJob, loaded_model, score_tiles
-from training import TrainConfig, train
+from training import TrainConfig, TrainingError, train
 from training.fused import FusedEnsemble, FusedTrainer
 from training.model_files import ModelFiles
 from training.models import Ensemble, build_model, member, same_pad
@@ -100,6 +100,19 @@ def test_convolutions_pad_as_keras_and_run_channels_last(monkeypatch):
     monkeypatch.setattr(F, "conv2d", recording)
     FusedEnsemble(list(_ensemble(2).members)).train().forward_member(x, 1)
     assert len(layouts) == 3 and all(layouts), layouts
+
+
+def test_the_grouped_training_pass_compiles_to_one_graph():
+    # --compile on a GPU compiles this pass; a break (a generator handed to dropout did it)
+    # cuts it into pieces run eagerly between compiled ones
+    import torch._dynamo
+
+    fused = FusedEnsemble(list(_ensemble(3).members)).train()
+    seeded = torch.Generator().manual_seed(0)
+    explained = torch._dynamo.explain(fused.forward_members)(
+        torch.randn(3, 4, 1, *SHAPE), None, None, seeded)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), \
+        explained.break_reasons
 
 
 def _batches(rng: np.random.Generator, sizes: list[int], n_tiles: int):
@@ -230,12 +243,23 @@ def test_trained_ensemble_saves_member_files_that_load_score_and_resume(small_st
 
     with pytest.raises(_Stop):
         train(small_store, "cut", config, progress=False, on_epoch=stop)
-    assert not ModelFiles(store, "cut").read_config()["complete"]
+    cut = ModelFiles(store, "cut")
+    began = cut.read_config()
+    assert not began["complete"] and began["train_config"]["batch_size"] == 128
+    # begun on a GPU, its defaults would have resolved to larger batches: refused here, and
+    # the interrupted run is left as it was
+    on_gpu = copy.deepcopy(began)
+    on_gpu["train_config"]["batch_size"] = 1024
+    cut.write_config(on_gpu)
+    with pytest.raises(TrainingError, match="begun on another device.*batch_size 1024 there, "
+                                            "128 here"):
+        train(small_store, "cut", config, progress=False)
+    assert cut.read_config() == on_gpu
+    cut.write_config(began)
     resumed = train(small_store, "cut", config, progress=False)
     assert resumed.resumed
     np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"],
                                rtol=1e-6)
-    cut = ModelFiles(store, "cut")
     for key in saved["members"]:
         for name, value in cut.load_torch("weights", f"{key}.pt").items():
             torch.testing.assert_close(value, files.load_torch("weights", f"{key}.pt")[name],

@@ -47,7 +47,8 @@ def _dropout(h: torch.Tensor, p: float, training: bool,
     """Dropout drawing from ``generator`` (reproducible whichever thread runs it)."""
     if not training or p == 0:
         return h
-    if generator is None:
+    # torch.compile cannot trace a generator argument: it would cut the graph at every dropout
+    if generator is None or torch.compiler.is_compiling():
         return F.dropout(h, p, True)
     keep = torch.empty_like(h).bernoulli_(1 - p, generator=generator)
     return h * keep * (1 / (1 - p))
@@ -414,9 +415,10 @@ class FusedTrainer:
         members = self._members(rows)
         params = [(t if members is None else t.index_select(0, members)).detach()
                   .requires_grad_() for t in self.model.stacks()]
+        # compiled for every member at once only: subsets would each compile anew
+        forward = self._forward if members is None else self.model.forward_members
         with autocast(self.device, self.config.mixed_precision):
-            logits = self._forward(self.tiles[pos].unsqueeze(2), members, params,
-                                   self.generators[0])
+            logits = forward(self.tiles[pos].unsqueeze(2), members, params, self.generators[0])
         pw = None if self.pos_weight is None else (
             self.pos_weight if members is None else self.pos_weight[members])[:, None]
         losses = self._loss(logits, y, pw)

@@ -10,16 +10,19 @@ from training.config import TrainConfig
 
 
 def budget_bytes(config: TrainConfig, device: torch.device) -> int:
-    """The run's budget for tiles kept in memory: ``memory_budget_mb`` when set, else half the
-    free memory of a CUDA device (the activations and the optimizer need the rest) or a quarter
-    of the host's available memory."""
+    """The run's budget for tiles kept in memory (in bytes of :func:`tile_bytes`):
+    ``memory_budget_mb`` when set, else a quarter of the host's available memory, and on a CUDA
+    device also at most half its free memory (the activations and the optimizer need the
+    rest)."""
     if config.memory_budget_mb is not None:
         return int(config.memory_budget_mb * 2**20)
     host = psutil.virtual_memory().available // 4
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        # tiles pass through host memory (float32) on their way to the device
-        return int(min(free // 2, 2 * host))
+        # the tiles stay in host memory as float32 too (they are read there), so the host's
+        # quarter bounds that copy: as bfloat16 on the device, half as many bytes
+        itemsize = tile_bytes((1,), config, device)
+        return int(min(free // 2, host * itemsize // 4))
     return int(host)
 
 

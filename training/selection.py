@@ -81,7 +81,8 @@ def fit_track_model(config: TrainConfig, data: TrackData, train: np.ndarray, val
         row = {"member": label or config.arch, "epoch": 0, "train_loss": float("nan"),
                "val_loss": float("nan"), "val_lrap": tried[c], "C": c,
                "seconds": time.perf_counter() - started}
-        return to_module(pipeline, tile_shape, layout), [row]
+        # on the tiles' device, where it is validated and tested
+        return to_module(pipeline, tile_shape, layout).to(data.tiles.device), [row]
     if config.arch != "pooled":
         raise TrainingError(f"{config.arch!r} is not a track-level architecture "
                             f"({', '.join(TRACK_LEVEL)})")

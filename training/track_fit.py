@@ -53,13 +53,13 @@ def predict_tracks(model: nn.Module, tiles: torch.Tensor, tracks: TrackSet, conf
     model.eval()
     out = []
     device = tiles.device
+    counts = tracks.counts.tolist()  # one copy from the device, not one per track
     with torch.no_grad():
         start = 0
         while start < len(tracks):
-            stop = start + 1
-            total = int(tracks.counts[start])
-            while stop < len(tracks) and total + int(tracks.counts[stop]) <= max_tiles:
-                total += int(tracks.counts[stop])
+            stop, total = start + 1, counts[start]
+            while stop < len(tracks) and total + counts[stop] <= max_tiles:
+                total += counts[stop]
                 stop += 1
             s, c = tracks.starts[start:stop], tracks.counts[start:stop]
             x = tiles_of(tiles, s, c)[:, None].contiguous(memory_format=torch.channels_last)
@@ -90,7 +90,9 @@ def fit_tracks(model: nn.Module, tiles: torch.Tensor, train: TrackSet, val: Trac
         return keeper.finish()
     for epoch in range(start, config.epochs):
         model.train()
-        started, total, seen = time.perf_counter(), torch.zeros((), device=device), 0
+        # sums kept on the device: no wait for the GPU within an epoch
+        started = time.perf_counter()
+        total, seen = torch.zeros((), device=device), torch.zeros((), device=device)
         order = torch.randperm(len(train)).to(device)
         for lo in range(0, len(order), config.tracks_per_batch):
             pick = order[lo:lo + config.tracks_per_batch]
@@ -107,7 +109,8 @@ def fit_tracks(model: nn.Module, tiles: torch.Tensor, train: TrackSet, val: Trac
             loss.backward()
             opt.step()
             total += loss.detach() * len(pick)
-            seen += int(counts.sum())
+            seen += counts.sum()
+        seen = int(seen)  # waits for the epoch's last step, so that the time is its own
         seconds = time.perf_counter() - started
         lr = opt.param_groups[0]["lr"]
         sched.step()
