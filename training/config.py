@@ -65,8 +65,8 @@ class TrainConfig:
 
     On a GPU, the study's models take batches of :data:`GPU_BATCH` tiles unless
     ``batch_size`` is set (the default learning rate scaled by the square root of the batch).
-    ``memory_budget_mb`` (default: half the GPU's free memory on CUDA, a quarter of the free
-    host memory on a CPU): the tiles a run needs are read once and kept in memory, the
+    ``memory_budget_mb`` (default: a quarter of the available host memory, on CUDA also at
+    most half the GPU's free memory): the tiles a run needs are read once and kept in memory, the
     ensemble's on the device as one tensor (``tile_dtype``), when they fit.
     ``compile``: ``torch.compile`` the fused ensemble's grouped pass (CUDA).
     """
@@ -227,7 +227,8 @@ FIELD_HELP = {
     "mixed_precision": "bfloat16 autocast on CUDA",
     "loader_workers": "DataLoader worker processes reading tiles",
     "memory_budget_mb": "keep the run's tiles in memory (the ensemble's on the GPU) when they "
-                        "fit (default: half the GPU's free memory, or a quarter of the host's)",
+                        "fit (default: a quarter of the host's available memory, on CUDA "
+                        "also at most half the GPU's free memory)",
     "tile_dtype": "how tiles kept on the training device are stored (bfloat16: half the "
                   "memory)",
     "compile": "torch.compile the fused ensemble's steps (CUDA)",
