@@ -158,7 +158,6 @@ class FusedEnsemble(nn.Module):
         # h: (B, m, H, W) standardized tiles, member j's in channel j; params: (m, ...) stacks;
         # returns every member's last hidden layer, (m, B, dense)
         m, n_conv = params[0].shape[0], len(self.kernels)
-        h = h.contiguous(memory_format=torch.channels_last)
         for i, kernel in enumerate(self.kernels):
             h = F.conv2d(same_pad(h, kernel), params[2 * i].flatten(0, 1),
                          params[2 * i + 1].flatten(), groups=m)

@@ -76,24 +76,19 @@ def _prepare(files: ModelFiles, config: TrainConfig, fset_hash: str, overwrite: 
         raise TrainingError(f"model {files.name!r} is an interrupted run with other settings "
                             f"({', '.join(changed)}); rerun with the same settings to resume, "
                             "or --overwrite to start over")
+    # Its defaults must resolve alike here (a run begun on a GPU takes larger batches and draws
+    # dropout from one generator, not one per CPU task): its checkpoint would not fit otherwise.
+    # Checked before any tile is read. An `auto` run not yet past its selection has none.
+    if saved.get("arch") != "auto":
+        began = saved.get("train_config", {})
+        now = config.resolved(saved["arch"]).to_dict()
+        changed = sorted(k for k, v in began.items() if v is not None and now.get(k) != v)
+        if changed:
+            then = ", ".join(f"{k} {began[k]} there, {now.get(k)} here" for k in changed)
+            raise TrainingError(f"model {files.name!r} is an interrupted run begun on another "
+                                f"device, whose defaults resolved otherwise ({then}); resume it "
+                                "on that device, or --overwrite to start over")
     return True
-
-
-def _check_resolved_alike(files: ModelFiles, config: TrainConfig) -> None:
-    """Refuse to resume a run whose defaults resolved otherwise where it began (a run begun
-    on a GPU takes larger batches and draws dropout from one generator, not one per CPU task):
-    its checkpoint would not fit this run."""
-    saved = files.read_config()
-    began = saved.get("train_config", {})
-    if saved.get("arch") != config.arch:  # interrupted before its defaults were resolved
-        return
-    now = config.to_dict()
-    changed = sorted(k for k, v in began.items() if v is not None and now.get(k) != v)
-    if changed:
-        then = ", ".join(f"{k} {began[k]} there, {now.get(k)} here" for k in changed)
-        raise TrainingError(f"model {files.name!r} is an interrupted run begun on another "
-                            f"device, whose defaults resolved otherwise ({then}); resume it on "
-                            "that device, or --overwrite to start over")
 
 
 def _curves_png(history: pd.DataFrame) -> bytes:
@@ -215,8 +210,6 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
             files.write_json(selection, "selection.json")
         log(f"auto chose {selection['best']}: {selection['reason']}")
         config = requested.resolved(selection["best"])
-    if resumed:
-        _check_resolved_alike(files, config)
     base.update(arch=config.arch, train_config=config.to_dict(),
                 softmax=is_softmax(config.arch), **({"selection": selection} if selection
                                                     else {}))
