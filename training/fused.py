@@ -194,29 +194,19 @@ class FusedEnsemble(nn.Module):
         h = (x[:, :, 0] - mean[:, None]) / std[:, None]
         return self._grouped(h.transpose(0, 1), params, generator)
 
-    def grouped(self, x: torch.Tensor) -> torch.Tensor:
-        """``forward`` as one grouped pass (the GPU's way): ``(B, 1, H, W)`` to ``(B, M)``."""
-        return self._grouped((x - self.mean) / self.std, self.stacks(), None).transpose(0, 1)
-
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward``'s logits ``(B, M)`` and every member's last hidden layer side by side,
         ``(B, M * dense)`` (member 0's first), as :meth:`Ensemble.outputs
-        <training.models.Ensemble.outputs>` gives them; one grouped pass on a GPU."""
+        <training.models.Ensemble.outputs>` gives them, from one grouped pass."""
         params = self.stacks()
-        if x.is_cuda:
-            hidden = self._grouped_hidden((x - self.mean) / self.std, params, None)
-            logits = self._grouped_logits(hidden, params)
-        else:
-            hidden = torch.stack([self._member_hidden(x, k, [t[k] for t in params], None)
-                                  for k in range(self.n_members)])
-            logits = torch.stack([F.linear(hidden[k], params[-2][k], params[-1][k])[:, 0]
-                                  for k in range(self.n_members)])
-        return logits.transpose(0, 1), hidden.transpose(0, 1).flatten(1)
+        hidden = self._grouped_hidden((x - self.mean) / self.std, params, None)
+        return (self._grouped_logits(hidden, params).transpose(0, 1),
+                hidden.transpose(0, 1).flatten(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:
-            return self.grouped(x)
-        return torch.stack([self.forward_member(x, k) for k in range(self.n_members)], dim=1)
+        """``(B, 1, H, W)`` to ``(B, M)`` logits in one grouped pass: a GPU's way (on a CPU the
+        plain :class:`~training.models.Ensemble`, members one after another, runs faster)."""
+        return self._grouped((x - self.mean) / self.std, self.stacks(), None).transpose(0, 1)
 
 
 class MemberOptimizer:
@@ -374,7 +364,7 @@ class FusedTrainer:
     def _cpu_task(self, k: int, pos: torch.Tensor, y: torch.Tensor, scale: float, slot: int):
         # one member's share of a step, on its own thread: (loss sum, grads of scale * sum)
         params = [t[k].detach().requires_grad_() for t in self.model.stacks()]
-        x = self.tiles[pos].unsqueeze(1).contiguous(memory_format=torch.channels_last)
+        x = self.tiles[pos].unsqueeze(1)
         logits = self.model.forward_member(x, k, params, self.generators[slot])
         pw = None if self.pos_weight is None else self.pos_weight[k:k + 1]
         total = self._loss(logits, y, pw).sum()
@@ -436,7 +426,7 @@ class FusedTrainer:
             def task(j: int, k: int, start: int) -> torch.Tensor:
                 stop = start + CPU_CHUNK
                 pos, y = plans[j][0][start:stop], plans[j][1][start:stop]
-                x = self.tiles[pos].unsqueeze(1).contiguous(memory_format=torch.channels_last)
+                x = self.tiles[pos].unsqueeze(1)
                 with torch.no_grad():  # grad mode is per thread
                     return self._loss(self.model.forward_member(x, k), y, None).sum()
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from training.models import channels_last
+
 
 def resolve_device(name: str) -> torch.device:
     """``auto``: CUDA when present, else CPU; or an explicit torch device string."""
@@ -20,8 +22,7 @@ def place(module_or_tiles, device: torch.device):
     cuDNN convolutions and pooling run fastest in (see benchmarks/scoring_throughput.py)."""
     if isinstance(module_or_tiles, nn.Module):
         return module_or_tiles.to(device=device, memory_format=torch.channels_last)
-    return module_or_tiles.to(device, non_blocking=True).contiguous(
-        memory_format=torch.channels_last)
+    return channels_last(module_or_tiles.to(device, non_blocking=True))
 
 
 def autocast(device: torch.device, enabled: bool):

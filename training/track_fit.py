@@ -62,7 +62,7 @@ def predict_tracks(model: nn.Module, tiles: torch.Tensor, tracks: TrackSet, conf
                 total += counts[stop]
                 stop += 1
             s, c = tracks.starts[start:stop], tracks.counts[start:stop]
-            x = tiles_of(tiles, s, c)[:, None].contiguous(memory_format=torch.channels_last)
+            x = tiles_of(tiles, s, c)[:, None]
             with autocast(device, config.mixed_precision):
                 out.append(model.forward_tracks(x, c).float())
             start = stop
@@ -100,7 +100,7 @@ def fit_tracks(model: nn.Module, tiles: torch.Tensor, train: TrackSet, val: Trac
                                      config.crop_tiles)
             if config.spec_augment:
                 x = spec_augment(x, fill)
-            x = x[:, None].contiguous(memory_format=torch.channels_last)
+            x = x[:, None]
             with autocast(device, config.mixed_precision):
                 pooled = model.pooled(x, counts)
             features, y = mixup(pooled.float(), train.targets[pick], config.mixup)
