@@ -114,6 +114,25 @@ def test_the_grouped_training_pass_compiles_to_one_graph():
         explained.break_reasons
 
 
+def test_dropout_draws_its_share_from_the_run_s_generator():
+    from training.fused import _dropout
+
+    h = torch.ones(64, 32, 20, 50).contiguous(memory_format=torch.channels_last)
+    for p in (0.1, 0.5):
+        a = _dropout(h, p, True, torch.Generator().manual_seed(3))
+        assert torch.equal(a, _dropout(h, p, True, torch.Generator().manual_seed(3)))
+        assert not torch.equal(a, _dropout(h, p, True, torch.Generator().manual_seed(4)))
+        assert abs((a == 0).double().mean().item() - p) < 0.003
+        assert abs(a.double().mean().item() - 1) < 0.005  # the expectation kept
+        assert a.is_contiguous(memory_format=torch.channels_last)
+    # every channel and every position drops its share, in either layout
+    for x in (h, torch.ones(64, 32, 20, 50)):
+        dropped = (_dropout(x, 0.3, True, torch.Generator().manual_seed(1)) == 0).double()
+        assert dropped.mean((0, 2, 3)).sub(0.3).abs().max() < 0.02
+        assert dropped.mean((0, 1)).sub(0.3).abs().max() < 0.06
+    assert _dropout(h, 0.3, False, torch.Generator()) is h
+
+
 def _batches(rng: np.random.Generator, sizes: list[int], n_tiles: int):
     """Per-member batches: positions into the tiles and 0/1 targets, float64."""
     return [(torch.from_numpy(rng.choice(n_tiles, n, replace=False)),
