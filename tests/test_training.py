@@ -53,6 +53,16 @@ def test_split_by_track_and_by_film():
         split_tracks(frame, group_by="studio")
 
 
+def test_settings_out_of_range_are_refused_naming_them():
+    with pytest.raises(TrainingError, match=r"dropout rates must be in \[0, 1\): got 0.1, 1.0"):
+        TrainConfig(dropout=(0.1, 1.0))
+    with pytest.raises(TrainingError, match="dropout rates"):
+        TrainConfig(dropout=(-0.1,))
+    with pytest.raises(TrainingError, match="folds must be at least 2"):
+        TrainConfig(folds=1)
+    assert TrainConfig(dropout=(0.0, 0.5)).dropout == (0.0, 0.5)
+
+
 def _table() -> TileTable:
     # 6 tracks, classes 0..2; class 2 is rare
     targets = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 1, 1], [1, 0, 0]],

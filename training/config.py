@@ -130,6 +130,10 @@ class TrainConfig:
             raise TrainingError("memory_budget_mb must not be negative")
         if self.folds < 2:
             raise TrainingError("folds must be at least 2")
+        if any(not 0 <= p < 1 for p in self.dropout):
+            # a rate of 1 would drop every value: the layer would pass nothing on
+            raise TrainingError(f"dropout rates must be in [0, 1): got "
+                                f"{', '.join(map(str, self.dropout))}")
         unknown = [c for c in self.candidates if c not in ARCHITECTURES or c == "auto"]
         if unknown:
             raise TrainingError(f"candidates {', '.join(unknown)}: choose among "
