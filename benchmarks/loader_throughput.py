@@ -1,6 +1,7 @@
 """Tile loader throughput against the model's own training throughput (run by hand).
 
     python benchmarks/loader_throughput.py [--tiles 40000] [--out benchmarks/out/loader-tiles]
+    python benchmarks/loader_throughput.py --compare-zarr [--repeats 3]
 
 Writes ``--tiles`` random (40, 100) float32 tiles into Zarr tile arrays laid out as a store's
 (256 tiles a chunk, zstd), larger than the loader's memory budget so the block-shuffle path runs,
@@ -10,11 +11,18 @@ once (``--repeats`` rounds, alternating, as this machine's speed drifts);
 random single-tile reads (the obvious alternative); and forward + backward of the ``cnn`` and an
 ensemble member on this machine's CPU (or GPU when present), batch 128. Target: the loader
 keeps up with training, and reaches 20,000 tiles/s with 2 workers.
+
+``--compare-zarr`` instead times, in alternating rounds, every tile read into memory
+(``read_tiles``, as training preloads) and one epoch of the default loader (0 workers,
+``READ_THREADS``) with the chunk files decoded by the reading threads
+(:func:`~featurestore.tile_arrays.read_range`) and with Zarr's own reads, the obvious
+alternative, and prints both and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 
@@ -22,7 +30,8 @@ import numpy as np
 import torch
 
 from featurestore.spec import FeatureSpec, TileEncoding
-from featurestore.tile_arrays import READ_THREADS, TileArrays, TileSource
+from featurestore import tile_arrays
+from featurestore.tile_arrays import READ_THREADS, TileArrays, TileSource, read_tiles
 from training.device_feed import to_device
 from training.loader import BlockShuffleTiles, make_loader
 from training.inference import place, resolve_device
@@ -89,17 +98,52 @@ def training_rate(model: torch.nn.Module, device: torch.device, steps: int = 20)
     return steps * 128 / (time.perf_counter() - start)
 
 
+@contextlib.contextmanager
+def zarr_reads():
+    """Every tile read through Zarr's own indexing (the chunk-file decoding switched off)."""
+    saved = tile_arrays._blosc_chunks
+    tile_arrays._blosc_chunks = lambda array: None
+    try:
+        yield
+    finally:
+        tile_arrays._blosc_chunks = saved
+
+
+def compare_zarr(url: str, n: int, repeats: int) -> None:
+    ways = {"chunk files": contextlib.nullcontext, "Zarr's reads": zarr_reads}
+    runs = {(way, what): [] for way in ways for what in ("read into memory", "loader")}
+    for _ in range(repeats):
+        for way, reads in ways.items():
+            with reads():
+                start = time.perf_counter()
+                read_tiles(TileSource(url), np.arange(n))
+                runs[way, "read into memory"].append(n / (time.perf_counter() - start))
+                runs[way, "loader"].append(loader_rate(url, n, 0, READ_THREADS))
+    for what in ("read into memory", "loader"):
+        mine, theirs = (np.mean(runs[way, what]) for way in ways)
+        for way in ways:
+            got = runs[way, what]
+            print(f"{what}, {way}: {np.mean(got):9.0f} tiles/s (runs: "
+                  f"{', '.join(f'{r:.0f}' for r in got)})")
+        print(f"  {what}: chunk files / Zarr's reads {mine / theirs:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiles", type=int, default=40_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=os.path.join("benchmarks", "out", "loader-tiles"))
+    parser.add_argument("--compare-zarr", action="store_true",
+                        help="chunk-file decoding against Zarr's own reads, nothing else")
     args = parser.parse_args()
     url = os.path.abspath(f"{args.out}-{args.tiles}.zarr")
     start = time.perf_counter()
     make_tiles(url, args.tiles)
     print(f"{args.tiles} tiles ({args.tiles * 16000 / 2**20:.0f} MiB as float32) at {url} "
           f"({time.perf_counter() - start:.1f} s)")
+    if args.compare_zarr:
+        compare_zarr(url, args.tiles, args.repeats)
+        return
     device = resolve_device("auto")
     runs: dict[tuple[int, int], list[float]] = {(w, t): [] for w in (0, 2)
                                                 for t in (1, READ_THREADS)}

@@ -14,8 +14,9 @@ Reading: random single-tile reads from chunked storage are 10-100x slower than r
 chunks, so every reader of tiles (``Store.tiles``, training's loader, scoring's tasks, the
 build's statistics) goes through :func:`read_indexed`: the tiles at any rows, grouped by the
 chunk that holds them, each group read as one contiguous slice, up to :data:`READ_THREADS` groups
-in flight at once (Zarr decompresses on its own threads, outside the GIL, so concurrent chunk
-reads use every core; one after another they use one).
+in flight at once. A local array's chunks are decoded by the reading threads themselves, outside
+the GIL (:func:`read_range`), so concurrent chunk reads use every core; one after another they
+use one.
 """
 
 from __future__ import annotations
@@ -211,7 +212,74 @@ def blocks(index: np.ndarray, chunk_tiles: int) -> list[np.ndarray]:
 def read_block(array, index: np.ndarray) -> np.ndarray:
     """The tiles at ``index`` (all in one chunk or a few neighbours), one contiguous read."""
     lo, hi = int(index.min()), int(index.max()) + 1
-    return np.asarray(array[lo:hi])[index - lo]
+    block = read_range(array, lo, hi)
+    if len(index) == hi - lo and (len(index) < 2 or (np.diff(index) == 1).all()):
+        return block  # the whole range in order (a preload, a track): no copy
+    return block[index - lo]
+
+
+def read_range(array, lo: int, hi: int) -> np.ndarray:
+    """Rows ``lo:hi`` of a tile array, as ``array[lo:hi]`` reads them.
+
+    A local array stored as the store writes it (bytes, then Blosc) is read chunk file by chunk
+    file and decompressed in the calling thread, outside the GIL. Zarr's own read runs every
+    chunk through its one event-loop thread, which also copies the chunk into the result: at
+    most a few chunks decode at once, and the reads took twice the CPU a tile. Other arrays
+    (object stores, other codecs) are read by Zarr."""
+    folder = _blosc_chunks(array)
+    if folder is None:
+        return np.asarray(array[lo:hi])
+    size = int(array.chunks[0])
+    first, last = lo // size, (hi - 1) // size
+    if first == last:  # one chunk: a view of it, no copy
+        return _chunk(array, folder, first)[lo - first * size:hi - first * size]
+    out = np.empty((hi - lo, *array.shape[1:]), dtype=array.dtype)
+    for c in range(first, last + 1):
+        a, b = max(lo, c * size), min(hi, (c + 1) * size)
+        out[a - lo:b - lo] = _chunk(array, folder, c)[a - c * size:b - c * size]
+    return out
+
+
+_BLOSC_FOLDERS: dict[tuple[str, str], str | None] = {}
+
+
+def _blosc_chunks(array) -> str | None:
+    """The folder of ``array``'s chunk files when :func:`read_range` can decode them itself:
+    a local Zarr v3 array of one chunk along the other axes, little-endian bytes then Blosc,
+    unsharded. ``None`` otherwise."""
+    import zarr.storage
+    from zarr.codecs import BloscCodec, BytesCodec
+
+    if not isinstance(array.store, zarr.storage.LocalStore):
+        return None
+    key = (str(array.store.root), array.path)
+    if key not in _BLOSC_FOLDERS:
+        meta = array.metadata
+        codecs = getattr(meta, "codecs", ())
+        plain = (meta.zarr_format == 3 and len(codecs) == 2
+                 and isinstance(codecs[0], BytesCodec) and isinstance(codecs[1], BloscCodec)
+                 and (codecs[0].endian is None or codecs[0].endian.value == "little")
+                 and array.dtype.byteorder in "<=|" and np.little_endian
+                 and tuple(array.chunks[1:]) == tuple(array.shape[1:]))
+        _BLOSC_FOLDERS[key] = os.path.join(*key) if plain else None
+    return _BLOSC_FOLDERS[key]
+
+
+def _chunk(array, folder: str, c: int) -> np.ndarray:
+    """Chunk ``c`` along the first axis, decoded; the fill value where no file was written
+    (Zarr leaves out chunks that hold only it)."""
+    from numcodecs import Blosc
+
+    shape = (int(array.chunks[0]), *array.shape[1:])
+    path = os.path.join(folder, array.metadata.encode_chunk_key((c,) + (0,) * (len(shape) - 1)))
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return np.full(shape, array.metadata.fill_value, dtype=array.dtype)
+    out = np.empty(shape, dtype=array.dtype)
+    Blosc().decode(data, out=out)  # the frame names its own compressor and shuffle
+    return out
 
 
 #: Chunk groups read at once by :func:`read_groups` (and so by every tile reader).
@@ -252,10 +320,15 @@ def read_indexed(array, index: np.ndarray, threads: int = READ_THREADS) -> np.nd
     index = np.asarray(index, dtype=np.int64)
     tiles = np.empty((len(index), *array.shape[1:]), dtype=np.float32)
     groups = blocks(index, int(array.chunks[0]))
+
+    def fill(group: np.ndarray) -> None:
+        # the reading thread writes its tiles: a large result's first writes fault its pages
+        # in, and numpy copies outside the GIL, so threads share that work too
+        tiles[group] = read_block(array, index[group])
+
     # no thread pool for a read of one chunk group (a track's tiles, mostly)
-    for group, block in zip(groups, read_groups(array, index, groups,
-                                                min(threads, len(groups)))):
-        tiles[group] = block
+    for _ in in_order(fill, groups, min(threads, len(groups))):
+        pass
     return tiles
 
 

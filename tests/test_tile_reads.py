@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from featurestore.spec import FeatureSpec, TileEncoding
-from featurestore.tile_arrays import TileArrays, TileSource, in_order, read_pieces, read_tiles
+from featurestore.tile_arrays import (TileArrays, TileSource, _blosc_chunks, in_order, read_pieces,
+                                      read_range, read_tiles)
 from training.config import GPU_BATCH, TrainConfig
 from training.device_feed import to_device
 from training.memory_budget import budget_bytes, tile_bytes
@@ -34,6 +35,30 @@ def test_parallel_chunk_reads_give_the_tiles_in_the_order_asked(tile_store):
     index = np.random.default_rng(1).integers(0, 50, 80)  # shuffled, with repeats
     for threads in (1, 3, 16):
         np.testing.assert_array_equal(read_tiles(source, index, threads), tiles[index])
+
+
+def test_local_chunk_files_read_as_zarr_reads_them(tmp_path):
+    """The store's local arrays are decoded from their chunk files (not through Zarr): every
+    range, across chunks, into the padded tail and into chunks never written, equals Zarr's
+    own read; an array Zarr keeps elsewhere (here in memory) is read by Zarr."""
+    import zarr
+
+    url = str(tmp_path / "tiles.zarr")
+    arrays = TileArrays.create(url, FeatureSpec(), TileEncoding(chunk_tiles=4))
+    arrays.ensure_capacity(80)  # chunks 13-19 never written: no files, the fill value
+    tiles = np.random.default_rng(3).standard_normal((50, 40, 100), dtype=np.float32)
+    arrays.write_region(0, tiles, np.zeros(50, np.int64), np.arange(50, dtype=np.int32))
+    array = TileSource(url).array()
+    assert _blosc_chunks(array) == str(tmp_path / "tiles.zarr" / array.path)
+    for lo, hi in [(0, 1), (5, 7), (3, 13), (0, 50), (47, 53), (49, 80), (60, 64), (0, 80)]:
+        np.testing.assert_array_equal(read_range(array, lo, hi), np.asarray(array[lo:hi]))
+    index = np.random.default_rng(4).integers(0, 80, 200)
+    np.testing.assert_array_equal(read_tiles(TileSource(url), index, 3), array[:][index])
+    in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=(10, 2), chunks=(4, 2),
+                                  dtype="float32")
+    in_memory[:] = np.arange(20, dtype=np.float32).reshape(10, 2)
+    assert _blosc_chunks(in_memory) is None
+    np.testing.assert_array_equal(read_range(in_memory, 3, 9), in_memory[3:9])
 
 
 def test_pieces_cover_the_index_in_order(tile_store):
