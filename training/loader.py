@@ -75,12 +75,24 @@ class BlockShuffleTiles(IterableDataset):
             ys.append(self.targets[positions])
             held += len(positions)
             if held >= self.buffer_chunks * chunk or i == len(groups) - 1:
-                x, y = np.concatenate(xs), np.concatenate(ys)
-                order = rng.permutation(len(x)) if self.shuffle else np.arange(len(x))
-                full = len(x) - len(x) % self.batch_size if i < len(groups) - 1 else len(x)
-                yield from self._batches(x[order[:full]], y[order[:full]])
-                xs, ys = [x[order[full:]]], [y[order[full:]]]
-                held = len(xs[0])
+                y = np.concatenate(ys)
+                order = rng.permutation(len(y)) if self.shuffle else np.arange(len(y))
+                full = len(y) - len(y) % self.batch_size if i < len(groups) - 1 else len(y)
+                yield from self._batches(_gather(xs, order[:full]), y[order[:full]])
+                xs, ys = [_gather(xs, order[full:])], [y[order[full:]]]
+                held = len(ys[0])
+
+
+def _gather(parts: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """``np.concatenate(parts)[rows]`` with each tile copied once, not twice: the loader's
+    thread does this for every tile of an epoch."""
+    out = np.empty((len(rows), *parts[0].shape[1:]), dtype=parts[0].dtype)
+    start = 0
+    for part in parts:
+        mine = (rows >= start) & (rows < start + len(part))
+        out[mine] = part[rows[mine] - start]
+        start += len(part)
+    return out
 
 
 def _fresh_handles(_worker: int) -> None:
