@@ -224,8 +224,8 @@ def read_range(array, lo: int, hi: int) -> np.ndarray:
     A local array stored as the store writes it (bytes, then Blosc) is read chunk file by chunk
     file and decompressed in the calling thread, outside the GIL. Zarr's own read runs every
     chunk through its one event-loop thread, which also copies the chunk into the result; on 2
-    cores this way reads 1.4x the tiles per second into memory
-    (``benchmarks/loader_throughput.py --compare-zarr``). Other arrays (object stores, other
+    cores this way reads 1.2x the tiles per second into memory and 1.3x through training's
+    loader (``benchmarks/loader_throughput.py --compare-zarr``). Other arrays (object stores, other
     codecs) are read by Zarr."""
     folder, hi = _blosc_chunks(array), min(hi, array.shape[0])  # clipped, as a slice is
     if folder is None or hi <= lo:
