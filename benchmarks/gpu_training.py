@@ -20,9 +20,10 @@ Then prints:
   ``training.loop.fit`` trains them (each member's balanced epoch from the in-memory loader,
   ``torch.optim`` SGD), and of the fused ensemble (``training.fused.FusedTrainer``: every
   member's own batch in the same step, gathered from one tile tensor on the device),
-  ``--steps`` steps each, with the GPU's utilization during the fused steps (CUDA only); at the
-  largest batch also with the tiles kept as bfloat16 and, with ``--compile``, compiled
-  (``torch.compile``; its compile seconds printed apart). ``--grouped`` runs the fused steps
+  ``--steps`` steps each, both under the heap settings ``train`` runs under
+  (:func:`training.heap.heap_reuse`), with the GPU's utilization during the fused steps
+  (CUDA only); at the largest batch also with the tiles kept as bfloat16 and, with
+  ``--compile``, compiled (``torch.compile``; its compile seconds printed apart). ``--grouped`` runs the fused steps
   as one grouped pass on a CPU too (the GPU's way; a CPU's default is each member's own
   convolutions, in a thread per core);
 - the study's schedule (655 epochs, each member all its positives and as many negatives)
@@ -48,6 +49,7 @@ from featurestore.tile_arrays import READ_THREADS, TileSource, read_tiles
 from training.config import GPU_BATCH, TrainConfig
 from training.device_feed import to_device
 from training.fused import FusedEnsemble, FusedTrainer
+from training.heap import heap_reuse
 from training.inference import place, resolve_device
 from training.memory_budget import device_dtype
 from training.loader import BlockShuffleTiles, make_loader
@@ -232,36 +234,37 @@ def main() -> None:
     tiles = read_tiles(TileSource(url), np.arange(args.tiles))
     grouped = args.grouped or None
     runs = figures["training"] = []
-    for batch in args.batch_sizes:
-        config = TrainConfig(arch="ensemble", batch_size=batch, device=str(device)).resolved()
-        ways = [("fused", config)]
-        if batch == max(args.batch_sizes):
-            ways.append(("fused, bfloat16 tiles", TrainConfig(
-                arch="ensemble", batch_size=batch, device=str(device),
-                tile_dtype="bfloat16").resolved()))
-            if args.compile:
-                ways.append(("fused, compiled", TrainConfig(
+    with heap_reuse():  # the heap settings train() runs under
+        for batch in args.batch_sizes:
+            config = TrainConfig(arch="ensemble", batch_size=batch, device=str(device)).resolved()
+            ways = [("fused", config)]
+            if batch == max(args.batch_sizes):
+                ways.append(("fused, bfloat16 tiles", TrainConfig(
                     arch="ensemble", batch_size=batch, device=str(device),
-                    compile=True).resolved()))
-        sequential = sequential_rate(url, tiles, table, config, device, args.steps)
-        print(f"on {device}, batch {batch}, {args.steps} steps:")
-        print(f"  members one after another: {sequential:,.0f} member-tiles/s", flush=True)
-        runs.append({"batch": batch, "way": "members one after another",
-                     "member_tiles_per_s": sequential})
-        save()
-        for way, cfg in ways:
-            try:
-                got = fused_rate(tiles, table, cfg, device, args.steps, grouped)
-            except Exception as exc:  # noqa: BLE001 - an option that fails here is a finding
-                print(f"  {way}: failed: {type(exc).__name__}: {exc}", flush=True)
-                runs.append({"batch": batch, "way": way, "error": repr(exc)})
-                continue
-            rate = got["member_tiles_per_s"]
-            print(f"  {way + ':':26s} {rate:,.0f} member-tiles/s ({rate / sequential:.2f}x), "
-                  f"GPU utilization {got['gpu_utilization']}, first step "
-                  f"{got['warm_up_s']:.1f} s", flush=True)
-            runs.append({"batch": batch, "way": way, **got})
+                    tile_dtype="bfloat16").resolved()))
+                if args.compile:
+                    ways.append(("fused, compiled", TrainConfig(
+                        arch="ensemble", batch_size=batch, device=str(device),
+                        compile=True).resolved()))
+            sequential = sequential_rate(url, tiles, table, config, device, args.steps)
+            print(f"on {device}, batch {batch}, {args.steps} steps:")
+            print(f"  members one after another: {sequential:,.0f} member-tiles/s", flush=True)
+            runs.append({"batch": batch, "way": "members one after another",
+                         "member_tiles_per_s": sequential})
             save()
+            for way, cfg in ways:
+                try:
+                    got = fused_rate(tiles, table, cfg, device, args.steps, grouped)
+                except Exception as exc:  # noqa: BLE001 - an option that fails here is a finding
+                    print(f"  {way}: failed: {type(exc).__name__}: {exc}", flush=True)
+                    runs.append({"batch": batch, "way": way, "error": repr(exc)})
+                    continue
+                rate = got["member_tiles_per_s"]
+                print(f"  {way + ':':26s} {rate:,.0f} member-tiles/s ({rate / sequential:.2f}x), "
+                      f"GPU utilization {got['gpu_utilization']}, first step "
+                      f"{got['warm_up_s']:.1f} s", flush=True)
+                runs.append({"batch": batch, "way": way, **got})
+                save()
     per_epoch = 2 * np.minimum(positives, len(table) - positives).sum()
     total = STUDY_EPOCHS * per_epoch
     print(f"the study's schedule: {STUDY_EPOCHS} epochs x {per_epoch:,.0f} member-tiles = "

@@ -15,6 +15,7 @@ from featurestore.store import Store
 from featurestore.tile_arrays import TileSource, read_tiles
 from training.config import TrainConfig, TrainingError
 from training.fused import train_ensemble
+from training.heap import heap_reuse
 from training.inference import resolve_device
 from training.loader import BlockShuffleTiles, tile_moments
 from training.loop import Checkpointer, fit, predict
@@ -218,12 +219,13 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
         f"{len(tables['train'])}/{len(tables['val'])}/{len(tables['test'])} train/val/test "
         f"tiles from {len(tracks)} tracks")
     test = "test" if len(tables["test"]) else "val"
-    if config.track_level:
-        model, history, members, metrics = _train_tracks(
-            files, config, data, side.to_numpy(), tables[test], test, progress, on_epoch)
-    else:
-        model, history, members, metrics = _train_tiles(
-            files, config, source, tables, fset, test, device, progress, on_epoch, log)
+    with heap_reuse():
+        if config.track_level:
+            model, history, members, metrics = _train_tracks(
+                files, config, data, side.to_numpy(), tables[test], test, progress, on_epoch)
+        else:
+            model, history, members, metrics = _train_tiles(
+                files, config, source, tables, fset, test, device, progress, on_epoch, log)
     metrics["evaluated_on"] = test
     frame = pd.DataFrame(history)
     files.write_frame(frame, "history.csv")
