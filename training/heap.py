@@ -1,4 +1,4 @@
-"""glibc's heap kept for reuse while a training runs.
+"""glibc's heap kept for reuse while training runs.
 
 A CPU training step allocates and frees the same activation buffers (16 MiB for a task of 32
 ensemble tiles) thousands of times. Under glibc's default, adaptive settings, freed memory at
