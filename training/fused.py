@@ -35,10 +35,11 @@ from training.memory_budget import device_dtype
 from training.models import Ensemble, Tagger, member, same_pad
 from training.samplers import OneVsRestSampler, TileTable
 
-#: Tiles per thread task on a CPU. 32 tiles' largest activation (the first block's, 16 MiB)
-#: stays under glibc's mmap threshold (32 MiB), so buffers are reused instead of page-faulted
-#: in afresh by every op: 1.4x faster per tile than 128 on one core. Small tasks also keep
-#: every core busy when members are fewer than cores.
+#: Tiles per thread task on a CPU. A 32-tile task's buffers (the largest, the first block's
+#: activation, 16 MiB) are reused from the heap without page faults in a run
+#: (:mod:`training.heap`); tasks of 64 and 128 tiles faulted 3-170 pages a tile and ran up to
+#: 15% slower on 2 threads. Small tasks also keep every core busy when members are fewer than
+#: cores.
 CPU_CHUNK = 32
 
 
