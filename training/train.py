@@ -134,6 +134,7 @@ def _track_data(source: TileSource, tracks: pd.DataFrame, targets: np.ndarray,
     return TrackData(tiles, np.cumsum(counts) - counts, counts, targets, spec.kind)
 
 
+@heap_reuse()  # the whole run: reading tiles, model selection's fits, training
 def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
           split: pd.DataFrame | None = None, storage_options: dict | None = None,
           overwrite: bool = False, progress: bool = True, on_epoch=None,
@@ -219,13 +220,12 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
         f"{len(tables['train'])}/{len(tables['val'])}/{len(tables['test'])} train/val/test "
         f"tiles from {len(tracks)} tracks")
     test = "test" if len(tables["test"]) else "val"
-    with heap_reuse():
-        if config.track_level:
-            model, history, members, metrics = _train_tracks(
-                files, config, data, side.to_numpy(), tables[test], test, progress, on_epoch)
-        else:
-            model, history, members, metrics = _train_tiles(
-                files, config, source, tables, fset, test, device, progress, on_epoch, log)
+    if config.track_level:
+        model, history, members, metrics = _train_tracks(
+            files, config, data, side.to_numpy(), tables[test], test, progress, on_epoch)
+    else:
+        model, history, members, metrics = _train_tiles(
+            files, config, source, tables, fset, test, device, progress, on_epoch, log)
     metrics["evaluated_on"] = test
     frame = pd.DataFrame(history)
     files.write_frame(frame, "history.csv")
