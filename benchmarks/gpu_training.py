@@ -14,8 +14,9 @@ Then prints:
 - loader tiles/s: every tile read into memory once (as ``train`` preloads them), chunk groups
   one at a time and :data:`~featurestore.tile_arrays.READ_THREADS` at once; one epoch through
   the block-shuffle loader (when tiles do not fit) with 0 and 2 DataLoader workers, reading one
-  chunk group at a time and several (the first ``--loader-tiles``); and on CUDA the same loader feeding the GPU through
-  :func:`training.device_feed.to_device` (pinned memory, copies on a side stream);
+  chunk group at a time and several (the first ``--loader-tiles``); and on CUDA the same
+  loader feeding the GPU through :func:`training.device_feed.to_device` (pinned memory, copies
+  on a side stream);
 - for each of ``--batch-sizes``: member-tiles/s of the ensemble trained member by member as
   ``training.loop.fit`` trains them (each member's balanced epoch from the in-memory loader,
   ``torch.optim`` SGD), and of the fused ensemble (``training.fused.FusedTrainer``: every
@@ -23,9 +24,9 @@ Then prints:
   ``--steps`` steps each, both under the heap settings ``train`` runs under
   (:func:`training.heap.heap_reuse`), with the GPU's utilization during the fused steps
   (CUDA only); at the largest batch also with the tiles kept as bfloat16 and, with
-  ``--compile``, compiled (``torch.compile``; its compile seconds printed apart). ``--grouped`` runs the fused steps
-  as one grouped pass on a CPU too (the GPU's way; a CPU's default is each member's own
-  convolutions, in a thread per core);
+  ``--compile``, compiled (``torch.compile``; its compile seconds printed apart).
+  ``--grouped`` runs the fused steps as one grouped pass on a CPU too (the GPU's way; a CPU's
+  default is each member's own convolutions, in a thread per core);
 - the study's schedule (655 epochs, each member all its positives and as many negatives)
   in member-tile steps and the hours it takes at each rate.
 
