@@ -29,6 +29,16 @@ EMBEDDINGS = {
     "pooled": "the pooled track embedding (mean and max over tiles of the tile encoder)",
 }
 
+#: What a ``kernel`` model with a codebook (``training.codebook``) adds to its embedding.
+CODEBOOK = (", then the track's frame-codebook word shares (square roots, folded by a signed "
+            "hashing, unit length) weighted by half the rest's length")
+
+
+def embedding_kind(config: dict) -> str:
+    """What the embeddings of the model of ``config`` (its ``model.json``) are, in words."""
+    return EMBEDDINGS[config["arch"]] + (CODEBOOK if config.get("codebook") else "")
+
+
 def current_embeddings(store: Store, table: ScoreTable, filters: dict | None = None,
                        columns: list[str] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """The committed embeddings of tracks built and unchanged since they were scored (a stale

@@ -28,7 +28,7 @@ from featurestore.lock import WriterLock
 from featurestore.statuses import FAILURE_STATUSES, OK, PENDING
 from featurestore.store import Store
 from scoring.aggregate import AGGREGATES, POOLED
-from scoring.embeddings import EMBEDDINGS
+from scoring.embeddings import embedding_kind
 from scoring.score_tables import KEY, ScoreTable, VersionInfo
 from scoring.score_tasks import ScoreJob, score_batch
 from training.config import TRACK_LEVEL, TrainConfig
@@ -201,7 +201,7 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
         if how not in (*AGGREGATES, POOLED):
             raise ValueError(f"aggregate {how!r}: choose one of {', '.join(AGGREGATES)}")
         wanted = VersionInfo(model, version, fset.hash, tuple(config["classes"]), how,
-                             config["arch"], EMBEDDINGS[config["arch"]])
+                             config["arch"], embedding_kind(config))
         if info != wanted:
             table.write_info(wanted)
         report = ScoreReport(model, version, fset.hash, run_id, how)

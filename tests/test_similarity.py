@@ -18,7 +18,7 @@ import torch
 
 import featurestore
 from scoring import embeddings, evaluate, score, similar
-from scoring.embeddings import EMBEDDINGS
+from scoring.embeddings import CODEBOOK, EMBEDDINGS
 from scoring.report import markdown
 from scoring.score_tables import KEY, score_table
 from scoring.similarity import ExactIndex, neighbour_figures
@@ -123,10 +123,29 @@ def _unit(rows: np.ndarray) -> np.ndarray:
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
+def _codebook_by_hand(codebook, tiles: np.ndarray) -> np.ndarray:
+    """A track's codebook embedding in numpy: every frame's word is a nearest one by squared
+    Euclidean distances in float64 (up to float32 rounding, which may break near-ties the other
+    way), the words' shares square-rooted, summed into their buckets with their signs, unit
+    length."""
+    frames = tiles.transpose(0, 2, 1).reshape(-1, tiles.shape[1]).astype(np.float64)
+    frames = (frames - codebook.center.numpy()) / codebook.scale.numpy()
+    words = codebook.words.numpy().astype(np.float64)
+    distances = ((frames ** 2).sum(1)[:, None] - 2 * frames @ words.T
+                 + (words ** 2).sum(1)[None])
+    assigned = codebook.assign(torch.from_numpy(tiles)).numpy()
+    np.testing.assert_allclose(distances[np.arange(len(frames)), assigned],
+                               distances.min(1), rtol=1e-5, atol=1e-4)
+    shares = np.sqrt(np.bincount(assigned, minlength=len(words)) / len(frames))
+    folded = np.zeros(int(codebook.size))
+    np.add.at(folded, codebook.bucket.numpy(), shares * codebook.sign.numpy())
+    return folded / np.linalg.norm(folded)
+
+
 @pytest.mark.parametrize("arch", ["kernel", "pooled"])
 def test_track_level_embeddings_equal_their_definition(demo_store, dask_client, arch):
     """What scoring writes for ``kernel`` (unit standardized statistics beside 4 x the unit
-    label scores) and ``pooled`` (mean and max over the tiles of the tile encoder), computed
+    label scores, then the codebook's unit vector at half the length of those two) and ``pooled`` (mean and max over the tiles of the tile encoder), computed
     again track by track from the trained model's parts and the store's tiles."""
     name = f"sim-{arch}"
     train(demo_store, name, TrainConfig(arch=arch, epochs=1, width=8, min_tracks=6,
@@ -134,7 +153,10 @@ def test_track_level_embeddings_equal_their_definition(demo_store, dask_client, 
     report = score(demo_store, name, client=dask_client, progress=False)
     store = featurestore.open(demo_store)
     model = ModelFiles(store, name).load_model()
-    assert score_table(store, name).info().embedding == EMBEDDINGS[arch]
+    assert score_table(store, name).info().embedding == EMBEDDINGS[arch] + (
+        CODEBOOK if arch == "kernel" else "")
+    if arch == "kernel":
+        assert len(model.codebook.words) > 256  # a fine codebook even on the small demo
     got = embeddings(store, name).sort_values(KEY).reset_index(drop=True)
     assert len(got) == report.scored == 48
     tracks = store.tracks(status="ok").sort_values(KEY).reset_index(drop=True)
@@ -148,7 +170,9 @@ def test_track_level_embeddings_equal_their_definition(demo_store, dask_client, 
             scores = np.concatenate([torch.sigmoid(model.forward_tracks(
                 torch.from_numpy(x)[:, None], torch.tensor([len(x)]))).numpy()
                 for x in per_track])
-            expected = np.concatenate([_unit(stats), 4 * _unit(scores)], axis=1)
+            codebook = np.stack([_codebook_by_hand(model.codebook, x) for x in per_track])
+            expected = np.concatenate([_unit(stats), 4 * _unit(scores),
+                                       0.5 * np.sqrt(17) * codebook], axis=1)
         else:
             expected = []
             for c, t in tracks[KEY].itertuples(index=False):

@@ -14,7 +14,7 @@ which gives scoring its tile scores.
   (:data:`QUANTILES`) of every row, standardized, then one RBF-kernel support vector machine
   per class (fitted by scikit-learn; :mod:`training.linear`). On a log-mel feature set: each
   band's mean and standard deviation, and those statistics with the quantiles of the track's
-  cepstra (:data:`CEPSTRA`).
+  cepstra (:data:`CEPSTRA`). Its embedding adds a frame codebook's (:mod:`training.codebook`).
 - :class:`PooledCNN` (``pooled``): a small CNN embeds each tile; the track's embeddings are
   pooled (mean and max over tiles) and a linear layer gives the logits.
 """
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from training.codebook import FrameCodebook
 from training.models import Standardize, channels_last
 
 
@@ -154,6 +155,12 @@ def unit_rows(values: torch.Tensor) -> torch.Tensor:
 #: average and never worse than the statistics (docs/similarity.md).
 KERNEL_SCORE_WEIGHT = 4.0
 
+#: The length of a ``kernel`` model's codebook part (:mod:`training.codebook`) against the
+#: rest of its embedding: half of it. On the game-score corpus, half found more same-film
+#: neighbours than a quarter or three quarters with MFCC tiles, and held with log-mel tiles
+#: (docs/similarity.md).
+CODEBOOK_WEIGHT = 0.5 * math.sqrt(1.0 + KERNEL_SCORE_WEIGHT ** 2)
+
 
 class TrackModel(nn.Module):
     """What the track-level models share: ``forward_tracks`` (the logits of the subclass's
@@ -236,17 +243,28 @@ class TrackKernel(StatisticsModel):
         self.register_buffer("coef", torch.zeros(n_classes, n_support, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros(n_classes, dtype=torch.float64))
         self.register_buffer("gamma", torch.ones((), dtype=torch.float64))
+        self.codebook = FrameCodebook(tile_shape[0])
+
+    def _logits(self, z: torch.Tensor) -> torch.Tensor:
+        kernel = torch.exp(-self.gamma * torch.cdist(z, self.support).square())
+        return (kernel @ self.coef.T + self.bias).float()
+
+    def forward_tracks(self, tiles: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        return self._logits(self.standardized(tiles, counts))  # no embedding, no codebook
 
     def track_outputs(self, tiles: torch.Tensor,
                       counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits, and as embedding the standardized statistics and the label scores (the
         logits' sigmoid), each scaled to unit length, the scores weighted by
-        :data:`KERNEL_SCORE_WEIGHT`: statistics plus ``classes`` values."""
+        :data:`KERNEL_SCORE_WEIGHT`, then the track's codebook embedding weighted by
+        :data:`CODEBOOK_WEIGHT` (when the model has a codebook; models saved before codebooks
+        have none): statistics plus ``classes`` plus ``codebook.size`` values."""
         z = self.standardized(tiles, counts)
-        kernel = torch.exp(-self.gamma * torch.cdist(z, self.support).square())
-        logits = (kernel @ self.coef.T + self.bias).float()
-        return logits, torch.cat([unit_rows(z.float()),
-                                  KERNEL_SCORE_WEIGHT * unit_rows(logits.sigmoid())], dim=1)
+        logits = self._logits(z)
+        parts = [unit_rows(z.float()), KERNEL_SCORE_WEIGHT * unit_rows(logits.sigmoid())]
+        if self.codebook.fitted:
+            parts.append(CODEBOOK_WEIGHT * self.codebook.embed(tiles, counts))
+        return logits, torch.cat(parts, dim=1)
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,7 @@ from training.samplers import (MultiClassSampler, MultiLabelSampler, OneVsRestSa
 from training.selection import TrackData, fit_track_model, select, track_scores
 from training.split import SIDES, split_tracks
 from training.targets import multi_hot, select_classes
+from training.track_models import TrackKernel
 
 @dataclass
 class TrainReport:
@@ -227,6 +229,8 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
         model, history, members, metrics = _train_tiles(
             files, config, source, tables, fset, test, device, progress, on_epoch, log)
     metrics["evaluated_on"] = test
+    if isinstance(model, TrackKernel) and model.codebook.fitted:
+        base["codebook"] = {"words": len(model.codebook.words), "size": int(model.codebook.size)}
     frame = pd.DataFrame(history)
     files.write_frame(frame, "history.csv")
     files.write_bytes(_curves_png(frame), "curves.png")
@@ -246,6 +250,10 @@ def _train_tracks(files: ModelFiles, config: TrainConfig, data: TrackData, side:
     model, history = fit_track_model(config, data, np.flatnonzero(side == "train"),
                                      np.flatnonzero(side == "val"), checkpoint,
                                      progress=progress, on_epoch=on_epoch)
+    if isinstance(model, TrackKernel):  # its embedding's codebook, on what the model saw
+        started = time.perf_counter()
+        model.codebook.fit(data.tiles_of(np.flatnonzero(side != "test")), seed=config.seed)
+        history[-1]["codebook_seconds"] = time.perf_counter() - started
     files.save_torch(model.state_dict(), "weights", "model.pt")
     rows = np.flatnonzero(side == test_side)
     per_track = track_scores(model, data, rows, config)
