@@ -54,12 +54,12 @@ def main() -> None:
         seen = np.setdiff1d(np.arange(len(tracks)), test)
         model = files.load_model()
         with torch.inference_mode():
-            _, without = model.track_outputs(tiles[:, None], torch.from_numpy(counts))
+            _, without = model.track_outputs(tiles[:, None], torch.tensor(counts))
             started = time.perf_counter()
             model.codebook.fit(torch.cat([tiles[starts[i]:starts[i + 1]] for i in seen]), seed=0)
             fitted = time.perf_counter() - started
             started = time.perf_counter()
-            _, with_codebook = model.track_outputs(tiles[:, None], torch.from_numpy(counts))
+            _, with_codebook = model.track_outputs(tiles[:, None], torch.tensor(counts))
             embedded = time.perf_counter() - started
         print(f"{name}: codebook fitted in {fitted:.1f} s, {len(tiles)} tiles embedded in "
               f"{embedded:.1f} s, {with_codebook.shape[1]} values", flush=True)
