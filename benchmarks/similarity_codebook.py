@@ -3,20 +3,22 @@ hand).
 
     python benchmarks/similarity_codebook.py --store STORE --models M0,M1,...
 
-For each stored ``kernel`` fold model: its embedding as saved without a codebook, and with the
-codebook :func:`training.train` fits (``FrameCodebook.fit`` on the frames of the fold's
-training and validation tracks, seed 0), against the statistics baseline of
-``featurestore evaluate``; every fold's test tracks are the queries, their 10 nearest
-neighbours are searched among all tracks. Prints the codebook's fit and embedding seconds per
-fold, then same-film precision at 10 and label Jaccard over all folds' queries, and the
-precision per fold.
+For each stored ``kernel`` fold model: its embedding without a codebook, and with the codebook
+:func:`training.train` fits (``FrameCodebook.fit`` on the frames of the model's training and
+validation tracks, seed 0; a codebook the model was saved with is set aside), against the
+statistics baseline of ``featurestore evaluate``; every fold's test tracks are the queries,
+their 10 nearest neighbours are searched among all tracks. Prints the codebook's fit and
+embedding seconds per fold, then same-film precision at 10 and label Jaccard over all folds'
+queries, and the precision per fold.
 """
+
 from __future__ import annotations
 
 import argparse
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 
 import featurestore
@@ -25,6 +27,7 @@ from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
 from scoring.evaluate import split_tracks_of, statistics_baseline
 from scoring.score_tables import KEY
 from scoring.similarity import neighbour_figures
+from training.codebook import FrameCodebook
 from training.model_files import ModelFiles
 
 
@@ -51,8 +54,10 @@ def main() -> None:
         files = ModelFiles(store, name)
         test = tracks.reset_index().merge(split_tracks_of(files, "test"), on=KEY)["index"]
         test = test.to_numpy()
-        seen = np.setdiff1d(np.arange(len(tracks)), test)
+        fitted_on = pd.concat([split_tracks_of(files, side) for side in ("train", "val")])
+        seen = tracks.reset_index().merge(fitted_on, on=KEY)["index"].to_numpy()
         model = files.load_model()
+        model.codebook = FrameCodebook(tiles.shape[1])  # none, whatever it was saved with
         with torch.inference_mode():
             _, without = model.track_outputs(tiles[:, None], torch.tensor(counts))
             started = time.perf_counter()

@@ -84,7 +84,7 @@ class VersionInfo:
     classes: tuple[str, ...]
     aggregate: str
     arch: str = ""
-    #: what the version's track embeddings are (``scoring.embeddings.EMBEDDINGS``)
+    #: what the version's track embeddings are (``scoring.embeddings.embedding_kind``)
     embedding: str = ""
 
     def to_dict(self) -> dict:

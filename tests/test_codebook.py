@@ -63,6 +63,8 @@ def test_a_frame_s_word_is_its_nearest_and_shares_are_per_track():
     frames = (frames - codebook.center.double()) / codebook.scale.double()
     brute = torch.cdist(frames, codebook.words.double()).argmin(1)
     torch.testing.assert_close(codebook.assign(tiles), brute)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as scoring runs on a GPU
+        torch.testing.assert_close(codebook.assign(tiles), brute)
     # two tracks given as one of two tiles and one of six: shares over each track's own frames
     counts = torch.tensor([2, 6])
     together = codebook.embed(tiles, counts)
@@ -87,13 +89,12 @@ def test_kernel_model_with_codebook_saves_loads_and_older_files_load_without():
     before = module.track_outputs(tiles[:, None], counts)[1]
     assert before.shape[1] == len(x[0]) + 2  # no codebook yet: statistics and scores
     module.codebook.fit(tiles, seed=0, words=12)
-    logits, embedded = module.track_outputs(tiles[:, None], counts)
+    _, embedded = module.track_outputs(tiles[:, None], counts)
     assert embedded.shape[1] == len(x[0]) + 2 + SIZE
     torch.testing.assert_close(embedded[:, :-SIZE], before)
     # the codebook part has half the length of the rest
     np.testing.assert_allclose(embedded[:, -SIZE:].norm(dim=1).numpy(),
                                0.5 * before.norm(dim=1).numpy(), rtol=1e-5)
-    torch.testing.assert_close(logits, module.forward_tracks(tiles[:, None], counts))
 
     loaded = TrackKernel((ROWS, FRAMES), 2)
     loaded.load_state_dict(module.state_dict())
