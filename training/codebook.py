@@ -11,8 +11,7 @@ vector stays small enough for exact search over large libraries), and scaled to 
 Why: cues of one film share instruments, samples and mixing. A fine codebook finds the frames
 two tracks have in common, which per-track means and quantiles average away. On the game-score
 corpus, adding it to the ``kernel`` embedding raised same-film precision at 10 on all five folds
-by game with log-mel tiles, and on four of five (level on the fifth) with MFCC tiles
-(docs/similarity.md).
+by game with log-mel tiles and on four of five with MFCC tiles (docs/similarity.md).
 """
 
 from __future__ import annotations
