@@ -77,6 +77,50 @@ def variants(model, tiles: np.ndarray, counts: np.ndarray, extra: dict) -> dict[
     }
 
 
+def library(store, names: list[str]) -> tuple:
+    """What every fold model of ``names`` (one feature set) is measured on: the feature set's
+    built tracks in tile order, their tile counts and tiles, films, labels (the first model's
+    label column) and ``featurestore evaluate``'s statistics baseline."""
+    first = ModelFiles(store, names[0]).read_complete_config()
+    feature_set = first["feature_set"]
+    tracks = store.tracks(feature_set=feature_set, status=OK).sort_values(
+        "tile_start").reset_index(drop=True)
+    counts = tracks["n_tiles"].to_numpy(np.int64)
+    tiles = read_tiles(TileSource(store.feature_set(feature_set).tiles_url),
+                       tile_rows(tracks["tile_start"].to_numpy(np.int64), counts)[0])
+    return (tracks, counts, tiles, tracks["film"], tracks[first["label_column"]],
+            statistics_baseline(store, feature_set, tracks))
+
+
+def rows_of(tracks, keys) -> np.ndarray:
+    """The rows of ``tracks`` whose ``catalog, track_id`` are among ``keys``."""
+    return tracks.reset_index().merge(keys, on=KEY)["index"].to_numpy()
+
+
+def add_figures(rows: dict, variant: str, fold: int, got: dict) -> None:
+    """Add one fold's :func:`neighbour_figures` of ``variant`` to ``rows``."""
+    row = rows.setdefault(variant, {"queries": 0, "precision": 0.0, "jaccard": 0.0})
+    row[f"fold {fold}"] = got["same_film_precision"]
+    # over all folds' test tracks together: each fold weighted by its queries
+    row["queries"] += got["queries"]
+    row["precision"] += got["same_film_precision"] * got["queries"]
+    row["jaccard"] += got["label_jaccard"] * got["queries"]
+
+
+def figures_table(rows: dict, folds: int, k: int, reference: str) -> pd.DataFrame:
+    """One row per variant: precision per fold and over all queries, label overlap, and on
+    how many folds it finds more same-film neighbours than ``reference``."""
+    base = rows[reference]
+    return pd.DataFrame([{
+        "variant": variant,
+        **{f"fold {i}": round(row[f"fold {i}"], 3) for i in range(folds)},
+        f"P@{k} all": round(row["precision"] / row["queries"], 3),
+        "label Jaccard": round(row["jaccard"] / row["queries"], 3),
+        f"folds above {reference}": sum(row[f"fold {i}"] > base[f"fold {i}"] + 1e-9
+                                        for i in range(folds))}
+        for variant, row in rows.items()])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", required=True)
@@ -86,40 +130,19 @@ def main() -> None:
     torch.set_num_threads(1)
     store = featurestore.open(args.store)
     names = args.models.split(",")
-    first = ModelFiles(store, names[0]).read_complete_config()
-    feature_set = first["feature_set"]
-    tracks = store.tracks(feature_set=feature_set, status=OK).sort_values(
-        "tile_start").reset_index(drop=True)
-    counts = tracks["n_tiles"].to_numpy(np.int64)
-    tiles = read_tiles(TileSource(store.feature_set(feature_set).tiles_url),
-                       tile_rows(tracks["tile_start"].to_numpy(np.int64), counts)[0])
+    tracks, counts, tiles, films, labels, baseline = library(store, names)
     extra = extra_statistics(tiles, counts)
-    films, labels = tracks["film"], tracks[first["label_column"]]
-    baseline = statistics_baseline(store, feature_set, tracks)
     rows: dict[str, dict] = {}
     for fold, name in enumerate(names):
         files = ModelFiles(store, name)
-        test = tracks.reset_index().merge(split_tracks_of(files, "test"), on=KEY)["index"]
+        test = rows_of(tracks, split_tracks_of(files, "test"))
         found = variants(files.load_model(), tiles, counts, extra)
         found["feature statistics (evaluate's baseline)"] = baseline
         for variant, vectors in found.items():
-            got = neighbour_figures(vectors, films, labels, test.to_numpy(), args.k)
-            row = rows.setdefault(variant, {"queries": 0, "precision": 0.0, "jaccard": 0.0})
-            row[f"fold {fold}"] = got["same_film_precision"]
-            # over all folds' test tracks together: each fold weighted by its queries
-            row["queries"] += got["queries"]
-            row["precision"] += got["same_film_precision"] * got["queries"]
-            row["jaccard"] += got["label_jaccard"] * got["queries"]
-    written = rows["written (statistics + 4 x scores)"]
-    table = pd.DataFrame([{
-        "variant": variant,
-        **{f"fold {i}": round(row[f"fold {i}"], 3) for i in range(len(names))},
-        f"P@{args.k} all": round(row["precision"] / row["queries"], 3),
-        "label Jaccard": round(row["jaccard"] / row["queries"], 3),
-        "folds above written": sum(row[f"fold {i}"] > written[f"fold {i}"] + 1e-9
-                                   for i in range(len(names)))}
-        for variant, row in rows.items()])
-    print(table.to_string(index=False))
+            add_figures(rows, variant, fold, neighbour_figures(vectors, films, labels, test,
+                                                               args.k))
+    print(figures_table(rows, len(names), args.k, "written (statistics + 4 x scores)")
+          .to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -178,3 +178,12 @@ def librosa_mfcc(y: np.ndarray, spec) -> np.ndarray:
                                          fmin=spec.fmin, fmax=spec.fmax)
     S = librosa.power_to_db(mel, top_db=spec.top_db)
     return librosa.feature.mfcc(S=S, n_mfcc=spec.n_mfcc)[spec.drop_first:]
+
+
+def codebook_by_hand(codebook, words: np.ndarray) -> np.ndarray:
+    """A track's codebook embedding in numpy from the words of its frames: each word's share
+    square-rooted, summed into the word's bucket with its sign, unit length."""
+    shares = np.sqrt(np.bincount(words, minlength=len(codebook.words)) / len(words))
+    folded = np.zeros(int(codebook.size))
+    np.add.at(folded, codebook.bucket.numpy(), shares * codebook.sign.numpy())
+    return folded / np.linalg.norm(folded)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tests.helpers import codebook_by_hand
 from training.codebook import SIZE, FrameCodebook
 from training.linear import kernel_svm, to_module
 from training.track_models import QUANTILES, StatisticsLayout, TrackKernel, track_statistics
@@ -70,10 +71,8 @@ def test_a_frame_s_word_is_its_nearest_and_shares_are_per_track():
     together = codebook.embed(tiles, counts)
     torch.testing.assert_close(together[0], codebook.embed(tiles[:2], counts[:1])[0])
     torch.testing.assert_close(together[1], codebook.embed(tiles[2:], counts[1:])[0])
-    shares = np.sqrt(np.bincount(brute[:2 * FRAMES].numpy(), minlength=30) / (2 * FRAMES))
-    folded = np.zeros(16)
-    np.add.at(folded, codebook.bucket.numpy(), shares * codebook.sign.numpy())
-    np.testing.assert_allclose(together[0].numpy(), folded / np.linalg.norm(folded), rtol=1e-5)
+    np.testing.assert_allclose(together[0].numpy(),
+                               codebook_by_hand(codebook, brute[:2 * FRAMES].numpy()), rtol=1e-5)
     # the hashing folds words into every value, half of them with each sign
     assert set(codebook.bucket.tolist()) == set(range(16))
     assert set(codebook.sign.tolist()) == {-1.0, 1.0}

@@ -22,7 +22,7 @@ from scoring.embeddings import CODEBOOK, EMBEDDINGS
 from scoring.report import markdown
 from scoring.score_tables import KEY, score_table
 from scoring.similarity import ExactIndex, neighbour_figures
-from tests.helpers import cli, cli_modules
+from tests.helpers import cli, cli_modules, codebook_by_hand
 from training import TrainConfig, train
 from training.model_files import ModelFiles
 
@@ -126,8 +126,7 @@ def _unit(rows: np.ndarray) -> np.ndarray:
 def _codebook_by_hand(codebook, tiles: np.ndarray) -> np.ndarray:
     """A track's codebook embedding in numpy: every frame's word is a nearest one by squared
     Euclidean distances in float64 (up to float32 rounding, which may break near-ties the other
-    way), the words' shares square-rooted, summed into their buckets with their signs, unit
-    length."""
+    way), folded as :func:`tests.helpers.codebook_by_hand` does."""
     frames = tiles.transpose(0, 2, 1).reshape(-1, tiles.shape[1]).astype(np.float64)
     frames = (frames - codebook.center.numpy()) / codebook.scale.numpy()
     words = codebook.words.numpy().astype(np.float64)
@@ -136,17 +135,15 @@ def _codebook_by_hand(codebook, tiles: np.ndarray) -> np.ndarray:
     assigned = codebook.assign(torch.from_numpy(tiles)).numpy()
     np.testing.assert_allclose(distances[np.arange(len(frames)), assigned],
                                distances.min(1), rtol=1e-5, atol=1e-4)
-    shares = np.sqrt(np.bincount(assigned, minlength=len(words)) / len(frames))
-    folded = np.zeros(int(codebook.size))
-    np.add.at(folded, codebook.bucket.numpy(), shares * codebook.sign.numpy())
-    return folded / np.linalg.norm(folded)
+    return codebook_by_hand(codebook, assigned)
 
 
 @pytest.mark.parametrize("arch", ["kernel", "pooled"])
 def test_track_level_embeddings_equal_their_definition(demo_store, dask_client, arch):
     """What scoring writes for ``kernel`` (unit standardized statistics beside 4 x the unit
-    label scores, then the codebook's unit vector at half the length of those two) and ``pooled`` (mean and max over the tiles of the tile encoder), computed
-    again track by track from the trained model's parts and the store's tiles."""
+    label scores, then the codebook's unit vector at half the length of those two) and
+    ``pooled`` (mean and max over the tiles of the tile encoder), computed again track by
+    track from the trained model's parts and the store's tiles."""
     name = f"sim-{arch}"
     train(demo_store, name, TrainConfig(arch=arch, epochs=1, width=8, min_tracks=6,
                                         test_size=0.25, device="cpu"), progress=False)
