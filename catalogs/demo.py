@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.signal
@@ -113,14 +114,16 @@ def _drama(rng, sr, seconds):
 def _fantasy(rng, sr, seconds):
     t = _t(sr, seconds)
     out = np.zeros(len(t))
+    tt = np.arange(int(1.2 * sr)) / sr
+    bells = {}  # one waveform per pitch, shared by its strikes (a cue has hundreds)
     for start in np.arange(0, seconds, 0.18):
         f = rng.choice([1047, 1319, 1568, 2093, 1760])
+        if f not in bells:
+            bells[f] = sum(np.sin(2 * np.pi * f * p * tt) / (k + 1)
+                           for k, p in enumerate((1.0, 2.76, 5.40, 8.93))) * np.exp(-tt * 3.0)
         i = int(start * sr)
-        n = min(int(1.2 * sr), len(t) - i)
-        tt = np.arange(n) / sr
-        bell = sum(np.sin(2 * np.pi * f * p * tt) / (k + 1)
-                   for k, p in enumerate((1.0, 2.76, 5.40, 8.93)))
-        out[i:i + n] += bell * np.exp(-tt * 3.0)
+        n = min(len(tt), len(t) - i)
+        out[i:i + n] += bells[f][:n]
     shimmer = np.sin(2 * np.pi * 3136 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 7 * t)) * 0.1
     return out * 0.5 + shimmer
 
@@ -225,35 +228,48 @@ def synthesize(genres: tuple[str, ...] | list[str], seconds: float, sr: int,
     return (0.8 * mix / np.max(np.abs(mix))).astype(np.float32)
 
 
+def _write_cue(path: str, genres: tuple[str, ...], seconds: float, rng: np.random.Generator,
+               fmt: str, subtype: str, sr: int, channels: int) -> None:
+    """Synthesize one cue and write it to ``path`` atomically (a partial file never has the
+    final name, so an interrupted generation is finished by the next call)."""
+    mono = synthesize(genres, seconds, sr, rng)
+    data = mono if channels == 1 else np.stack([mono, np.roll(mono, int(0.01 * sr)) * 0.9],
+                                               axis=1)
+    tmp = path + ".part"
+    sf.write(tmp, data, sr, format=fmt, subtype=subtype)
+    os.replace(tmp, path)
+
+
 def generate_demo_library(directory: str, n_tracks: int = 48, seed: int = 7,
                           min_seconds: float = 20.0, max_seconds: float = 45.0) -> str:
     """Write the demo library into ``directory``: audio under ``audio/`` and ``catalog.csv``.
 
     Returns the catalog's path. Tracks cycle through :data:`FILMS` (so ``n_tracks=48`` gives
     three cues a film) and :data:`FORMATS`. Files already there with the same name are kept, so
-    calling it again is cheap and does not touch their modification times.
+    calling it again is cheap and does not touch their modification times. Missing cues are
+    synthesized and encoded on a thread per core (numpy and the encoders release the GIL);
+    each cue has its own seed, so the audio is the same however many are made at once.
     """
     rng = np.random.default_rng(seed)
     audio_dir = os.path.join(directory, "audio")
     os.makedirs(audio_dir, exist_ok=True)
-    rows = []
+    rows, missing = [], []
     cues = ["Main Title", "Chase", "Love Theme", "Nocturne", "Finale", "Reprise", "Montage",
             "Arrival", "Confrontation", "Epilogue"]
     for i in range(n_tracks):
         film, composer, year, genres = FILMS[i % len(FILMS)]
         ext, fmt, subtype, sr, channels = FORMATS[i % len(FORMATS)]
         seconds = float(rng.uniform(min_seconds, max_seconds))
-        track_rng = np.random.default_rng([seed, i])
         name = f"t{i:05d}.{ext}"
         path = os.path.join(audio_dir, name)
         if not os.path.exists(path):
-            mono = synthesize(genres, seconds, sr, track_rng)
-            data = mono if channels == 1 else np.stack(
-                [mono, np.roll(mono, int(0.01 * sr)) * 0.9], axis=1)
-            tmp = path + ".part"
-            sf.write(tmp, data, sr, format=fmt, subtype=subtype)
-            os.replace(tmp, path)
+            missing.append((path, genres, seconds, np.random.default_rng([seed, i]), fmt,
+                            subtype, sr, channels))
         rows.append({"track_id": f"t{i:05d}", "path": f"audio/{name}",
                      "title": f"{cues[i % len(cues)]} ({film})", "film": film,
                      "composer": composer, "year": year, "genres": "|".join(genres)})
+    if missing:
+        with ThreadPoolExecutor(min(len(missing), len(os.sched_getaffinity(0)))) as pool:
+            for done in [pool.submit(_write_cue, *cue) for cue in missing]:
+                done.result()
     return write_catalog(os.path.join(directory, "catalog.csv"), rows)

@@ -135,3 +135,36 @@ def test_cli_invalid_catalog_exits_3_and_changes_nothing(tmp_path):
     after = {os.path.join(d, p): os.path.getmtime(os.path.join(d, p))
              for d, _, files in os.walk(store) for p in files}
     assert before == after
+
+
+def test_demo_library_is_the_same_audio_however_it_is_generated(tmp_path):
+    """Cues are synthesized on several threads, each from its own seed: a library generated at
+    once holds the audio of each cue synthesized alone, a second call keeps what is there, and
+    a partly generated library is completed to the same files."""
+    import numpy as np
+    import soundfile as sf
+
+    from catalogs.demo import FILMS, FORMATS, generate_demo_library, synthesize
+
+    short = dict(min_seconds=1.0, max_seconds=2.0)
+    whole = generate_demo_library(str(tmp_path / "whole"), n_tracks=6, **short)
+    frame = pd.read_csv(whole)
+    assert frame["track_id"].tolist() == [f"t{i:05d}" for i in range(6)]
+    # t00004 is 32-bit float WAV: what was synthesized, exactly
+    data, rate = sf.read(tmp_path / "whole" / "audio" / "t00004.wav", dtype="float32")
+    genres, (_, _, _, sr, _) = FILMS[4][3], FORMATS[4]
+    seconds = np.random.default_rng(7).uniform(1.0, 2.0, 5)[4]
+    assert rate == sr
+    np.testing.assert_array_equal(data, synthesize(genres, seconds, sr,
+                                                   np.random.default_rng([7, 4])))
+    kept = os.path.getmtime(tmp_path / "whole" / "audio" / "t00002.mp3")
+    generate_demo_library(str(tmp_path / "whole"), n_tracks=6, **short)
+    assert os.path.getmtime(tmp_path / "whole" / "audio" / "t00002.mp3") == kept
+    # two cues first, the rest later: the same samples as the library made at once
+    generate_demo_library(str(tmp_path / "parts"), n_tracks=2, **short)
+    generate_demo_library(str(tmp_path / "parts"), n_tracks=6, **short)
+    for name in sorted(os.listdir(tmp_path / "whole" / "audio")):
+        a, ra = sf.read(tmp_path / "whole" / "audio" / name)
+        b, rb = sf.read(tmp_path / "parts" / "audio" / name)
+        assert ra == rb and np.array_equal(a, b), name
+    assert not [n for n in os.listdir(tmp_path / "parts" / "audio") if n.endswith(".part")]
