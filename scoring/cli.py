@@ -46,7 +46,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _rankings_arguments(p: argparse.ArgumentParser) -> None:
-    from scoring.rankings import COMBINE
+    from scoring.rankings import COMBINE, DEFAULT_COMBINE
 
     add_store_args(p)
     add_filter_args(p)
@@ -56,9 +56,10 @@ def _rankings_arguments(p: argparse.ArgumentParser) -> None:
                    help="a label the tracks should fit (repeatable)")
     p.add_argument("--top", type=int, default=20, metavar="N",
                    help="how many tracks (default %(default)s)")
-    p.add_argument("--combine", choices=COMBINE, default=COMBINE[0],
-                   help="how several labels' scores combine (default %(default)s; min: the "
-                        "weakest label counts)")
+    p.add_argument("--combine", choices=COMBINE, default=DEFAULT_COMBINE,
+                   help="how several labels' scores combine (default %(default)s: their "
+                        "geometric mean, high only where every label is; min: the weakest "
+                        "label counts; mean: a strong label can carry a weak one)")
     add_output_args(p)
 
 

@@ -483,10 +483,18 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     best = best_tracks(store, MODEL, ["Thriller", "Sci-Fi"], top=5)
     assert best.equals(best_tracks(store, MODEL, ["thriller", "science fiction"], top=5))
     assert best["rank"].tolist() == [1, 2, 3, 4, 5] and (np.diff(best["score"]) <= 0).all()
-    np.testing.assert_allclose(best["score"], best[["Thriller", "Sci-Fi"]].mean(axis=1), rtol=1e-6)
+    # by default the geometric mean of the labels' scores, over every current track
+    pair = best[["Thriller", "Sci-Fi"]].to_numpy(np.float64)
+    np.testing.assert_allclose(best["score"], np.sqrt(pair[:, 0] * pair[:, 1]), rtol=1e-5)
     wide = scores(store, MODEL, labels=["Thriller", "Sci-Fi"]).pivot_table(
-        index="track_id", columns="label", values="score").mean(axis=1)
-    assert best["track_id"].tolist() == wide.sort_values(ascending=False).index[:5].tolist()
+        index="track_id", columns="label", values="score")
+    together = np.sqrt(wide["Thriller"] * wide["Sci-Fi"])
+    assert best["track_id"].tolist() == together.sort_values(ascending=False).index[:5].tolist()
+    mean = best_tracks(store, MODEL, ["Thriller", "Sci-Fi"], combine="mean", top=5)
+    np.testing.assert_allclose(mean["score"], mean[["Thriller", "Sci-Fi"]].mean(axis=1),
+                               rtol=1e-6)
+    assert mean["track_id"].tolist() == wide.mean(axis=1).sort_values(
+        ascending=False).index[:5].tolist()
     weakest = best_tracks(store, MODEL, ["Thriller", "Sci-Fi"], combine="min", top=3)
     np.testing.assert_allclose(weakest["score"], weakest[["Thriller", "Sci-Fi"]].min(axis=1))
     in_70s = best_tracks(store, MODEL, ["Drama"], top=50, year="1970:1979")
