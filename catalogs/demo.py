@@ -187,7 +187,8 @@ SIGNATURES: dict[str, Synth] = {
     "Sci-Fi": _scifi, "Thriller": _thriller,
 }
 
-# Films: genres skewed as in the study (Drama most frequent, Drama+Romance the top pair).
+# Films: genres skewed as in the study (Drama most frequent, Drama+Romance the top pair); Dune
+# Riders is the one whose cues fit "Thriller + Sci-Fi", the question the demo ends on.
 FILMS: list[tuple[str, str, int, tuple[str, ...]]] = [
     ("Harbour Lights", "Ada Marsh", 1962, ("Drama", "Romance")),
     ("The Long Verdict", "Ennio Castellan", 1995, ("Crime", "Drama")),
@@ -197,7 +198,7 @@ FILMS: list[tuple[str, str, int, tuple[str, ...]]] = [
     ("The Glass Orchard", "Rachel Pell", 1988, ("Fantasy", "Romance")),
     ("Mister Pennywhistle", "Danny Elf", 1984, ("Comedy",)),
     ("Cold Harbor Blues", "Ennio Castellan", 1972, ("Crime", "Thriller")),
-    ("Dune Riders", "Hanna Zimm", 2010, ("Action", "Sci-Fi")),
+    ("Dune Riders", "Hanna Zimm", 2010, ("Action", "Sci-Fi", "Thriller")),
     ("Summer in Verona", "Ada Marsh", 1978, ("Comedy", "Drama", "Romance")),
     ("The Crimson Quest", "John Wilde", 1993, ("Adventure", "Fantasy")),
     ("Broadway Nights", "Irving Bloom", 1965, ("Drama", "Musical", "Romance")),
