@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import numpy as np
 import scipy.signal
@@ -242,14 +242,16 @@ def _write_cue(path: str, genres: tuple[str, ...], seconds: float, rng: np.rando
 
 
 def generate_demo_library(directory: str, n_tracks: int = 48, seed: int = 7,
-                          min_seconds: float = 20.0, max_seconds: float = 45.0) -> str:
+                          min_seconds: float = 20.0, max_seconds: float = 45.0,
+                          progress: bool = False) -> str:
     """Write the demo library into ``directory``: audio under ``audio/`` and ``catalog.csv``.
 
     Returns the catalog's path. Tracks cycle through :data:`FILMS` (so ``n_tracks=48`` gives
     three cues a film) and :data:`FORMATS`. Files already there with the same name are kept, so
     calling it again is cheap and does not touch their modification times. Missing cues are
     synthesized and encoded on a thread per core (numpy and the encoders release the GIL);
-    each cue has its own seed, so the audio is the same however many are made at once.
+    each cue has its own seed, so the audio is the same however many are made at once. With
+    ``progress``, a progress bar counts them.
     """
     rng = np.random.default_rng(seed)
     audio_dir = os.path.join(directory, "audio")
@@ -270,7 +272,12 @@ def generate_demo_library(directory: str, n_tracks: int = 48, seed: int = 7,
                      "title": f"{cues[i % len(cues)]} ({film})", "film": film,
                      "composer": composer, "year": year, "genres": "|".join(genres)})
     if missing:
-        with ThreadPoolExecutor(min(len(missing), len(os.sched_getaffinity(0)))) as pool:
-            for done in [pool.submit(_write_cue, *cue) for cue in missing]:
+        from tqdm.auto import tqdm
+
+        with ThreadPoolExecutor(min(len(missing), len(os.sched_getaffinity(0)))) as pool, \
+                tqdm(total=len(missing), unit="cue", desc="generate demo",
+                     disable=not progress) as bar:
+            for done in as_completed([pool.submit(_write_cue, *cue) for cue in missing]):
                 done.result()
+                bar.update()
     return write_catalog(os.path.join(directory, "catalog.csv"), rows)

@@ -32,9 +32,9 @@ def _run(args: argparse.Namespace) -> int:
     from training.model_files import ModelFiles
 
     print(f"generating the demo library in {os.path.abspath(args.dir)} ...", file=sys.stderr)
-    catalog = generate_demo_library(args.dir, n_tracks=args.tracks)
-    store_url = os.path.join(args.dir, "store")
     progress = not args.no_progress
+    catalog = generate_demo_library(args.dir, n_tracks=args.tracks, progress=progress)
+    store_url = os.path.join(args.dir, "store")
     with connect(args.scheduler, args.scheduler_file, args.workers) as client:
         report = featurestore.build(catalog, store_url, name="demo", client=client,
                                     progress=progress)
