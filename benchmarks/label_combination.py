@@ -2,7 +2,8 @@
 hand).
 
     python benchmarks/label_combination.py --store S [--feature-set HASH] [--archs kernel,linear]
-                                           [--repeats 3] [--min-tracks 20] [--min-together 3]
+                                           [--repeats 3] [--seed 0] [--min-tracks 20]
+                                           [--min-together 3]
 
 ``featurestore rankings --label A --label B`` (``best_tracks``) answers "which cues fit A + B?"
 by combining each track's scores for A and B (:data:`scoring.rankings.COMBINE`). This script
@@ -14,7 +15,7 @@ of labels that at least ``--min-together`` tracks carry together, the tracks are
 each combination of their two scores, and the ranking's average precision for "has both
 labels" is taken (scikit-learn's ``average_precision_score``). Prints per model and
 combination the mean average precision over pairs and reshuffles, and in how many of them it
-beat ``mean`` and ``geomean``.
+beat each other combination.
 """
 
 from __future__ import annotations
@@ -25,15 +26,13 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from model_quality import labelled_tracks, read_track_tiles
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import KFold
 
 import featurestore
-from featurestore.statuses import OK
-from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
 from scoring.rankings import COMBINE, combine_scores
-from training.linear import ESTIMATORS, choose_c, statistics_of
-from training.targets import multi_hot, select_classes
+from training.linear import fit_statistics_model, statistics_of
 from training.track_models import StatisticsLayout
 
 
@@ -41,8 +40,7 @@ def held_out_scores(x: np.ndarray, y: np.ndarray, arch: str, seed: int) -> np.nd
     """Every track's label scores from the model fitted on the other four fifths."""
     out = np.zeros(y.shape)
     for fit, test in KFold(5, shuffle=True, random_state=seed).split(x):
-        c, _ = choose_c(arch, x[fit], y[fit])
-        model = ESTIMATORS[arch](c).fit(x[fit], y[fit])
+        model, _, _ = fit_statistics_model(arch, x[fit], y[fit])
         out[test] = 1.0 / (1.0 + np.exp(-model.decision_function(x[test])))
     return out
 
@@ -61,13 +59,8 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     store = featurestore.open(args.store)
     fset = store.feature_set(args.feature_set)
-    tracks = store.tracks(feature_set=fset.hash, status=OK)
-    classes = select_classes(tracks, "genres", (), args.min_tracks)
-    y = multi_hot(tracks, classes)
-    tracks, y = tracks[y.sum(1) > 0].reset_index(drop=True), y[y.sum(1) > 0]
-    counts = tracks["n_tiles"].to_numpy()
-    tiles = read_tiles(TileSource(fset.tiles_url),
-                       tile_rows(tracks["tile_start"].to_numpy(), counts)[0])
+    tracks, y, classes = labelled_tracks(store, fset, args.min_tracks)
+    counts, tiles = read_track_tiles(fset, tracks)
     pairs = [(a, b) for a, b in itertools.combinations(range(len(classes)), 2)
              if (y[:, a] * y[:, b]).sum() >= args.min_together]
     print(f"feature set {fset.hash} ({fset.spec.kind}): {len(tracks)} tracks, labels "
@@ -91,12 +84,12 @@ def main() -> None:
     summary = []
     for arch, part in wide.groupby(level="model", sort=False):
         for combine in COMBINE:
-            summary.append({"model": arch, "combine": combine,
-                            "mean AP": round(part[combine].mean(), 3),
-                            "beats mean": f"{(part[combine] > part['mean']).sum()}/{len(part)}",
-                            "beats geomean": f"{(part[combine] > part['geomean']).sum()}"
-                                             f"/{len(part)}"})
-    print(pd.DataFrame(summary).to_string(index=False))
+            row = {"model": arch, "combine": combine, "mean AP": round(part[combine].mean(), 3)}
+            for other in COMBINE:
+                if other != combine:
+                    row[f"above {other}"] = f"{(part[combine] > part[other]).sum()}/{len(part)}"
+            summary.append(row)
+    print(pd.DataFrame(summary).to_string(index=False, na_rep="-"))
 
 
 if __name__ == "__main__":

@@ -48,15 +48,31 @@ def baseline(x: np.ndarray, y: np.ndarray, fit: np.ndarray, test: np.ndarray) ->
     return clf.fit(x[fit], y[fit]).predict_proba(x[test])
 
 
+def labelled_tracks(store, fset, min_tracks: int) -> tuple[pd.DataFrame, np.ndarray, list]:
+    """The feature set's built tracks that carry a genre of at least ``min_tracks`` tracks,
+    their multi-hot labels, and those genres."""
+    tracks = store.tracks(feature_set=fset.hash, status=OK)
+    classes = select_classes(tracks, "genres", (), min_tracks)
+    y = multi_hot(tracks, classes)
+    keep = y.sum(1) > 0
+    return tracks[keep].reset_index(drop=True), y[keep], classes
+
+
+def read_track_tiles(fset, tracks: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts, tiles)``: the tiles of ``tracks`` (rows of ``fset``'s build, with
+    ``n_tiles`` and ``tile_start``), track after track."""
+    counts = tracks["n_tiles"].to_numpy()
+    return counts, read_tiles(TileSource(fset.tiles_url),
+                              tile_rows(tracks["tile_start"].to_numpy(), counts)[0])
+
+
 def mfcc_statistics(store, tracks: pd.DataFrame) -> np.ndarray:
     """The baseline's input: each track's MFCC mean and std per coefficient (the study's
     feature set, whichever set the models train on)."""
     mfcc = store.feature_set(featurestore.FeatureSpec())
     rows = tracks[["catalog", "track_id"]].merge(
         store.tracks(feature_set=mfcc.hash, status=OK), on=["catalog", "track_id"])
-    counts = rows["n_tiles"].to_numpy()
-    tiles = read_tiles(TileSource(mfcc.tiles_url),
-                       tile_rows(rows["tile_start"].to_numpy(), counts)[0])
+    counts, tiles = read_track_tiles(mfcc, rows)
     return statistics_of(tiles, counts)
 
 
@@ -99,10 +115,7 @@ def main() -> None:
         featurestore.build(catalog, url, progress=False)
     store = featurestore.open(url)
     fset = store.feature_set(args.feature_set)
-    tracks = store.tracks(feature_set=fset.hash, status=OK)
-    classes = select_classes(tracks, "genres", (), args.min_tracks)
-    y = multi_hot(tracks, classes)
-    tracks, y = tracks[y.sum(1) > 0].reset_index(drop=True), y[y.sum(1) > 0]
+    tracks, y, classes = labelled_tracks(store, fset, args.min_tracks)
     x = mfcc_statistics(store, tracks)
     groups = None if args.by == "track" else tracks[args.by].astype(str).to_numpy()
     folds = folds_of(np.arange(len(tracks)), groups, args.folds, args.seed)

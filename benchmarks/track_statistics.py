@@ -19,15 +19,13 @@ import argparse
 import warnings
 
 import pandas as pd
-from model_quality import baseline, mfcc_statistics
+from model_quality import baseline, labelled_tracks, mfcc_statistics, read_track_tiles
 from sklearn.metrics import label_ranking_average_precision_score as lrap
 from sklearn.model_selection import GroupKFold, KFold
 
 import featurestore
 from featurestore.statuses import OK
-from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
-from training.linear import ESTIMATORS, choose_c, statistics_of
-from training.targets import multi_hot, select_classes
+from training.linear import ESTIMATORS, fit_statistics_model, statistics_of
 from training.track_models import QUANTILES, StatisticsLayout
 
 
@@ -42,12 +40,8 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     store = featurestore.open(args.store)
     mfcc = store.feature_set(featurestore.FeatureSpec())
-    tracks = store.tracks(feature_set=mfcc.hash, status=OK)
-    y = multi_hot(tracks, select_classes(tracks, "genres", (), args.min_tracks))
-    tracks, y = tracks[y.sum(1) > 0].reset_index(drop=True), y[y.sum(1) > 0]
-    counts = tracks["n_tiles"].to_numpy()
-    tiles = read_tiles(TileSource(mfcc.tiles_url),
-                       tile_rows(tracks["tile_start"].to_numpy(), counts)[0])
+    tracks, y, _ = labelled_tracks(store, mfcc, args.min_tracks)
+    counts, tiles = read_track_tiles(mfcc, tracks)
     x = {"moments": statistics_of(tiles, counts),
          "quantiles": statistics_of(tiles, counts, StatisticsLayout(QUANTILES))}
     if args.log_mel:
@@ -59,9 +53,7 @@ def main() -> None:
                              "of the MFCC set's tracks: build it from the same catalog")
         layout = StatisticsLayout.for_model("kernel", logmel.spec.kind,
                                             logmel.spec.tile_shape[0])
-        mel_counts = mel_rows["n_tiles"].to_numpy()
-        mel_tiles = read_tiles(TileSource(logmel.tiles_url),
-                               tile_rows(mel_rows["tile_start"].to_numpy(), mel_counts)[0])
+        mel_counts, mel_tiles = read_track_tiles(logmel, mel_rows)
         x["log-mel bands + cepstra"] = statistics_of(mel_tiles, mel_counts, layout)
     base_x = mfcc_statistics(store, tracks)
     films = tracks["film"].astype(str).to_numpy()
@@ -71,10 +63,9 @@ def main() -> None:
     rows = []
     for k, (by, seed, fit, test) in enumerate(splits):
         rows.append((by, k, "logistic baseline", lrap(y[test], baseline(base_x, y, fit, test))))
-        for arch, estimator in ESTIMATORS.items():
+        for arch in ESTIMATORS:
             for name, values in x.items():
-                c, _ = choose_c(arch, values[fit], y[fit])
-                model = estimator(c).fit(values[fit], y[fit])
+                model, _, _ = fit_statistics_model(arch, values[fit], y[fit])
                 rows.append((by, k, f"{arch}, {name}",
                              lrap(y[test], model.decision_function(values[test]))))
         print(f"{by} fold {k}: " + ", ".join(

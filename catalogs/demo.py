@@ -229,6 +229,10 @@ def synthesize(genres: tuple[str, ...] | list[str], seconds: float, sr: int,
     return (0.8 * mix / np.max(np.abs(mix))).astype(np.float32)
 
 
+#: Threads that make cues at once, at most (a cue needs up to ~170 MiB while it is made).
+_MAX_THREADS = 8
+
+
 def _write_cue(path: str, genres: tuple[str, ...], seconds: float, rng: np.random.Generator,
                fmt: str, subtype: str, sr: int, channels: int) -> None:
     """Synthesize one cue and write it to ``path`` atomically (a partial file never has the
@@ -274,10 +278,14 @@ def generate_demo_library(directory: str, n_tracks: int = 48, seed: int = 7,
     if missing:
         from tqdm.auto import tqdm
 
-        with ThreadPoolExecutor(min(len(missing), len(os.sched_getaffinity(0)))) as pool, \
-                tqdm(total=len(missing), unit="cue", desc="generate demo",
-                     disable=not progress) as bar:
-            for done in as_completed([pool.submit(_write_cue, *cue) for cue in missing]):
-                done.result()
-                bar.update()
+        pool = ThreadPoolExecutor(min(len(missing), os.cpu_count() or 1, _MAX_THREADS))
+        try:
+            with tqdm(total=len(missing), unit="cue", desc="generate demo",
+                      disable=not progress) as bar:
+                for done in as_completed([pool.submit(_write_cue, *cue) for cue in missing]):
+                    done.result()
+                    bar.update()
+        finally:
+            # on an error or Ctrl-C, the cues not yet started are dropped, not made first
+            pool.shutdown(cancel_futures=True)
     return write_catalog(os.path.join(directory, "catalog.csv"), rows)

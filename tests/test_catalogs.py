@@ -168,3 +168,23 @@ def test_demo_library_is_the_same_audio_however_it_is_generated(tmp_path):
         b, rb = sf.read(tmp_path / "parts" / "audio" / name)
         assert ra == rb and np.array_equal(a, b), name
     assert not [n for n in os.listdir(tmp_path / "parts" / "audio") if n.endswith(".part")]
+
+
+def test_demo_library_stops_at_a_cue_that_fails_and_a_rerun_completes_it(tmp_path):
+    """A cue that cannot be written ends the generation with its error at once (the cues not
+    yet started are not made first), and the next call makes what is missing."""
+    import soundfile as sf
+
+    from catalogs.demo import generate_demo_library
+
+    audio = tmp_path / "lib" / "audio"
+    (audio / "t00000.wav.part").mkdir(parents=True)  # where the first cue is written
+    with pytest.raises((OSError, RuntimeError, sf.LibsndfileError)):
+        generate_demo_library(str(tmp_path / "lib"), n_tracks=24, min_seconds=1.0,
+                              max_seconds=2.0)
+    written = [n for n in os.listdir(audio) if not n.endswith(".part")]
+    assert len(written) < 12, written
+    (audio / "t00000.wav.part").rmdir()
+    generate_demo_library(str(tmp_path / "lib"), n_tracks=24, min_seconds=1.0, max_seconds=2.0)
+    assert sorted(os.listdir(audio)) == sorted(
+        f"t{i:05d}.{('wav', 'flac', 'mp3', 'ogg', 'wav')[i % 5]}" for i in range(24))

@@ -507,6 +507,7 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     assert [r["track_id"] for r in rows] == best["track_id"].tolist()
+    assert [r["score"] for r in rows] == pytest.approx(best["score"].tolist(), rel=1e-6)
     assert {"film", "composer", "year", "Thriller", "Sci-Fi"} <= set(rows[0])
     res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--track",
                   "t00003")

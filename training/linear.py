@@ -83,6 +83,15 @@ def choose_c(arch: str, x: np.ndarray, y: np.ndarray, folds: int = 3,
     return min(c for c, s in scores.items() if s == best), scores
 
 
+def fit_statistics_model(arch: str, x: np.ndarray, y: np.ndarray,
+                         seed: int = 0) -> tuple[Pipeline, float, dict[float, float]]:
+    """The ``arch`` estimator fitted on ``x``, ``y`` with its ``C`` chosen by
+    :func:`choose_c`: ``(pipeline, C, every candidate's mean LRAP)``."""
+    c, tried = choose_c(arch, x, y, seed=seed)
+    with one_blas_thread():
+        return ESTIMATORS[arch](c).fit(x, y), c, tried
+
+
 def to_module(pipeline: Pipeline, tile_shape: tuple[int, int],
               layout: StatisticsLayout) -> nn.Module:
     """The pipeline, fitted on statistics of ``layout``, as a torch module whose logits equal

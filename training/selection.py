@@ -18,7 +18,7 @@ from sklearn.model_selection import GroupKFold, KFold
 from torch import nn
 
 from training.config import TRACK_LEVEL, TrainConfig, TrainingError
-from training.linear import ESTIMATORS, choose_c, one_blas_thread, to_module
+from training.linear import ESTIMATORS, fit_statistics_model, to_module
 from training.loop import Checkpointer
 from training.track_fit import fit_tracks, predict_tracks, tiles_of, track_set
 from training.track_models import PooledCNN, StatisticsLayout
@@ -75,9 +75,8 @@ def fit_track_model(config: TrainConfig, data: TrackData, train: np.ndarray, val
         both = np.concatenate([train, val])
         layout = StatisticsLayout.for_model(config.arch, data.kind, tile_shape[0])
         x = data.statistics(both, layout)
-        c, tried = choose_c(config.arch, x, data.targets[both], seed=config.seed)
-        with one_blas_thread():
-            pipeline = ESTIMATORS[config.arch](c).fit(x, data.targets[both])
+        pipeline, c, tried = fit_statistics_model(config.arch, x, data.targets[both],
+                                                  config.seed)
         row = {"member": label or config.arch, "epoch": 0, "train_loss": float("nan"),
                "val_loss": float("nan"), "val_lrap": tried[c], "C": c,
                "seconds": time.perf_counter() - started}
