@@ -27,6 +27,7 @@ COMBINE = ("geomean", "mean", "min")
 #: than the mean for 21 to 25 of 27 pairs and reshuffles, with each feature set and model
 #: measured (docs/scoring.md).
 DEFAULT_COMBINE = "geomean"
+
 SHOWN = ["title", "film", "composer", "year", "genres"]
 
 
