@@ -1,7 +1,7 @@
 """Same-film neighbours of ``kernel`` embeddings with and without their frame codebook (run by
 hand).
 
-    python benchmarks/similarity_codebook.py --store STORE --models M0,M1,...
+    python benchmarks/similarity_codebook.py --store STORE --models M0,M1,... [--compare-chunk N]
 
 For each stored ``kernel`` fold model: its embedding without a codebook, and with the codebook
 :func:`training.train` fits (``FrameCodebook.fit`` on the frames of the model's training and
@@ -10,7 +10,9 @@ statistics baseline of ``featurestore evaluate``; every fold's test tracks are t
 their 10 nearest neighbours are searched among all tracks. Prints the codebook's fit and
 embedding seconds per fold, then the table of ``similarity_variants.py``: same-film precision
 at 10 per fold and over all folds' queries, label Jaccard, and the folds above the embedding
-without a codebook.
+without a codebook. With ``--compare-chunk N``, each fold also embeds with the frames assigned
+to their words in blocks of N (against :data:`training.codebook.ASSIGN_CHUNK`) and prints that
+time beside.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import featurestore
 from scoring.evaluate import split_tracks_of
 from scoring.similarity import neighbour_figures
 from similarity_variants import add_figures, figures_table, library, rows_of
+from training import codebook
 from training.codebook import FrameCodebook
 from training.model_files import ModelFiles
 
@@ -35,6 +38,8 @@ def main() -> None:
     parser.add_argument("--store", required=True)
     parser.add_argument("--models", required=True,
                         help="comma-separated kernel models of one feature set, one per fold")
+    parser.add_argument("--compare-chunk", type=int, metavar="N",
+                        help="also time the embedding with words assigned N frames at a time")
     args = parser.parse_args()
     store = featurestore.open(args.store)
     names = args.models.split(",")
@@ -58,8 +63,16 @@ def main() -> None:
             started = time.perf_counter()
             _, with_codebook = model.track_outputs(x[:, None], c)
             embedded = time.perf_counter() - started
+            if args.compare_chunk:
+                default, codebook.ASSIGN_CHUNK = codebook.ASSIGN_CHUNK, args.compare_chunk
+                started = time.perf_counter()
+                model.track_outputs(x[:, None], c)
+                compared = time.perf_counter() - started
+                codebook.ASSIGN_CHUNK = default
         print(f"{name}: codebook fitted in {fitted:.1f} s, {len(x)} tiles embedded in "
-              f"{embedded:.1f} s, {with_codebook.shape[1]} values", flush=True)
+              f"{embedded:.1f} s, {with_codebook.shape[1]} values"
+              + (f"; in blocks of {args.compare_chunk} frames {compared:.1f} s "
+                 f"({compared / embedded:.2f}x)" if args.compare_chunk else ""), flush=True)
         for variant, vectors in (("feature statistics", baseline),
                                  ("kernel without codebook", without.numpy()),
                                  ("kernel with codebook", with_codebook.numpy())):

@@ -31,8 +31,9 @@ SIZE = 1024
 #: Frames k-means is fitted on at most, drawn at random (seeded) from the training tracks.
 FIT_FRAMES = 50_000
 
-#: Frames assigned to their words at once: 4,096 x 8,192 distances are 128 MiB in float32 (on
-#: 2 cores larger blocks were no faster).
+#: Frames assigned to their words at once: 4,096 x 8,192 distances are 128 MiB in float32. On
+#: 2 cores neither larger blocks nor cache-sized ones (512) were reliably faster
+#: (benchmarks/README.md, similarity_codebook.py).
 ASSIGN_CHUNK = 4096
 
 
