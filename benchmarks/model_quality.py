@@ -61,9 +61,9 @@ def labelled_tracks(store, fset, min_tracks: int) -> tuple[pd.DataFrame, np.ndar
 def read_track_tiles(fset, tracks: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """``(counts, tiles)``: the tiles of ``tracks`` (rows of ``fset``'s build, with
     ``n_tiles`` and ``tile_start``), track after track."""
-    counts = tracks["n_tiles"].to_numpy()
-    return counts, read_tiles(TileSource(fset.tiles_url),
-                              tile_rows(tracks["tile_start"].to_numpy(), counts)[0])
+    counts = tracks["n_tiles"].to_numpy(np.int64)
+    return counts, read_tiles(TileSource(fset.tiles_url, fset.store.storage_options),
+                              tile_rows(tracks["tile_start"].to_numpy(np.int64), counts)[0])
 
 
 def mfcc_statistics(store, tracks: pd.DataFrame) -> np.ndarray:

@@ -19,10 +19,10 @@ import argparse
 import numpy as np
 import pandas as pd
 import torch
+from model_quality import read_track_tiles
 
 import featurestore
 from featurestore.statuses import OK
-from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
 from scoring.evaluate import split_tracks_of, standardized, statistics_baseline
 from scoring.score_tables import KEY
 from scoring.similarity import neighbour_figures, unit
@@ -85,9 +85,7 @@ def library(store, names: list[str]) -> tuple:
     feature_set = first["feature_set"]
     tracks = store.tracks(feature_set=feature_set, status=OK).sort_values(
         "tile_start").reset_index(drop=True)
-    counts = tracks["n_tiles"].to_numpy(np.int64)
-    tiles = read_tiles(TileSource(store.feature_set(feature_set).tiles_url),
-                       tile_rows(tracks["tile_start"].to_numpy(np.int64), counts)[0])
+    counts, tiles = read_track_tiles(store.feature_set(feature_set), tracks)
     return (tracks, counts, tiles, tracks["film"], tracks[first["label_column"]],
             statistics_baseline(store, feature_set, tracks))
 

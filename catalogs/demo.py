@@ -253,10 +253,9 @@ def generate_demo_library(directory: str, n_tracks: int = 48, seed: int = 7,
     Returns the catalog's path. Tracks cycle through :data:`FILMS` (so ``n_tracks=48`` gives
     three cues a film) and :data:`FORMATS`. Files already there with the same name are kept, so
     calling it again is cheap and does not touch their modification times. Missing cues are
-    synthesized and encoded on a thread per core, at most :data:`_MAX_THREADS` (numpy and
-    the encoders release the GIL);
-    each cue has its own seed, so the audio is the same however many are made at once. With
-    ``progress``, a progress bar counts them.
+    synthesized and encoded on a thread per core, at most :data:`_MAX_THREADS` (numpy and the
+    encoders release the GIL); each cue has its own seed, so the audio is the same however many
+    are made at once. With ``progress``, a progress bar counts them.
     """
     rng = np.random.default_rng(seed)
     audio_dir = os.path.join(directory, "audio")
