@@ -44,14 +44,18 @@ COMMIT_INTERVAL_S = 1.0
 
 @dataclass
 class BuildReport:
-    """What a build did. ``failures`` lists every track of the catalog whose current status is
-    a failure (this run's and earlier unchanged ones), as (track_id, status, reason)."""
+    """What a build did. ``built``, ``failed``, ``refreshed`` and ``unchanged`` count the
+    catalog's tracks by what this run did with them (extracted tiles; recorded a failure:
+    a missing, duplicate or unreadable file; refreshed the fingerprint of a touched file; left
+    alone). ``failures`` lists every track of the catalog whose current status is a failure
+    (this run's and earlier unchanged ones), as (track_id, status, reason)."""
 
     catalog: str
     feature_set: str
     run_id: str
     n_tracks: int = 0
     built: int = 0
+    failed: int = 0
     unchanged: int = 0
     refreshed: int = 0
     removed: int = 0
@@ -69,14 +73,17 @@ class BuildReport:
     def summary(self, max_failures: int = 20) -> str:
         lines = [
             f"catalog {self.catalog!r}, feature set {self.feature_set}, run {self.run_id}",
-            f"  {self.n_tracks} tracks: {self.built} extracted, {self.refreshed} touched but "
-            f"unchanged, {self.unchanged} skipped (up to date), {self.removed} removed, "
-            f"{len(self.failures)} failed",
+            f"  {self.n_tracks} tracks: {self.built} extracted, {self.failed} failed, "
+            f"{self.refreshed} touched but unchanged, {self.unchanged} skipped (up to date); "
+            f"{self.removed} removed",
             f"  {self.audio_seconds / 3600:.3f} h of audio, {self.tiles_written} tiles written, "
             f"{self.commits} commits, {self.wall_seconds:.1f} s",
         ]
-        if self.built == 0 and self.removed == 0 and self.refreshed == 0:
+        if self.built == 0 and self.failed == 0 and self.removed == 0 and self.refreshed == 0:
             lines.append("  nothing to do: the store is up to date")
+        if self.failures:
+            lines.append(f"  {len(self.failures)} tracks have no tiles (failed in this run or "
+                         "an earlier one; fix the file and build again):")
         for track_id, status, reason in self.failures[:max_failures]:
             lines.append(f"  FAILED {track_id}: {status}: {reason}")
         if len(self.failures) > max_failures:
@@ -229,6 +236,7 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
         committer = _Committer(fset, state, run_id, commit_seconds)
         _commit_driver_side(committer, fset, cat_name, tracks, plan, state, stats)
         report.unchanged, report.removed = len(plan.skipped), len(plan.removed)
+        report.failed = len(plan.missing) + len(plan.duplicates)
         if plan.to_build:
             options = _RunOptions(client, scheduler, scheduler_file, n_workers, batch_seconds,
                                   progress, log, extractor)
@@ -310,7 +318,10 @@ def _batch_rows(cat_name: str, batch: list, info: list[TrackMeta], start: int,
         tile_start = cursor if m.status == OK else -1
         cursor += m.n_tiles if m.status == OK else 0
         rows.append(_row(cat_name, task.track_id, task.path, fp, m, tile_start))
-        report.built += 1
+        if m.status == OK:
+            report.built += 1
+        else:
+            report.failed += 1
     return rows
 
 

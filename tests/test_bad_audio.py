@@ -72,6 +72,8 @@ def test_bad_tracks_recorded_rest_built_exit_code_4(tmp_path, dask_client, capsy
     res = subprocess.run(cli("build", catalog, "--store", store, "--workers", "2",
                              "--no-progress"), capture_output=True, text=True, timeout=300)
     assert res.returncode == 4, res.stdout + res.stderr
+    assert f"3 extracted, {len(bad)} failed" in res.stdout, res.stdout
+    assert f"{len(bad)} tracks have no tiles" in res.stdout
     tracks = featurestore.open(store).tracks().set_index("track_id")
     for track_id, (_, status) in bad.items():
         assert tracks.loc[track_id, "status"] == status, (track_id, tracks.loc[track_id, "error"])
@@ -90,11 +92,12 @@ def test_bad_tracks_recorded_rest_built_exit_code_4(tmp_path, dask_client, capsy
     res2 = run_cli(capsys, "build", catalog, "--store", store, "--scheduler",
                    dask_client.scheduler.address, "--no-progress")
     assert res2.returncode == 4
-    assert "0 extracted" in res2.stdout
+    assert "0 extracted, 0 failed" in res2.stdout and f"{3 + len(bad)} skipped" in res2.stdout
+    assert f"{len(bad)} tracks have no tiles" in res2.stdout
     # Fix one broken file: only it is rebuilt, and it turns ok.
     write_audio(bad["zero"][0], 12.0, seed=8)
     report = featurestore.build(catalog, store, client=dask_client, progress=False)
-    assert report.built == 1
+    assert (report.built, report.failed, len(report.failures)) == (1, 0, len(bad) - 1)
     tracks = featurestore.open(store).tracks().set_index("track_id")
     assert tracks.loc["zero", "status"] == "ok"
     after = track_tiles(store)
