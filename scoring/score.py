@@ -65,7 +65,9 @@ class ScoreReport:
         return ExitCode.OK
 
     def summary(self, max_skipped: int = 20) -> str:
-        lines = [f"model {self.model!r} version {self.version} ({self.aggregate} of tiles), "
+        how = ("each track from all its tiles" if self.aggregate == POOLED
+               else f"the {self.aggregate} of its tiles' scores")
+        lines = [f"model {self.model!r} version {self.version} ({how}), "
                  f"feature set {self.feature_set}, run {self.run_id}",
                  f"  {self.scored} tracks scored ({self.tiles} tiles)"
                  f"{f' on {self.workers} workers' if self.workers else ''}, {self.adopted} "

@@ -226,6 +226,7 @@ def test_auto_picks_the_candidate_with_the_best_validation_score(demo_store):
     assert scores["linear"]["mean"] == max(s["mean"] for s in scores.values())
     assert scores["linear"]["mean"] > scores["pooled"]["mean"]
     assert "linear has the best mean validation LRAP" in report.summary()
+    assert "epochs" not in report.summary()  # scikit-learn fits it at once
     with pytest.raises(TrainingError, match="track-level"):
         train(demo_store, "auto-cnn", TrainConfig(candidates=("linear", "cnn"), **QUICK),
               progress=False)
@@ -263,6 +264,7 @@ def test_track_level_model_scores_ranks_and_rescores_nightly(demo_store, dask_cl
     built = len(featurestore.open(url).tracks(status="ok"))
     first = score(url, "nightly", client=dask_client, progress=False)
     assert first.scored == built and first.commit == 1 and first.aggregate == "pooled"
+    assert "(each track from all its tiles)" in first.summary()
     # A track's ranking is the model's own forward pass over all of that track's tiles.
     store = featurestore.open(url)
     track = store.tracks(status="ok").iloc[3]

@@ -23,8 +23,10 @@ ARCH_DEFAULTS = {
     "pooled": {"optimizer": "adamw", "learning_rate": 3e-3, "epochs": 60, "patience": 15,
                "batch_size": 128, "weight_decay": 1e-2},
 }
-# The statistics models are fitted by scikit-learn: none of these settings apply to them.
-ARCH_DEFAULTS["linear"] = ARCH_DEFAULTS["kernel"] = {}
+#: The statistics models, fitted by scikit-learn at once (no epochs): none of these settings
+#: apply to them.
+STATISTICS_MODELS = ("linear", "kernel")
+ARCH_DEFAULTS.update({arch: {} for arch in STATISTICS_MODELS})
 #: Tiles per step of the study's models on a GPU when ``batch_size`` is unset: steps of 128
 #: leave the GPU waiting on kernel launches (benchmarks/gpu_training.py). The default learning
 #: rate grows with the square root of the batch (docs/training.md measures both).

@@ -14,7 +14,7 @@ from featurestore.spec import FeatureSpec
 from featurestore.statuses import OK
 from featurestore.store import Store
 from featurestore.tile_arrays import TileSource, read_tiles
-from training.config import TrainConfig, TrainingError
+from training.config import STATISTICS_MODELS, TrainConfig, TrainingError
 from training.fused import train_ensemble
 from training.heap import heap_reuse
 from training.inference import resolve_device
@@ -48,8 +48,10 @@ class TrainReport:
         m = self.metrics
         chosen = (f"auto chose {self.arch}: {self.selection['reason']}\n"
                   if self.selection else "")
+        epochs = ("" if self.arch in STATISTICS_MODELS
+                  else f"; {len(self.history)} epochs")
         return chosen + (f"model {self.name!r} ({self.arch}, {len(self.classes)} classes: "
-                f"{', '.join(self.classes)}) on {self.device}; {len(self.history)} epochs"
+                f"{', '.join(self.classes)}) on {self.device}{epochs}"
                 f"{' (resumed)' if self.resumed else ''}; test: track LRAP "
                 f"{m.get('track_lrap', float('nan')):.3f}, coverage error "
                 f"{m.get('track_coverage_error', float('nan')):.2f} (best "
@@ -212,13 +214,13 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
                       .to_numpy()[rows] if requested.group_by else None)
             selection = select(config, data, rows, groups, log)
             files.write_json(selection, "selection.json")
-        log(f"auto chose {selection['best']}: {selection['reason']}")
         config = requested.resolved(selection["best"])
     base.update(arch=config.arch, train_config=config.to_dict(),
                 softmax=is_softmax(config.arch), **({"selection": selection} if selection
                                                     else {}))
     files.write_config(base)
-    log(f"training {config.arch} {name!r} on {device}: {len(classes)} classes, "
+    chosen = " (chosen by auto)" if selection else ""
+    log(f"training {config.arch}{chosen} {name!r} on {device}: {len(classes)} classes, "
         f"{len(tables['train'])}/{len(tables['val'])}/{len(tables['test'])} train/val/test "
         f"tiles from {len(tracks)} tracks")
     test = "test" if len(tables["test"]) else "val"
