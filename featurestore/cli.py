@@ -60,6 +60,27 @@ def commands() -> list[Command]:
 # -- options the stages' commands share ------------------------------------------------
 
 
+def at_least(kind: type, low: float, strict: bool = False) -> Callable[[str], float]:
+    """An argparse type: a ``kind`` (``int`` or ``float``) of at least ``low`` (above it when
+    ``strict``), so that ``--top -2`` is refused rather than read as "all but two"."""
+    what = f"{'an integer' if kind is int else 'a number'} {'>' if strict else '>='} {low}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not (value > low if strict else value >= low):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+#: Counts: rows, tracks, workers, tiles per batch.
+positive_int = at_least(int, 1)
+
+
 def storage_options(pairs: list[str] | None) -> dict:
     """``key=value`` pairs; values are parsed as JSON when they can be (numbers, booleans,
     objects), else kept as strings. ``client_kwargs.endpoint_url=...`` nests."""
@@ -101,7 +122,7 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scheduler", metavar="ADDR",
                    help="address of a running Dask scheduler (or set DASK_SCHEDULER_ADDRESS)")
     g.add_argument("--scheduler-file", metavar="FILE", help="a Dask scheduler file")
-    g.add_argument("--workers", type=int, metavar="N",
+    g.add_argument("--workers", type=positive_int, metavar="N",
                    help="LocalCluster worker processes (default: one per core)")
 
 
@@ -173,8 +194,10 @@ def write_frames(frames: Iterable, fmt: str, output: str | None) -> int:
         for n, frame in enumerate(frames):
             rows += len(frame)
             if fmt == "table":
-                if len(frame) or n == 0:
+                if len(frame):
                     sink.write(flat_lists(frame).to_string(index=False, header=n == 0) + "\n")
+                elif n == 0:  # the header alone, not pandas' "Empty DataFrame" note
+                    sink.write(" ".join(map(str, frame.columns)) + "\n")
             elif fmt == "csv":
                 flat_lists(frame).to_csv(sink, index=False, header=n == 0)
             elif fmt == "json":

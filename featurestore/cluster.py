@@ -67,6 +67,8 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None,
     else to a new LocalCluster (closed on exit). ``processes=False`` runs workers as threads of
     this process, which ``memory://`` stores need; ``monitoring=True`` keeps Dask's profiler and
     monitors at their defaults (see :data:`QUIET_MONITORING`)."""
+    if n_workers is not None and n_workers < 1:
+        raise ValueError(f"n_workers {n_workers}: a cluster needs at least one worker")
     if scheduler_file:
         with Client(scheduler_file=scheduler_file) as client:
             yield client

@@ -7,8 +7,8 @@ import json
 import sys
 
 from featurestore.cli import (Command, add_cluster_args, add_filter_args, add_output_args,
-                              add_store_args, filters, open_store, storage_options,
-                              write_frames)
+                              add_store_args, at_least, filters, open_store, positive_int,
+                              storage_options, write_frames)
 from featurestore.spec import KINDS, FeatureSpec, TileEncoding
 
 #: The spec fields ``build`` takes as options (the rest come from ``--spec``).
@@ -23,9 +23,10 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
     add_store_args(p, audio=True)
     p.add_argument("--catalog", dest="name", help="catalog name in the store (default: file stem)")
     p.add_argument("--rebuild", action="store_true", help="extract every track again")
-    p.add_argument("--batch-seconds", type=float, metavar="S",
+    p.add_argument("--batch-seconds", type=at_least(float, 0, strict=True), metavar="S",
                    help="audio seconds per Dask task (default: sized from library and workers)")
-    p.add_argument("--commit-seconds", type=float, metavar="S", default=COMMIT_INTERVAL_S,
+    p.add_argument("--commit-seconds", type=at_least(float, 0), metavar="S",
+                   default=COMMIT_INTERVAL_S,
                    help="seconds between commits while batches finish; committed tracks are "
                         "visible and survive a kill (default %(default)s; 0: every batch)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -36,7 +37,7 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
                    help="features: mfcc (default, the study's) or logmel (--n-mels bands)")
     for name in _SPEC_OPTIONS:
         g.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name, metavar="N")
-    g.add_argument("--chunk-tiles", type=int, default=TileEncoding.chunk_tiles, metavar="N",
+    g.add_argument("--chunk-tiles", type=positive_int, default=TileEncoding.chunk_tiles, metavar="N",
                    help="tiles per Zarr chunk for a new feature set (default %(default)s)")
 
 
@@ -70,7 +71,7 @@ def _tracks_arguments(p: argparse.ArgumentParser) -> None:
     add_filter_args(p)
     p.add_argument("--columns", metavar="A,B,...", help="output columns (default: all)")
     add_output_args(p)
-    p.add_argument("--limit", type=int, metavar="N", help="at most N rows")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="at most N rows")
     p.add_argument("--lazy", action="store_true",
                    help="read and write one row group at a time (bounded memory; csv, json, "
                         "parquet)")
@@ -95,7 +96,26 @@ def _tracks(args: argparse.Namespace) -> int:
         frames = [tracks.head(args.limit) if args.limit is not None else tracks]
     rows = write_frames(frames, args.format, args.output)
     print(f"{rows} tracks", file=sys.stderr)
+    if not rows:
+        _unheld_labels(store, args)
     return 0
+
+
+def _unheld_labels(store, args: argparse.Namespace) -> None:
+    """Say which asked-for labels no track of the store has: a misspelt genre otherwise
+    looks like an empty answer."""
+    from catalogs.labels import label_lists
+    from featurestore.query import TrackQuery
+
+    wanted = TrackQuery.of(genres=args.genre, all_genres=args.all_genres,
+                           labels=args.labels).wanted_labels()
+    if not wanted:
+        return
+    held = set(label_lists(store.tracks(catalog=args.catalog, columns=[args.labels]),
+                           args.labels).explode().dropna())
+    for label in sorted(wanted - held):
+        print(f"warning: no track{f' of catalog {args.catalog!r}' if args.catalog else ''} "
+              f"has the label {label!r} in column {args.labels!r}", file=sys.stderr)
 
 
 def _info_arguments(p: argparse.ArgumentParser) -> None:
@@ -114,10 +134,10 @@ def _info(args: argparse.Namespace) -> int:
 def _stats_arguments(p: argparse.ArgumentParser) -> None:
     add_store_args(p)
     add_filter_args(p)
-    p.add_argument("--min-tracks", type=int, metavar="N",
+    p.add_argument("--min-tracks", type=positive_int, metavar="N",
                    help="which classes keep at least N tracks, and the tiles per class of a "
                         "balanced training set")
-    p.add_argument("--top", type=int, default=5, metavar="N",
+    p.add_argument("--top", type=positive_int, default=5, metavar="N",
                    help="most and least frequent bigrams to show (default %(default)s)")
     p.add_argument("--plots", metavar="DIR", help="write PNG figures here")
     p.add_argument("--format", choices=["table", "json"], default="table")

@@ -101,6 +101,10 @@ class TrackQuery:
                    _strings(genres), _strings(all_genres), _strings(exclude_genres),
                    _strings(status), where or None, labels)
 
+    def wanted_labels(self) -> set[str]:
+        """The labels that ``genres`` and ``all_genres`` ask for, as the column spells them."""
+        return self._label_names(self.genres + self.all_genres)
+
     def _label_names(self, names: tuple[str, ...]) -> set[str]:
         if self.labels == DEFAULT_LABELS:
             return {normalize_genre(n)[0] for n in names}

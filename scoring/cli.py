@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from featurestore.cli import (Command, add_cluster_args, add_filter_args, add_output_args,
-                              add_store_args, filters, open_store, write_frames)
+                              add_store_args, filters, open_store, positive_int, write_frames)
 
 
 def _add_model_args(p: argparse.ArgumentParser, version: bool = False) -> None:
@@ -25,9 +25,9 @@ def _score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aggregate", choices=AGGREGATES,
                    help="tile scores to track scores (default: the version's, else mean)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
-    p.add_argument("--batch-size", type=int, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, metavar="N",
                    help="tiles per forward pass (default 16 on a CPU, 1024 on a GPU)")
-    p.add_argument("--batch-tiles", type=int, metavar="N",
+    p.add_argument("--batch-tiles", type=positive_int, metavar="N",
                    help="tiles per Dask task (default: about 4 tasks per worker)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_cluster_args(p)
@@ -54,7 +54,7 @@ def _rankings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track", action="append", metavar="ID", help="track id (repeatable)")
     p.add_argument("--label", action="append", metavar="LABEL",
                    help="a label the tracks should fit (repeatable)")
-    p.add_argument("--top", type=int, default=20, metavar="N",
+    p.add_argument("--top", type=positive_int, default=20, metavar="N",
                    help="how many tracks (default %(default)s)")
     p.add_argument("--combine", choices=COMBINE, default=DEFAULT_COMBINE,
                    help="how several labels' scores combine (default %(default)s: their "
@@ -89,7 +89,7 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     add_store_args(p)
     _add_model_args(p, version=True)
     p.add_argument("--split", choices=SPLITS, default=SPLITS[0])
-    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
+    p.add_argument("--top-k", type=positive_int, default=DEFAULT_TOP_K, metavar="K",
                    help="labels taken as predictions per track (default %(default)s, the "
                         "study's)")
     p.add_argument("--report", metavar="DIR",
@@ -128,7 +128,7 @@ def _similar_arguments(p: argparse.ArgumentParser) -> None:
                             "extracted with the model's feature spec and embedded")
     p.add_argument("--track-catalog", metavar="NAME",
                    help="the catalog of --track, when several catalogs hold that id")
-    p.add_argument("--top", type=int, default=20, metavar="N",
+    p.add_argument("--top", type=positive_int, default=20, metavar="N",
                    help="how many tracks (default %(default)s)")
     p.add_argument("--exclude-own-film", action="store_true",
                    help="leave out tracks of the query track's own film")

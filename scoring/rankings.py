@@ -93,6 +93,8 @@ def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
     metadata. ``filters`` narrow the candidates as :meth:`Store.tracks` does (``film``,
     ``composer``, ``year``, ``where`` ...)."""
     _check_combine(combine)  # before any read
+    if top < 1:
+        raise ValueError(f"top {top}: ask for at least one track")
     labels = list(dict.fromkeys(fit))
     if not labels:
         raise ValueError("name at least one label")

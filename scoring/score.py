@@ -178,6 +178,9 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
     """
     started = time.monotonic()
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    for name, value in (("batch_size", batch_size), ("batch_tiles", batch_tiles)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} {value}: must be at least 1")
     store = store if isinstance(store, Store) else Store(store, storage_options)
     store.check_layout()
     files = ModelFiles(store, model)

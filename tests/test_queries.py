@@ -19,7 +19,7 @@ from catalogs.writer import write_catalog
 from featurestore.expressions import QueryError
 from featurestore.spec import TileEncoding
 from featurestore.store import Store
-from tests.helpers import cli, write_audio
+from tests.helpers import cli, run_cli, write_audio
 
 # id, film, composer, year, genres, mood, seconds (0: the file is missing)
 HAND = [
@@ -257,6 +257,26 @@ def test_cli_tracks_formats_and_errors(hand_store, tmp_path):
     res = subprocess.run(cli("tracks", "--store", url, "--where", "bpm > 100"),
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "unknown column 'bpm'" in res.stderr
+
+
+def test_cli_refuses_bad_counts_and_says_why_an_answer_is_empty(hand_store, capsys):
+    url = hand_store[0]
+    # --limit -3 would have read as "all but the last three": refused, as argparse refuses
+    for args in (["--limit", "-3"], ["--limit", "0"], ["--limit", "two"]):
+        with pytest.raises(SystemExit) as stop:
+            run_cli(capsys, "tracks", "--store", url, *args)
+        assert stop.value.code == 2
+        assert f"argument --limit: '{args[1]}' is not an integer >= 1" in capsys.readouterr().err
+
+    # A misspelt genre: the header, no rows, and a warning that names it (not the film's)
+    res = run_cli(capsys, "tracks", "--store", url, "--genre", "Westren", "--genre", "Drama",
+                  "--film", "No Such Film", "--columns", "film")
+    assert res.returncode == 0
+    assert res.stdout == "catalog track_id film\n"
+    assert "warning: no track has the label 'Westren' in column 'genres'" in res.stderr
+    assert "'Drama'" not in res.stderr and "0 tracks" in res.stderr
+    res = run_cli(capsys, "tracks", "--store", url, "--genre", "Drama", "--film", "No Such Film")
+    assert "warning" not in res.stderr  # every label exists: the other filters emptied it
 
 
 def test_cli_info(hand_store):

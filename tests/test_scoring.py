@@ -466,6 +466,8 @@ def test_versions_aggregation_and_refusals(store_copy, dask_client):
 
     with pytest.raises(TrainingError, match="no model 'nope'"):
         score(store_copy, "nope", progress=False)
+    with pytest.raises(ValueError, match="batch_tiles 0: must be at least 1"):
+        score(store_copy, MODEL, batch_tiles=0, progress=False)
     with pytest.raises(featurestore.StoreError, match="no scores of model 'unscored'"):
         score_table(store, "unscored")
 
@@ -501,6 +503,8 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     assert len(in_70s) and in_70s["year"].between(1970, 1979).all()
     with pytest.raises(ValueError, match="does not score Polka"):
         best_tracks(store, MODEL, ["Polka"])
+    with pytest.raises(ValueError, match="top 0: ask for at least one track"):
+        best_tracks(store, MODEL, ["Drama"], top=0)
 
     res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--label",
                   "Thriller", "--label", "Sci-Fi", "--top", "5", "--format", "json")
@@ -515,6 +519,11 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     res = subprocess.run(cli("rankings", "--store", store_copy, "--model", MODEL, "--track",
                              "zzz"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "no current scores" in res.stderr
+    # a model the store lacks is a usage error naming the store's models, not a storage fault
+    res = run_cli(capsys, "rankings", "--store", store_copy, "--model", "nope", "--label",
+                  "Drama")
+    assert res.returncode == 2, res.stderr
+    assert f"no model 'nope' in {store_copy} (models: " in res.stderr and MODEL in res.stderr
     # --genre filters the catalog's genres; the labels to rank by are --label
     res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--genre", "Drama")
     assert res.returncode == 2 and "--label LABEL" in res.stderr, res.stderr

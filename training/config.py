@@ -132,6 +132,18 @@ class TrainConfig:
             raise TrainingError("memory_budget_mb must not be negative")
         if self.folds < 2:
             raise TrainingError("folds must be at least 2")
+        counts = {"min_tracks": 1, "dense_units": 1, "buffer_chunks": 1, "loader_workers": 0}
+        low = [f"{name} must be at least {n}" for name, n in counts.items()
+               if getattr(self, name) < n]
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            low.append("learning_rate must be positive")
+        if not 0 <= self.momentum < 1:
+            low.append("momentum must be in [0, 1)")
+        low += [f"{name} must not be negative" for name in ("weight_decay", "mixup",
+                                                             "checkpoint_seconds")
+                if (getattr(self, name) or 0) < 0]
+        if low:
+            raise TrainingError("; ".join(low))
         if any(not 0 <= p < 1 for p in self.dropout):
             # a rate of 1 would drop every value: the layer would pass nothing on
             raise TrainingError(f"dropout rates must be in [0, 1): got "

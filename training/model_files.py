@@ -89,16 +89,20 @@ class ModelFiles:
     def read_complete_config(self) -> dict:
         """The config of a finished model; a clear error for a missing or unfinished one."""
         if not self.exists():
-            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(
-                layout.models_dir(self.store.root), detail=False)] if self.fs.exists(
-                layout.models_dir(self.store.root)) else []
-            raise TrainingError(f"no model {self.name!r} in {self.store.url} (models: "
-                                f"{', '.join(sorted(names)) or 'none'})")
+            raise self._missing()
         config = self.read_config()
         if not config.get("complete"):
             raise TrainingError(f"model {self.name!r} has not finished training: rerun its "
                                 "`featurestore train` command to complete it")
         return config
+
+    def _missing(self) -> TrainingError:
+        """The error for a model this store does not hold, naming those it does."""
+        models = layout.models_dir(self.store.root)
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(models, detail=False)
+                 ] if self.fs.exists(models) else []
+        return TrainingError(f"no model {self.name!r} in {self.store.url} (models: "
+                             f"{', '.join(sorted(names)) or 'none'})")
 
     def weights_digest(self, members: list[str]) -> str:
         """SHA-256 of the members' saved weights, in order."""
@@ -111,7 +115,10 @@ class ModelFiles:
         """The model's version: a hash of its config, which records the digest of its weights
         (so a model trained again under the same name is a new version). Reads the config
         only; a model saved without the digest hashes its weight files too."""
-        data = self.fs.cat_file(self.path("config.json"))
+        try:
+            data = self.fs.cat_file(self.path("config.json"))
+        except FileNotFoundError:
+            raise self._missing() from None
         digest = hashlib.sha256(data)
         config = json.loads(data)
         if "weights_sha256" not in config:
