@@ -179,6 +179,13 @@ def flat_lists(frame):
     return out
 
 
+def table_text(frame, header: bool = True) -> str:
+    """``frame`` as a text table for people: list cells as ``a|b``, no index, numbers with
+    four decimals (a score of 1.2e-07 reads 0.0000; csv, json and parquet keep every digit)."""
+    return flat_lists(frame).to_string(index=False, header=header,
+                                       float_format=lambda v: f"{v:.4f}")
+
+
 def write_frames(frames: Iterable, fmt: str, output: str | None) -> int:
     """Write frames (an iterable, one after another) as one table; returns the rows written."""
     import pyarrow as pa
@@ -195,7 +202,7 @@ def write_frames(frames: Iterable, fmt: str, output: str | None) -> int:
             rows += len(frame)
             if fmt == "table":
                 if len(frame):
-                    sink.write(flat_lists(frame).to_string(index=False, header=n == 0) + "\n")
+                    sink.write(table_text(frame, header=n == 0) + "\n")
                 elif n == 0:  # the header alone, not pandas' "Empty DataFrame" note
                     sink.write(" ".join(map(str, frame.columns)) + "\n")
             elif fmt == "csv":

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from featurestore.cli import Command, add_cluster_args, flat_lists
+from featurestore.cli import Command, add_cluster_args, table_text
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -66,12 +66,12 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\n{ev.summary()}\nreport: {path}")
     tracks = store.tracks(status="ok").head(2)["track_id"].tolist()
     shown = ["track_id", "rank", "label", "score", "film", "genres"]
-    print("\n" + flat_lists(track_rankings(store, model, tracks)[shown]).to_string(index=False))
+    print("\n" + table_text(track_rankings(store, model, tracks)[shown]))
     classes = list(ev.classes)
     wanted = [c for c in ("Thriller", "Sci-Fi") if c in classes] or classes[:2]
     best = best_tracks(store, model, wanted, top=5)
     print(f"\nbest fits for {' + '.join(wanted)}:")
-    print(flat_lists(best.drop(columns=["catalog"])).to_string(index=False))
+    print(table_text(best.drop(columns=["catalog"])))
     return report.exit_code
 
 

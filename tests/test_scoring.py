@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -516,6 +517,10 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--track",
                   "t00003")
     assert res.returncode == 0 and res.stdout.count("t00003") == 10, res.stderr
+    # a table for people: every score with four decimals, never 1.2e-07
+    header, *lines = res.stdout.splitlines()
+    column = header.split().index("score")
+    assert all(re.fullmatch(r"[01]\.\d{4}", line.split()[column]) for line in lines), lines
     res = subprocess.run(cli("rankings", "--store", store_copy, "--model", MODEL, "--track",
                              "zzz"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "no current scores" in res.stderr
