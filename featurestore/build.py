@@ -30,8 +30,8 @@ from featurestore.exit_codes import ExitCode
 from featurestore.extract import extract_track
 from featurestore.lock import WriterLock
 from featurestore.manifest import SCHEMA, ManifestState
-from featurestore.planning import (BuildPlan, duplicate_reason, live_range, make_batches,
-                                   plan_build, stat_files)
+from featurestore.planning import (BuildPlan, duplicate_reason, files_of_other_catalogs,
+                                   live_range, make_batches, plan_build, stat_files)
 from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.statuses import DUPLICATE, FAILURE_STATUSES, OK, REMOVED
 from featurestore.store import FeatureSet, Store
@@ -232,6 +232,11 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
         tracks = catalog.frame
         stats = stat_files(tracks["path"].tolist(), storage_options)
         plan = plan_build(cat_name, tracks, state.frame, stats, rebuild=rebuild)
+        for other, n in files_of_other_catalogs(cat_name, tracks, state.frame).items():
+            log(f"warning: catalog {cat_name!r} is new to this store, and {n} of its "
+                f"{len(tracks)} files are built already as catalog {other!r}; they are "
+                f"stored again under {cat_name!r}. A renamed catalog file? Build it with "
+                f"--catalog {other} (name={other!r}) to update that catalog instead.")
         store.write_catalog(cat_name, tracks)
         committer = _Committer(fset, state, run_id, commit_seconds)
         _commit_driver_side(committer, fset, cat_name, tracks, plan, state, stats)

@@ -159,6 +159,17 @@ def make_batches(tasks: list[TrackTask], seconds: dict[str, float], n_workers: i
     return batches
 
 
+def files_of_other_catalogs(catalog: str, tracks: pd.DataFrame,
+                            state: pd.DataFrame) -> dict[str, int]:
+    """For a catalog the store does not hold yet: how many of its files each other catalog
+    already has built (``{catalog: tracks}``, largest first). A catalog file exported under a
+    new name each night would otherwise store the whole library again, silently."""
+    if (state["catalog"] == catalog).any():
+        return {}
+    built = state[(state["status"] == OK) & state["path"].isin(set(tracks["path"]))]
+    return built["catalog"].value_counts().to_dict()
+
+
 def live_range(row: dict | None) -> tuple[int, int] | None:
     """``(tile_start, n_tiles)`` of a manifest row whose tiles are served, else ``None``."""
     if row is None or row.get("status") != OK or not int(row.get("n_tiles") or 0):

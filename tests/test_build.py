@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 
@@ -64,6 +65,22 @@ def test_build_then_noop_then_changed_file(tmp_path, dask_client):
         if key[1] != "s001":
             np.testing.assert_array_equal(after[key], tiles_before[key])
     assert featurestore.open(url).tiles().sizes["tile"] == 11
+
+    # The catalog exported again under a dated name: a new catalog, which would store every
+    # file a second time. The build says so, and names the option that updates the old one.
+    dated = str(tmp_path / "lib" / "catalog-2026-11-28.csv")
+    shutil.copy(lib, dated)
+    said: list[str] = []
+    same = featurestore.build(dated, url, name="catalog", client=dask_client, progress=False,
+                              log=said.append)
+    assert (same.built, same.unchanged, said) == (0, 5, [])
+    report = featurestore.build(dated, url, client=dask_client, progress=False, log=said.append)
+    assert report.built == 5
+    assert [m for m in said if m.startswith("warning")] == [
+        "warning: catalog 'catalog-2026-11-28' is new to this store, and 5 of its 5 files are "
+        "built already as catalog 'catalog'; they are stored again under "
+        "'catalog-2026-11-28'. A renamed catalog file? Build it with --catalog catalog "
+        "(name='catalog') to update that catalog instead."]
 
 
 def test_statistics_follow_live_tiles_exactly(tmp_path, dask_client):
