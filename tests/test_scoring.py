@@ -39,9 +39,11 @@ def trained(tmp_path_factory, demo_library, demo_store):
     briefly trained ensemble; tests score copies of it."""
     root = tmp_path_factory.mktemp("scoring")
     url = _copy_store(demo_store, root)
-    train(url, MODEL, TrainConfig(arch="ensemble", epochs=2, patience=2, optimizer="adam",
-                                  learning_rate=1e-3, min_tracks=6, test_size=0.25),
-          progress=False)
+    report = train(url, MODEL, TrainConfig(arch="ensemble", epochs=2, patience=2,
+                                           optimizer="adam", learning_rate=1e-3, min_tracks=6,
+                                           test_size=0.25), progress=False)
+    # a row per member and epoch in the history; the summary counts epochs
+    assert len(report.history) == 2 * len(report.classes) and "; 2 epochs;" in report.summary()
     return {"store": url, "catalog": demo_library, "root": root}
 
 

@@ -48,8 +48,9 @@ class TrainReport:
         m = self.metrics
         chosen = (f"auto chose {self.arch}: {self.selection['reason']}\n"
                   if self.selection else "")
-        epochs = ("" if self.arch in STATISTICS_MODELS
-                  else f"; {len(self.history)} epochs")
+        # the ensemble's history has a row per member and epoch
+        n = int(self.history["epoch"].max()) + 1 if len(self.history) else 0
+        epochs = "" if self.arch in STATISTICS_MODELS else f"; {n} epoch{'s' * (n != 1)}"
         return chosen + (f"model {self.name!r} ({self.arch}, {len(self.classes)} classes: "
                 f"{', '.join(self.classes)}) on {self.device}{epochs}"
                 f"{' (resumed)' if self.resumed else ''}; test: track LRAP "
