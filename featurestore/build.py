@@ -25,7 +25,7 @@ from featurestore import layout
 from featurestore.build_tasks import (Extractor, TrackMeta, batch_meta, extract_batch,
                                       write_batch)
 from featurestore.cluster import connect
-from featurestore.errors import StoreError
+from featurestore.errors import StoreError, check_counts
 from featurestore.exit_codes import ExitCode
 from featurestore.extract import extract_track
 from featurestore.lock import WriterLock
@@ -82,8 +82,9 @@ class BuildReport:
         if self.built == 0 and self.failed == 0 and self.removed == 0 and self.refreshed == 0:
             lines.append("  nothing to do: the store is up to date")
         if self.failures:
-            lines.append(f"  {len(self.failures)} tracks have no tiles (failed in this run or "
-                         "an earlier one; fix the file and build again):")
+            n = len(self.failures)
+            lines.append(f"  {n} track{' has' if n == 1 else 's have'} no tiles (failed in "
+                         "this run or an earlier one), each with its reason:")
         for track_id, status, reason in self.failures[:max_failures]:
             lines.append(f"  FAILED {track_id}: {status}: {reason}")
         if len(self.failures) > max_failures:
@@ -216,6 +217,7 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
         catalog raises :class:`~catalogs.reader.CatalogError` before anything is written.
     """
     started = time.monotonic()
+    check_counts(n_workers=n_workers)  # before the store is touched
     log = log or (lambda msg: print(msg, file=sys.stderr))
     spec, encoding = spec or FeatureSpec(), encoding or TileEncoding()
     if not isinstance(catalog, Catalog):

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import dask
 from distributed import Client, LocalCluster
 
+from featurestore.errors import check_counts
+
 #: Environment of LocalCluster worker processes. One BLAS/FFT thread per process: the
 #: parallelism is the processes (small matrix products with 2 BLAS threads on a busy machine
 #: were 50x slower). Dask sets MALLOC_TRIM_THRESHOLD_=65536, and setting any trim threshold
@@ -67,8 +69,7 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None,
     else to a new LocalCluster (closed on exit). ``processes=False`` runs workers as threads of
     this process, which ``memory://`` stores need; ``monitoring=True`` keeps Dask's profiler and
     monitors at their defaults (see :data:`QUIET_MONITORING`)."""
-    if n_workers is not None and n_workers < 1:
-        raise ValueError(f"n_workers {n_workers}: a cluster needs at least one worker")
+    check_counts(n_workers=n_workers)
     if scheduler_file:
         with Client(scheduler_file=scheduler_file) as client:
             yield client

@@ -37,7 +37,8 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
                    help="features: mfcc (default, the study's) or logmel (--n-mels bands)")
     for name in _SPEC_OPTIONS:
         g.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name, metavar="N")
-    g.add_argument("--chunk-tiles", type=positive_int, default=TileEncoding.chunk_tiles, metavar="N",
+    g.add_argument("--chunk-tiles", type=positive_int, default=TileEncoding.chunk_tiles,
+                   metavar="N",
                    help="tiles per Zarr chunk for a new feature set (default %(default)s)")
 
 
@@ -111,8 +112,9 @@ def _unheld_labels(store, args: argparse.Namespace) -> None:
                            labels=args.labels).wanted_labels()
     if not wanted:
         return
-    held = set(label_lists(store.tracks(catalog=args.catalog, columns=[args.labels]),
-                           args.labels).explode().dropna())
+    everything = store.tracks(catalog=args.catalog, feature_set=args.feature_set,
+                              columns=[args.labels])
+    held = set(label_lists(everything, args.labels).explode().dropna())
     for label in sorted(wanted - held):
         print(f"warning: no track{f' of catalog {args.catalog!r}' if args.catalog else ''} "
               f"has the label {label!r} in column {args.labels!r}", file=sys.stderr)

@@ -17,6 +17,14 @@ class StoreBusyError(StoreError):
     """Another writer holds the store's lock."""
 
 
+def check_counts(**counts: int | None) -> None:
+    """Raise ``ValueError`` for a count given below one (``top``, ``n_workers``,
+    ``batch_size`` ...): slicing with ``top=-2`` would quietly mean "all but two"."""
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{name} {value}: must be at least 1")
+
+
 class TrackFailure(FeatureStoreError):
     """One track cannot be built; ``status`` is a key of
     :data:`~featurestore.statuses.FAILURE_STATUSES`."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from featurestore.errors import check_counts
 from featurestore.statuses import OK
 from featurestore.store import Store
 from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
@@ -148,6 +149,7 @@ def evaluate(store: Store | str, model: str, split: str = "test", k: int = DEFAU
     truth is its track's. Every track of the split needs a current score: run ``score``
     first. With ``similarity``, also the neighbours the track embeddings find
     (:func:`similarity_figures`: the whole library is read once for the baseline)."""
+    check_counts(k=k)
     store = store if isinstance(store, Store) else Store(store, storage_options)
     files = ModelFiles(store, model)
     config = files.read_complete_config()

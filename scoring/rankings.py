@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from catalogs.genres import normalize_genre
+from featurestore.errors import check_counts
 from featurestore.statuses import OK
 from featurestore.store import Store
 from scoring.score_tables import KEY, ScoreTable, score_table, scores, scores_matrix
@@ -93,8 +94,7 @@ def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
     metadata. ``filters`` narrow the candidates as :meth:`Store.tracks` does (``film``,
     ``composer``, ``year``, ``where`` ...)."""
     _check_combine(combine)  # before any read
-    if top < 1:
-        raise ValueError(f"top {top}: ask for at least one track")
+    check_counts(top=top)
     labels = list(dict.fromkeys(fit))
     if not labels:
         raise ValueError("name at least one label")

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from featurestore import layout
 from featurestore.cluster import connect
-from featurestore.errors import StoreError
+from featurestore.errors import StoreError, check_counts
 from featurestore.exit_codes import ExitCode
 from featurestore.lock import WriterLock
 from featurestore.statuses import FAILURE_STATUSES, OK, PENDING
@@ -178,9 +178,7 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
     """
     started = time.monotonic()
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    for name, value in (("batch_size", batch_size), ("batch_tiles", batch_tiles)):
-        if value is not None and value < 1:
-            raise ValueError(f"{name} {value}: must be at least 1")
+    check_counts(batch_size=batch_size, batch_tiles=batch_tiles, n_workers=n_workers)
     store = store if isinstance(store, Store) else Store(store, storage_options)
     store.check_layout()
     files = ModelFiles(store, model)

@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from featurestore.errors import check_counts
 from featurestore.store import Store
 from scoring.rankings import SHOWN, model_scores
 from scoring.score_tables import KEY
@@ -135,8 +136,7 @@ def similar(store: Store, model: str, track: str | None = None, *, audio: str | 
     if exclude_own_film and audio is not None:
         raise ValueError("a reference audio file has no film to exclude; narrow the "
                          "candidates with the filters instead (e.g. --where \"film != '...'\")")
-    if top < 1:
-        raise ValueError(f"top {top}: ask for at least one track")
+    check_counts(top=top)
     table = model_scores(store, model, version)
     rows, matrix = current_embeddings(store, table)
     if audio is not None:

@@ -138,6 +138,8 @@ def test_unusual_but_valid_audio_builds_exactly(tmp_path, dask_client, capsys):
                   dask_client.scheduler.address, "--no-progress")
     assert res.returncode == 4, res.stdout + res.stderr
     assert "FAILED again: duplicate: same file as track 'unicode'" in res.stdout
+    assert "6 tracks: 5 extracted, 1 failed, 0 touched but unchanged, 0 skipped" in res.stdout
+    assert "1 track has no tiles" in res.stdout
     tracks = featurestore.open(store).tracks().set_index("track_id")
     assert tracks.loc["again", "status"] == "duplicate" and tracks.loc["again", "n_tiles"] == 0
     assert tracks.loc["ch8", "channels"] == 8

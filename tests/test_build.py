@@ -53,7 +53,7 @@ def test_build_then_noop_then_changed_file(tmp_path, dask_client):
     path = os.path.join(tmp_path, "lib", "audio", "s001.wav")
     os.utime(path, (time.time() + 5, time.time() + 5))
     touched = featurestore.build(lib, url, client=dask_client, progress=False)
-    assert (touched.built, touched.refreshed) == (0, 1)
+    assert (touched.built, touched.failed, touched.refreshed, touched.unchanged) == (0, 0, 1, 4)
     # A changed file is rebuilt; its old tiles stop being served.
     write_audio(path, 30.0, seed=99)
     changed = featurestore.build(lib, url, client=dask_client, progress=False)

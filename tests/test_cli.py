@@ -70,14 +70,14 @@ def test_train_options_are_train_config_fields(monkeypatch):
         "--label-column", "mood", "--test-size", "0.2", "--val-size", "0.3", "--group-by",
         "film", "--seed", "7", "--balance", "weights", "--epochs", "4", "--patience", "2",
         "--batch-size", "32", "--optimizer", "adam", "--learning-rate", "0.001",
-        "--momentum", "0.5", "--lr-decay", "none", "--dense-units", "64", "--dropout",
+        "--momentum", "0.5", "--lr-decay", "constant", "--dense-units", "64", "--dropout",
         "0.1,0.2", "--device", "cpu", "--no-mixed-precision", "--loader-workers", "2",
         "--memory-budget-mb", "64", "--buffer-chunks", "4", "--feature-set", "abc"])
     assert config_from(args) == TrainConfig(
         arch="ensemble", labels=("Drama", "Western"), min_tracks=3, label_column="mood",
         test_size=0.2, val_size=0.3, group_by="film", seed=7, balance="weights", epochs=4,
         patience=2, batch_size=32, optimizer="adam", learning_rate=0.001, momentum=0.5,
-        lr_decay="none", dense_units=64, dropout=(0.1, 0.2), device="cpu",
+        lr_decay="constant", dense_units=64, dropout=(0.1, 0.2), device="cpu",
         mixed_precision=False, loader_workers=2, memory_budget_mb=64.0, buffer_chunks=4,
         feature_set="abc")
     shown = argparse.ArgumentParser()

@@ -187,7 +187,7 @@ def test_local_clusters_monitor_quietly_unless_asked(dask_client):
     assert dask.config.get("distributed.worker.profile.enabled")  # this process's: untouched
     with connect(n_workers=1, monitoring=True) as client:
         assert set(client.run(_worker_monitoring).values()) == {(True, 0.1)}
-    with pytest.raises(ValueError, match="n_workers 0: a cluster needs at least one worker"):
+    with pytest.raises(ValueError, match="n_workers 0: must be at least 1"):
         with connect(n_workers=0):
             pass
 

@@ -506,7 +506,7 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     assert len(in_70s) and in_70s["year"].between(1970, 1979).all()
     with pytest.raises(ValueError, match="does not score Polka"):
         best_tracks(store, MODEL, ["Polka"])
-    with pytest.raises(ValueError, match="top 0: ask for at least one track"):
+    with pytest.raises(ValueError, match="top 0: must be at least 1"):
         best_tracks(store, MODEL, ["Drama"], top=0)
 
     res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--label",

@@ -288,10 +288,13 @@ def test_track_level_model_scores_ranks_and_rescores_nightly(demo_store, dask_cl
         score(url, "nightly", aggregate="max", rescore=True, client=dask_client, progress=False)
     again = score(url, "nightly", rescore=True, client=dask_client, progress=False)
     assert again.scored == built + 3 and again.commit == 3
-    # A model saved with settings a later version no longer has or offers still scores.
+    # A model saved with settings a later version no longer has, offers or accepts (a
+    # momentum of 1, a negative checkpoint interval, no buffered chunks) still scores.
     files = ModelFiles(featurestore.open(url), "nightly")
     config = files.read_config()
-    config["train_config"].update(optimizer="lbfgs", balance="gone", retired_setting=1)
+    config["train_config"].update(optimizer="lbfgs", balance="gone", retired_setting=1,
+                                  lr_decay="none", min_tracks=-1, momentum=1.0,
+                                  checkpoint_seconds=-1, buffer_chunks=0)
     files.write_config(config)
     old = score(url, "nightly", rescore=True, client=dask_client, progress=False)
     assert old.scored == built + 3

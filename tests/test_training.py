@@ -66,10 +66,12 @@ def test_settings_out_of_range_are_refused_naming_them():
         TrainConfig(dropout=(-0.1,))
     with pytest.raises(TrainingError, match="folds must be at least 2"):
         TrainConfig(folds=1)
-    with pytest.raises(TrainingError, match=r"^min_tracks must be at least 1; learning_rate "
+    with pytest.raises(TrainingError, match=r"^min_tracks must not be negative; learning_rate "
                                             r"must be positive; momentum must be in \[0, 1\); "
                                             "checkpoint_seconds must not be negative$"):
-        TrainConfig(min_tracks=0, learning_rate=0.0, momentum=1.0, checkpoint_seconds=-1)
+        TrainConfig(min_tracks=-1, learning_rate=0.0, momentum=1.0, checkpoint_seconds=-1)
+    with pytest.raises(TrainingError, match="lr_decay 'cosine': choose one of linear, constant"):
+        TrainConfig(lr_decay="cosine")  # not silently constant
     assert TrainConfig(dropout=(0.0, 0.5)).dropout == (0.0, 0.5)
 
 

@@ -12,6 +12,8 @@ CANDIDATES = ("linear", "kernel", "pooled")
 TRACK_LEVEL = ("linear", "kernel", "pooled")
 BALANCING = ("equal", "weights", "oversample", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+#: Learning-rate schedules: linear decay to zero over the epochs (the study's), or none.
+LR_DECAYS = ("linear", "constant")
 
 # Settings left unset (None) take the architecture's default: the study's for its models
 # (SGD at 0.01 with linear decay, batches of 128 tiles, up to 200 epochs, patience 20), and for
@@ -33,6 +35,21 @@ ARCH_DEFAULTS.update({arch: {} for arch in STATISTICS_MODELS})
 GPU_BATCH = 1024
 #: How tiles kept on the training device are stored: ``bfloat16`` halves their memory.
 TILE_DTYPES = ("float32", "bfloat16")
+
+
+#: Ranges of numeric settings, refused outside them (a saved config's value outside them
+#: reads as unset: see :meth:`TrainConfig.from_dict`).
+_BOUNDS = {
+    "min_tracks": (lambda v: v >= 0, "must not be negative"),
+    "dense_units": (lambda v: v >= 1, "must be at least 1"),
+    "buffer_chunks": (lambda v: v >= 1, "must be at least 1"),
+    "loader_workers": (lambda v: v >= 0, "must not be negative"),
+    "learning_rate": (lambda v: v > 0, "must be positive"),
+    "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, "must not be negative"),
+    "mixup": (lambda v: v >= 0, "must not be negative"),
+    "checkpoint_seconds": (lambda v: v >= 0, "must not be negative"),
+}
 
 
 class TrainingError(ValueError):
@@ -118,6 +135,9 @@ class TrainConfig:
         if self.optimizer not in (None, *OPTIMIZERS):
             raise TrainingError(f"optimizer {self.optimizer!r}: choose one of "
                                 f"{', '.join(OPTIMIZERS)}")
+        if self.lr_decay not in LR_DECAYS:
+            raise TrainingError(f"lr_decay {self.lr_decay!r}: choose one of "
+                                f"{', '.join(LR_DECAYS)}")
         if not (0 <= self.test_size < 1 and 0 < self.val_size < 1):
             raise TrainingError("test_size must be in [0, 1) and val_size in (0, 1)")
         for name in ("epochs", "patience", "batch_size"):
@@ -132,18 +152,10 @@ class TrainConfig:
             raise TrainingError("memory_budget_mb must not be negative")
         if self.folds < 2:
             raise TrainingError("folds must be at least 2")
-        counts = {"min_tracks": 1, "dense_units": 1, "buffer_chunks": 1, "loader_workers": 0}
-        low = [f"{name} must be at least {n}" for name, n in counts.items()
-               if getattr(self, name) < n]
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            low.append("learning_rate must be positive")
-        if not 0 <= self.momentum < 1:
-            low.append("momentum must be in [0, 1)")
-        low += [f"{name} must not be negative" for name in ("weight_decay", "mixup",
-                                                             "checkpoint_seconds")
-                if (getattr(self, name) or 0) < 0]
-        if low:
-            raise TrainingError("; ".join(low))
+        out = [f"{name} {rule}" for name, (fits, rule) in _BOUNDS.items()
+               if getattr(self, name) is not None and not fits(getattr(self, name))]
+        if out:
+            raise TrainingError("; ".join(out))
         if any(not 0 <= p < 1 for p in self.dropout):
             # a rate of 1 would drop every value: the layer would pass nothing on
             raise TrainingError(f"dropout rates must be in [0, 1): got "
@@ -189,9 +201,11 @@ class TrainConfig:
         """The settings a model was saved with. Reading them back never fails on what a later
         version changed, so that stored models keep scoring: a setting it no longer has is
         left out, and a choice it no longer offers (an optimizer, say) reads as unset; neither
-        shapes a trained model's forward pass."""
+        shapes a trained model's forward pass. A number outside today's range (``_BOUNDS``)
+        reads as unset too."""
         known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
+        data = {k: v for k, v in data.items() if k in known and not (
+            k in _BOUNDS and v is not None and not _BOUNDS[k][0](v))}
         for name, choices in FIELD_CHOICES.items():
             # a retired architecture stays an error: no model of it can be built
             if name != "arch" and data.get(name) not in (None, *choices):
@@ -203,7 +217,7 @@ class TrainConfig:
 
 #: The values a field takes, where it takes one of a few (``featurestore train`` offers these).
 FIELD_CHOICES = {"arch": ARCHITECTURES, "balance": BALANCING, "optimizer": OPTIMIZERS,
-                 "tile_dtype": TILE_DTYPES}
+                 "lr_decay": LR_DECAYS, "tile_dtype": TILE_DTYPES}
 
 #: What each field means, as ``featurestore train --help`` says it (the option of field
 #: ``min_tracks`` is ``--min-tracks``; its default is the field's).
