@@ -7,7 +7,9 @@ metadata. Validation happens in full before any work is done, so a bad catalog c
 
 from __future__ import annotations
 
+import csv
 import datetime
+import io
 import posixpath
 import warnings
 from dataclasses import dataclass, field
@@ -81,12 +83,37 @@ def _row_label(fmt: str, index: int) -> int:
     return index + 2 if fmt in ("csv", "tsv") else index + 1
 
 
+def _text_of(data: bytes, source: str) -> str:
+    """A text catalog's bytes as text: UTF-8, with or without the byte-order mark that
+    Excel writes; anything else is refused at the line that is not UTF-8, rather than read
+    with a guessed encoding that would garble titles."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise CatalogError(f"line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                           "save the catalog as UTF-8 (in Excel: CSV UTF-8)",
+                           source=source) from None
+
+
+def _separator(text: str) -> str:
+    """The field separator of a ``.csv`` file: the first of ``,``, ``;`` (what spreadsheets
+    write in many locales) and tab whose header has a ``path`` column; ``,`` when none has
+    (the error then names the columns). ``|`` separates the genres within a cell."""
+    header = text.split("\n", 1)[0].rstrip("\r")
+    for sep in (",", ";", "\t"):
+        if "path" in (name.strip() for name in next(csv.reader([header], delimiter=sep))):
+            return sep
+    return ","
+
+
 def _read_table(source: str, fmt: str, storage_options: dict | None) -> pd.DataFrame:
     with fsspec.open(source, "rb", **(storage_options or {})) as f:
-        if fmt == "csv":
-            return pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""])
-        if fmt == "tsv":
-            return pd.read_csv(f, sep="\t", dtype=str, keep_default_na=False, na_values=[""])
+        if fmt in ("csv", "tsv"):
+            text = _text_of(f.read(), source)
+            sep = _separator(text) if fmt == "csv" else "\t"
+            return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
+                               na_values=[""])
         if fmt == "parquet":
             return pd.read_parquet(f)
         return pd.read_json(f, lines=True, dtype=False)
@@ -137,6 +164,8 @@ def read_catalog(source: str, name: str | None = None, *,
     ----------
     source : str
         Local path or fsspec URL of a ``.csv``, ``.tsv``, ``.parquet`` or ``.jsonl`` file.
+        Text is UTF-8 (a byte-order mark is allowed); a ``.csv`` may be separated by ``,``,
+        ``;`` or tabs. Rows with no value at all are skipped.
     name : str, optional
         The catalog's name in the store; defaults to the file's stem.
     storage_options : dict, optional
@@ -147,9 +176,9 @@ def read_catalog(source: str, name: str | None = None, *,
     Raises
     ------
     CatalogError
-        The file is unreadable or empty, has no ``path`` column, a row has no path, an
-        unparsable or out-of-range year, or a ``track_id`` repeats. The message names the
-        file, row and column.
+        The file is unreadable, not UTF-8 text or empty, has no ``path`` column, a row has
+        no path, an unparsable or out-of-range year, or a ``track_id`` repeats. The message
+        names the file, row and column.
     """
     source = str(source)
     lower = source.lower()
@@ -161,6 +190,8 @@ def read_catalog(source: str, name: str | None = None, *,
         raw = _read_table(source, fmt, storage_options)
     except FileNotFoundError:
         raise CatalogError("file not found", source=source) from None
+    except CatalogError:
+        raise
     except Exception as exc:  # parse errors from pandas/pyarrow come in many types
         raise CatalogError(f"cannot read the file ({type(exc).__name__}: {exc})",
                            source=source) from None
@@ -168,6 +199,11 @@ def read_catalog(source: str, name: str | None = None, *,
     if raw.columns.duplicated().any():
         dup = raw.columns[raw.columns.duplicated()][0]
         raise CatalogError("column appears twice", source=source, column=dup)
+    # Rows with no value at all (a spreadsheet's trailing ",,,,") are not tracks. The rest
+    # keep their position in the file, which errors name.
+    raw = raw.reset_index(drop=True)
+    raw = raw[raw.notna().any(axis=1)]
+    rows = [_row_label(fmt, i) for i in raw.index]
     if len(raw) == 0:
         raise CatalogError("the catalog has no rows", source=source)
     if "path" not in raw.columns:
@@ -179,13 +215,11 @@ def read_catalog(source: str, name: str | None = None, *,
     base_dir = posixpath.dirname(fs_path if protocol not in ("file", "local")
                                  else posixpath.abspath(fs_path))
 
-    raw = raw.reset_index(drop=True)
     paths: list[str] = []
     for i, value in enumerate(raw["path"].tolist()):
         text = _text(value)
         if text is None:
-            raise CatalogError("empty path", source=source, row=_row_label(fmt, i),
-                               column="path")
+            raise CatalogError("empty path", source=source, row=rows[i], column="path")
         paths.append(_resolve_path(text, base_dir, protocol))
 
     if "track_id" in raw.columns:
@@ -193,7 +227,7 @@ def read_catalog(source: str, name: str | None = None, *,
         for i, value in enumerate(raw["track_id"].tolist()):
             text = _text(value)
             if text is None:
-                raise CatalogError("empty track_id", source=source, row=_row_label(fmt, i),
+                raise CatalogError("empty track_id", source=source, row=rows[i],
                                    column="track_id")
             if isinstance(value, float) and value == int(value):
                 text = str(int(value))  # JSON/Parquet numbers: 42.0 and 42 name one track
@@ -207,9 +241,8 @@ def read_catalog(source: str, name: str | None = None, *,
         if tid in first_seen:
             hint = "" if id_column == "track_id" else " (no track_id column: give each row one)"
             raise CatalogError(
-                f"duplicate {id_column} {tid!r}, first at row "
-                f"{_row_label(fmt, first_seen[tid])}{hint}",
-                source=source, row=_row_label(fmt, i), column=id_column)
+                f"duplicate {id_column} {tid!r}, first at row {rows[first_seen[tid]]}{hint}",
+                source=source, row=rows[i], column=id_column)
         first_seen[tid] = i
 
     frame = pd.DataFrame({"track_id": pd.array(ids, dtype="string"),
@@ -217,7 +250,7 @@ def read_catalog(source: str, name: str | None = None, *,
     for col in TEXT_COLUMNS:
         values = raw[col].tolist() if col in raw.columns else [None] * len(raw)
         frame[col] = pd.array([_text(v) for v in values], dtype="string")
-    years = ([_parse_year(v, source, _row_label(fmt, i)) for i, v in enumerate(raw["year"])]
+    years = ([_parse_year(v, source, row) for row, v in zip(rows, raw["year"])]
              if "year" in raw.columns else [None] * len(raw))
     frame["year"] = pd.array(years, dtype="Int64")
     unknown: list[str] = []

@@ -89,7 +89,8 @@ def test_years_of_old_music_and_announced_releases_are_accepted(tmp_path):
     ([{"path": "a.wav", "year": "1999.5"}], "is not a whole year"),
     ([{"track_id": "x", "path": "a.wav"}, {"track_id": "x", "path": "b.wav"}],
      "row 3, column 'track_id': duplicate track_id 'x', first at row 2"),
-    ([{"path": "a.wav"}, {"path": ""}], "row 3, column 'path': empty path"),
+    ([{"path": "a.wav", "title": "A"}, {"path": "", "title": "B"}],
+     "row 3, column 'path': empty path"),
     ([{"path": "a.wav"}, {"path": "a.wav"}], "duplicate path 'a.wav'"),
 ])
 def test_catalog_errors_name_file_row_and_column(tmp_path, rows, needle):
@@ -111,6 +112,40 @@ def test_empty_unreadable_and_missing_catalogs(tmp_path):
         read_catalog(str(tmp_path / "junk.parquet"))
     with pytest.raises(CatalogError, match="unknown catalog format"):
         read_catalog(str(tmp_path / "catalog.xlsx"))
+
+
+def test_spreadsheet_exports_read_as_written(tmp_path):
+    """What spreadsheets write: a byte-order mark, ';' or tabs in a .csv, CRLF line ends, and
+    trailing rows with no value. They read as the plain CSV does; empty rows are skipped and
+    errors still name the file's own row numbers."""
+    rows = [{"track_id": "1", "path": "a.wav", "title": "Überture", "genres": "Drama|Romance"},
+            {"track_id": "2", "path": "b.wav", "title": "Finale; reprise", "genres": "Comedy"}]
+    plain = read_catalog(write_catalog(tmp_path / "plain.csv", rows)).frame
+    assert plain["title"].tolist() == ["Überture", "Finale; reprise"]
+    frame = pd.DataFrame(rows)
+    exports = {
+        "bom.csv": dict(encoding="utf-8-sig"),
+        "semicolons.csv": dict(sep=";"),
+        "tabs.csv": dict(sep="\t"),
+        "crlf.csv": dict(lineterminator="\r\n", encoding="utf-8-sig", sep=";"),
+    }
+    for name, options in exports.items():
+        frame.to_csv(tmp_path / name, index=False, **options)
+        with open(tmp_path / name, "a", encoding="utf-8") as f:
+            f.write((options.get("sep", ",") * 3) + "\n")  # a row with no value
+        got = read_catalog(str(tmp_path / name)).frame
+        pd.testing.assert_frame_equal(got.drop(columns="path"), plain.drop(columns="path"))
+
+    # A row with no value between two tracks does not shift the row numbers errors give.
+    (tmp_path / "gap.csv").write_text("path,year\na.wav,1999\n,\nb.wav,nineteen\n")
+    with pytest.raises(CatalogError, match="gap.csv, row 4, column 'year': year 'nineteen'"):
+        read_catalog(str(tmp_path / "gap.csv"))
+    # Not UTF-8 (Excel's "CSV" on Windows): refused at the line, with what to do.
+    latin1 = "path,title\na.wav,ok\nb.wav,Überture\n".encode("cp1252")
+    (tmp_path / "latin1.csv").write_bytes(latin1)
+    with pytest.raises(CatalogError, match=r"latin1.csv: line 3 is not UTF-8 text "
+                                           r"\(byte 0xdc\); save the catalog as UTF-8"):
+        read_catalog(str(tmp_path / "latin1.csv"))
 
 
 def test_catalog_name_is_the_file_stem():
