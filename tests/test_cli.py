@@ -117,3 +117,20 @@ def test_reading_scores_and_models_loads_no_torch():
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
+def test_text_tables_read_as_people_read_numbers():
+    """Scores with four decimals (pandas alone writes 1.225482e-07 once a column spans a
+    wide range), whole numbers with gaps as integers, list cells as a|b, and no index."""
+    import numpy as np
+    import pandas as pd
+
+    from featurestore.cli import table_text
+
+    frame = pd.DataFrame({"track": ["t1", "t2"], "score": [0.9999700, 1.225482e-07],
+                          "epochs": [3.0, np.nan], "genres": [["Drama", "Romance"], []]})
+    assert [line.split() for line in table_text(frame).splitlines()] == [
+        ["track", "score", "epochs", "genres"], ["t1", "1.0000", "3", "Drama|Romance"],
+        ["t2", "0.0000", "<NA>"]]
+    assert table_text(frame, header=False).splitlines()[0].split() == ["t1", "1.0000", "3",
+                                                                        "Drama|Romance"]
