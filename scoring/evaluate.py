@@ -43,11 +43,14 @@ class Evaluation:
     #: ``{"embedding": figures, "statistics": figures}`` of :func:`similarity_figures`, or
     #: ``None`` (not asked for, or the version has no embeddings yet)
     similarity: dict | None = None
+    #: How the version made track scores: an aggregate of tile scores, or ``pooled`` (a
+    #: track-level model, from all of a track's tiles at once)
+    aggregate: str = "mean"
 
     def to_dict(self) -> dict:
         return {"model": self.model, "version": self.version, "split": self.split,
-                "classes": self.classes, "k": self.k, "track": self.track, "tile": self.tile,
-                "similarity": self.similarity}
+                "classes": self.classes, "k": self.k, "aggregate": self.aggregate,
+                "track": self.track, "tile": self.tile, "similarity": self.similarity}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -181,4 +184,4 @@ def evaluate(store: Store | str, model: str, split: str = "test", k: int = DEFAU
     near = (similarity_figures(store, table, keys, config["label_column"]) if similarity
             else None)
     return Evaluation(model, table.version, split, classes, track["per_class"]["k"], track,
-                      tile, truth, scores, near)
+                      tile, truth, scores, near, table.info().aggregate)

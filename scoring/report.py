@@ -6,6 +6,7 @@ import numpy as np
 
 from catalogs.plots import pyplot, save_figure
 from featurestore.urls import atomic_write, filesystem, join
+from scoring.aggregate import POOLED
 from scoring.evaluate import Evaluation, format_figure
 from training.metrics import top_k
 
@@ -67,13 +68,20 @@ def cooccurrence_figure(ev: Evaluation) -> bytes:
     return save_figure(fig)
 
 
+def _how_tracks_are_scored(aggregate: str) -> str:
+    if aggregate == POOLED:
+        return ("The model scores each track from all its tiles at once; a tile's scores "
+                "are the model's on that tile alone.")
+    return f"A track's scores are the {aggregate} of its tiles' scores."
+
+
 def markdown(ev: Evaluation) -> str:
     """The report page."""
     lines = [f"# Evaluation of `{ev.model}` (version {ev.version})", "",
              f"Split: **{ev.split}**, {ev.track['samples']} tracks and {ev.tile['samples']} "
-             f"tiles with at least one of the model's {len(ev.classes)} labels. Track scores "
-             "aggregate tile scores; the per-class table takes each sample's top "
-             f"{ev.k} labels as its predictions.", "",
+             f"tiles with at least one of the model's {len(ev.classes)} labels. "
+             f"{_how_tracks_are_scored(ev.aggregate)} The per-class table takes each "
+             f"sample's top {ev.k} labels as its predictions.", "",
              "| level | LRAP | coverage error | best possible | label ranking loss | "
              "micro F1 | macro F1 |", "|---|---|---|---|---|---|---|"]
     for level in ("track", "tile"):

@@ -555,8 +555,10 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     near = figures["similarity"]["embedding"]
     with open(os.path.join(report_dir, "report.md")) as f:  # the neighbour figures too
-        assert (f"| model embeddings | {near['same_film_precision']:.3f} | "
-                f"{near['label_jaccard']:.3f} |") in f.read()
+        page = f.read()
+    assert (f"| model embeddings | {near['same_film_precision']:.3f} | "
+            f"{near['label_jaccard']:.3f} |") in page
+    assert "A track's scores are the mean of its tiles' scores." in page  # the ensemble
     # by default the report goes into the store, beside the scores
     res = run_cli(capsys, "evaluate", "--store", store_copy, "--model", MODEL, "--split",
                   "val", "--top-k", "3")

@@ -297,6 +297,7 @@ def test_evaluate_reports_neighbour_figures_against_feature_statistics(scored):
     assert json.loads(ev.to_json())["similarity"] == near
     ours, base = near["embedding"], near["statistics"]
     page = markdown(ev)
+    assert "The model scores each track from all its tiles at once" in page  # linear
     assert (f"| model embeddings | {ours['same_film_precision']:.3f} | "
             f"{ours['label_jaccard']:.3f} |") in page
     assert (f"| feature statistics (baseline) | {base['same_film_precision']:.3f} | "
