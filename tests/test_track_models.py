@@ -233,6 +233,36 @@ def test_auto_picks_the_candidate_with_the_best_validation_score(demo_store):
     assert TrackLinear((40, 100), 2).track_level
 
 
+def test_auto_killed_during_its_selection_goes_on_from_the_folds_it_measured(demo_store):
+    """Each fold's result is kept as it comes: a run killed while cross-validating ``kernel``
+    keeps ``linear``'s folds, and its rerun fits only what is left, to the same choice."""
+    config = TrainConfig(candidates=("linear", "kernel"), folds=3, **QUICK)
+    whole = train(demo_store, "auto-whole", config, progress=False, log=lambda m: None)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_kernel(message):
+        if message.startswith("auto: linear"):  # linear's three folds are measured
+            raise Killed()
+
+    with pytest.raises(Killed):
+        train(demo_store, "auto-cut", config, progress=False, log=kill_at_kernel)
+    files = ModelFiles(featurestore.open(demo_store), "auto-cut")
+    assert not files.has("selection.json")
+    kept = files.read_json("selection_folds.json")
+    assert kept["linear"]["lrap"] == whole.selection["candidates"]["linear"]["lrap"]
+    said: list[str] = []
+    resumed = train(demo_store, "auto-cut", config, progress=False, log=said.append)
+    for arch in ("linear", "kernel"):
+        assert (resumed.selection["candidates"][arch]["lrap"]
+                == whole.selection["candidates"][arch]["lrap"])
+    assert resumed.selection["best"] == whole.selection["best"]
+    # linear was not fitted again: its line reports the kept folds' seconds
+    assert resumed.selection["candidates"]["linear"]["seconds"] == pytest.approx(
+        sum(kept["linear"]["seconds"]))
+
+
 def test_kernel_on_log_mel_tiles_fits_their_cepstra_and_scores(demo_library, dask_client,
                                                                 tmp_path):
     url = str(tmp_path / "store")

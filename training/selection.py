@@ -9,6 +9,7 @@ candidate sees the same folds.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,25 +124,37 @@ def inner_split(rows: np.ndarray, val_size: float, seed: int) -> tuple[np.ndarra
 
 
 def select(config: TrainConfig, data: TrackData, rows: np.ndarray,
-           groups: np.ndarray | None, log) -> dict:
+           groups: np.ndarray | None, log, done: dict | None = None,
+           save: Callable[[dict], None] | None = None) -> dict:
     """Cross-validate ``config.candidates`` on the tracks at ``rows``; returns the selection
-    (``best``, and per candidate the folds' LRAP, mean, spread and seconds)."""
+    (``best``, and per candidate the folds' LRAP, mean, spread and seconds).
+
+    ``done``: per candidate, the folds an interrupted run measured (``{"lrap": [...],
+    "seconds": [...]}``), which are not fitted again; the folds are seeded, so they are the
+    same folds. ``save`` is called with every candidate's folds so far after each fold."""
     folds = folds_of(rows, groups, config.folds, config.seed)
+    done = {arch: {key: list(values) for key, values in folds_done.items()}
+            for arch, folds_done in (done or {}).items()}
     out: dict = {"folds": config.folds, "by": config.group_by or "track", "candidates": {}}
     for arch in config.candidates:
         if arch not in TRACK_LEVEL:
             raise TrainingError(f"auto compares track-level models ({', '.join(TRACK_LEVEL)});"
                                 f" train {arch!r} with --arch {arch}")
         cfg = config.resolved(arch)
-        started, scores = time.perf_counter(), []
-        for k, (fit_rows, held) in enumerate(folds):
+        measured = done.setdefault(arch, {"lrap": [], "seconds": []})
+        for k, (fit_rows, held) in enumerate(folds[len(measured["lrap"]):],
+                                             len(measured["lrap"])):
+            started = time.perf_counter()
             train, val = inner_split(fit_rows, config.val_size, config.seed + k)
             model, _ = fit_track_model(cfg, data, train, val, label=f"{arch} fold {k + 1}")
             truth = data.targets[held]
             keep = truth.sum(1) > 0
-            scores.append(float(label_ranking_average_precision_score(
+            measured["lrap"].append(float(label_ranking_average_precision_score(
                 truth[keep], track_scores(model, data, held, cfg)[keep])))
-        seconds = time.perf_counter() - started
+            measured["seconds"].append(time.perf_counter() - started)
+            if save is not None:
+                save(done)
+        scores, seconds = measured["lrap"], float(sum(measured["seconds"]))
         out["candidates"][arch] = {"lrap": scores, "mean": float(np.mean(scores)),
                                    "std": float(np.std(scores)), "seconds": seconds}
         log(f"auto: {arch} validation LRAP {np.mean(scores):.3f} +- {np.std(scores):.3f} over "

@@ -60,6 +60,10 @@ class TrainReport:
                 f"{m.get('tile_lrap', float('nan')):.3f}")
 
 
+#: Where ``auto`` keeps the folds it has measured until its selection is complete.
+SELECTION_FOLDS = "selection_folds.json"
+
+
 def _prepare(files: ModelFiles, config: TrainConfig, fset_hash: str, overwrite: bool) -> bool:
     """Check an existing model of that name; returns whether this run resumes it."""
     if not files.exists():
@@ -213,7 +217,10 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
             rows = np.flatnonzero(side.to_numpy() != "test")
             groups = (tracks[requested.group_by].astype("string").fillna("<missing>")
                       .to_numpy()[rows] if requested.group_by else None)
-            selection = select(config, data, rows, groups, log)
+            # each fold's result is kept as it comes: a rerun after a kill goes on from there
+            done = (files.read_json(SELECTION_FOLDS) if files.has(SELECTION_FOLDS) else None)
+            selection = select(config, data, rows, groups, log, done,
+                               lambda folds: files.write_json(folds, SELECTION_FOLDS))
             files.write_json(selection, "selection.json")
         config = requested.resolved(selection["best"])
     base.update(arch=config.arch, train_config=config.to_dict(),
