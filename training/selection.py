@@ -17,6 +17,7 @@ import torch
 from sklearn.metrics import label_ranking_average_precision_score
 from sklearn.model_selection import GroupKFold, KFold
 from torch import nn
+from tqdm.auto import tqdm
 
 from training.config import TRACK_LEVEL, TrainConfig, TrainingError
 from training.linear import ESTIMATORS, fit_statistics_model, to_module
@@ -125,22 +126,27 @@ def inner_split(rows: np.ndarray, val_size: float, seed: int) -> tuple[np.ndarra
 
 def select(config: TrainConfig, data: TrackData, rows: np.ndarray,
            groups: np.ndarray | None, log, done: dict | None = None,
-           save: Callable[[dict], None] | None = None) -> dict:
+           save: Callable[[dict], None] | None = None, progress: bool = False) -> dict:
     """Cross-validate ``config.candidates`` on the tracks at ``rows``; returns the selection
     (``best``, and per candidate the folds' LRAP, mean, spread and seconds).
 
     ``done``: per candidate, the folds an interrupted run measured (``{"lrap": [...],
     "seconds": [...]}``), which are not fitted again; the folds are seeded, so they are the
-    same folds. ``save`` is called with every candidate's folds so far after each fold."""
+    same folds. ``save`` is called with every candidate's folds so far after each fold.
+    ``progress``: a bar of the folds fitted, whose ETA says how long the selection has left."""
     folds = folds_of(rows, groups, config.folds, config.seed)
     done = {arch: {key: list(values) for key, values in folds_done.items()}
             for arch, folds_done in (done or {}).items()}
     out: dict = {"folds": config.folds, "by": config.group_by or "track", "candidates": {}}
+    bar = tqdm(total=len(folds) * len(config.candidates), unit="fold", desc="auto",
+               disable=not progress, initial=sum(len(done.get(arch, {}).get("lrap", []))
+                                                 for arch in config.candidates))
     for arch in config.candidates:
         if arch not in TRACK_LEVEL:
             raise TrainingError(f"auto compares track-level models ({', '.join(TRACK_LEVEL)});"
                                 f" train {arch!r} with --arch {arch}")
         cfg = config.resolved(arch)
+        bar.set_postfix_str(arch)
         measured = done.setdefault(arch, {"lrap": [], "seconds": []})
         for k, (fit_rows, held) in enumerate(folds[len(measured["lrap"]):],
                                              len(measured["lrap"])):
@@ -152,13 +158,16 @@ def select(config: TrainConfig, data: TrackData, rows: np.ndarray,
             measured["lrap"].append(float(label_ranking_average_precision_score(
                 truth[keep], track_scores(model, data, held, cfg)[keep])))
             measured["seconds"].append(time.perf_counter() - started)
+            bar.update()
             if save is not None:
                 save(done)
         scores, seconds = measured["lrap"], float(sum(measured["seconds"]))
         out["candidates"][arch] = {"lrap": scores, "mean": float(np.mean(scores)),
                                    "std": float(np.std(scores)), "seconds": seconds}
-        log(f"auto: {arch} validation LRAP {np.mean(scores):.3f} +- {np.std(scores):.3f} over "
-            f"{len(folds)} folds ({seconds:.0f} s)")
+        with bar.external_write_mode():  # the line above the bar, not inside it
+            log(f"auto: {arch} validation LRAP {np.mean(scores):.3f} +- {np.std(scores):.3f} "
+                f"over {len(folds)} folds ({seconds:.0f} s)")
+    bar.close()
     ranked = sorted(out["candidates"].items(), key=lambda kv: -kv[1]["mean"])
     out["best"] = ranked[0][0]
     if len(ranked) > 1:

@@ -220,7 +220,8 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
             # each fold's result is kept as it comes: a rerun after a kill goes on from there
             done = (files.read_json(SELECTION_FOLDS) if files.has(SELECTION_FOLDS) else None)
             selection = select(config, data, rows, groups, log, done,
-                               lambda folds: files.write_json(folds, SELECTION_FOLDS))
+                               lambda folds: files.write_json(folds, SELECTION_FOLDS),
+                               progress)
             files.write_json(selection, "selection.json")
         config = requested.resolved(selection["best"])
     base.update(arch=config.arch, train_config=config.to_dict(),
