@@ -51,14 +51,17 @@ class ScoreJob:
     storage_options: dict = field(default_factory=dict)
 
 
-_MODELS: dict[tuple, tuple[nn.Module, torch.device]] = {}  # per process: the loaded model
+#: Per process: the loaded model, its device, and its cross-fitted scores
+_MODELS: dict[tuple, tuple[nn.Module, torch.device, dict]] = {}
 #: Tiles a scoring task reads as one piece, the next piece read while this one scores.
 PIECE_TILES = 8192
 
 
-def loaded_model(job: ScoreJob) -> tuple[nn.Module, torch.device, bool]:
+def loaded_model(job: ScoreJob) -> tuple[nn.Module, torch.device, dict, bool]:
     """The job's model on this process's device, loaded on first use (as
-    :func:`ready_to_score` runs it); ``(model, device, loaded_now)``."""
+    :func:`ready_to_score` runs it), with the cross-fitted scores of the tracks it was
+    fitted on (:meth:`~training.model_files.ModelFiles.cross_fitted_scores`);
+    ``(model, device, cross_fitted, loaded_now)``."""
     key = (job.store_url, job.model, job.version, job.device)
     if key in _MODELS:
         return (*_MODELS[key], False)
@@ -68,7 +71,8 @@ def loaded_model(job: ScoreJob) -> tuple[nn.Module, torch.device, bool]:
                          f"{files.version()}, not {job.version}); run the scoring again")
     device = resolve_device(job.device)
     _MODELS.clear()  # one model at a time per worker: memory stays bounded
-    _MODELS[key] = (ready_to_score(files.load_model(), device), device)
+    _MODELS[key] = (ready_to_score(files.load_model(), device), device,
+                    files.cross_fitted_scores())
     return (*_MODELS[key], True)
 
 
@@ -150,7 +154,7 @@ def score_batch(tracks: list[dict], batch: int, job: ScoreJob) -> dict:
     tile_start, n_tiles) and write its files. Returns counts, seconds and whether this call
     loaded the model."""
     started = time.perf_counter()
-    model, device, loaded = loaded_model(job)
+    model, device, cross_fitted, loaded = loaded_model(job)
     frame = pd.DataFrame(tracks)
     counts = frame["n_tiles"].to_numpy(np.int64)
     index, offsets = tile_rows(frame["tile_start"].to_numpy(np.int64), counts)
@@ -160,6 +164,11 @@ def score_batch(tracks: list[dict], batch: int, job: ScoreJob) -> dict:
     tile_scores, track_scores, embeddings = track_outputs(
         model, tiles, counts, job.softmax, device, job.aggregate, job.batch_size,
         job.mixed_precision)
+    # A track the model was fitted on, with the audio it was fitted on, ranks by its
+    # cross-fitted scores: the model's own would be scores of data it learned.
+    for row, key in enumerate(zip(frame["catalog"], frame["track_id"], frame["content_hash"])):
+        if key in cross_fitted:
+            track_scores[row] = cross_fitted[key]
     lineage = {"model": job.model, "version": job.version, "feature_set": job.feature_set,
                "aggregate": job.aggregate, "run_id": job.run_id,
                "scored_at": pd.Timestamp.now(tz="UTC")}

@@ -21,7 +21,7 @@ from scoring import score, track_rankings
 from tests.helpers import copy_demo_library, small_library
 from training import TrainConfig, TrainingError, train
 from training.augment import crop_windows, mixup, spec_augment
-from training.linear import kernel_svm, one_blas_thread, to_module
+from training.linear import ESTIMATORS, cross_fitted, kernel_svm, one_blas_thread, to_module
 from training.model_files import ModelFiles
 from training.targets import multi_hot
 from training.track_models import (QUANTILES, PooledCNN, StatisticsLayout, TrackKernel,
@@ -233,6 +233,23 @@ def test_auto_picks_the_candidate_with_the_best_validation_score(demo_store):
     assert TrackLinear((40, 100), 2).track_level
 
 
+def test_cross_fitted_scores_come_from_models_that_did_not_see_the_track():
+    """Changing one track's labels changes the model's own score of it, and not its
+    cross-fitted one, which comes from a model fitted without it."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 6))
+    y = (x[:, :3] + rng.normal(scale=0.8, size=(80, 3)) > 0).astype(int)
+    flipped = y.copy()
+    flipped[7] = 1 - flipped[7]
+    for arch in ("linear", "kernel"):
+        before, after = (cross_fitted(arch, x, labels, 1.0) for labels in (y, flipped))
+        np.testing.assert_allclose(after[7], before[7])
+        assert not np.allclose(after, before)  # the other folds' models saw track 7
+        own = [ESTIMATORS[arch](1.0).fit(x, labels).decision_function(x)[7]
+               for labels in (y, flipped)]
+        assert not np.allclose(*own)
+
+
 def test_auto_killed_during_its_selection_goes_on_from_the_folds_it_measured(demo_store):
     """Each fold's result is kept as it comes: a run killed while cross-validating ``kernel``
     keeps ``linear``'s folds, and its rerun fits only what is left, to the same choice."""
@@ -279,12 +296,33 @@ def test_kernel_on_log_mel_tiles_fits_their_cepstra_and_scores(demo_library, das
     assert model.layout == StatisticsLayout(QUANTILES, 31)
     assert model.center.shape == (2 * 32 + 5 * 31,)
     score(url, "k", client=dask_client, progress=False)
-    tracks = store.tracks(status="ok")
-    tiles = torch.from_numpy(store.tiles(tracks.iloc[2:3]).values)
-    expected = torch.sigmoid(model.forward_tracks(tiles[:, None], torch.tensor([len(tiles)])))
-    ranking = track_rankings(store, "k", [tracks["track_id"].iloc[2]]).set_index("label")
+    # a test track (the model was not fitted on it) ranks by the model's own scores
+    i = _tracks_by_side(store, "k")["test"][0]
     classes = ModelFiles(store, "k").read_config()["classes"]
-    np.testing.assert_allclose(ranking.loc[classes, "score"], expected[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(_ranked(store, "k", i, classes), _own(store, model, i),
+                               atol=1e-5)
+
+
+def _tracks_by_side(store, name: str) -> dict[str, list[int]]:
+    """Positions in ``store.tracks(status="ok")`` of the model's train, val and test tracks."""
+    tracks = store.tracks(status="ok").reset_index(drop=True)
+    side = tracks.merge(ModelFiles(store, name).read_frame("split.parquet"), how="left")["side"]
+    return {s: list(np.flatnonzero(side.to_numpy() == s)) for s in ("train", "val", "test")}
+
+
+def _own(store, model, i: int) -> np.ndarray:
+    """The model's own scores of the ``i``-th ok track, from all its tiles."""
+    tiles = torch.from_numpy(store.tiles(store.tracks(status="ok").iloc[i:i + 1]).values)
+    with torch.no_grad():
+        out = model.forward_tracks(tiles[:, None], torch.tensor([len(tiles)]))
+    return torch.sigmoid(out)[0].numpy()
+
+
+def _ranked(store, name: str, i: int, classes: list[str]) -> np.ndarray:
+    """The committed scores of the ``i``-th ok track, in ``classes`` order."""
+    track = store.tracks(status="ok").iloc[i]
+    ranking = track_rankings(store, name, [track["track_id"]], track["catalog"])
+    return ranking.set_index("label").loc[classes, "score"].to_numpy()
 
 
 def test_track_level_model_scores_ranks_and_rescores_nightly(demo_store, dask_client, tmp_path):
@@ -295,15 +333,25 @@ def test_track_level_model_scores_ranks_and_rescores_nightly(demo_store, dask_cl
     first = score(url, "nightly", client=dask_client, progress=False)
     assert first.scored == built and first.commit == 1 and first.aggregate == "pooled"
     assert "(each track from all its tiles)" in first.summary()
-    # A track's ranking is the model's own forward pass over all of that track's tiles.
+    # A track the model was not fitted on ranks by the model's own forward pass over all of
+    # its tiles. A track it was fitted on ranks by its cross-fitted scores (from a model
+    # fitted without it), not by the model's own scores of data it learned.
     store = featurestore.open(url)
-    track = store.tracks(status="ok").iloc[3]
-    tiles = torch.from_numpy(store.tiles(store.tracks(status="ok").iloc[3:4]).values)
-    model = ModelFiles(store, "nightly").load_model()
-    expected = torch.sigmoid(model.forward_tracks(tiles[:, None], torch.tensor([len(tiles)])))
-    ranking = track_rankings(store, "nightly", [track["track_id"]]).set_index("label")
-    classes = ModelFiles(store, "nightly").read_config()["classes"]
-    np.testing.assert_allclose(ranking.loc[classes, "score"], expected[0].numpy(), atol=1e-5)
+    files = ModelFiles(store, "nightly")
+    model, classes = files.load_model(), files.read_config()["classes"]
+    sides = _tracks_by_side(store, "nightly")
+    test = sides["test"][0]
+    np.testing.assert_allclose(_ranked(store, "nightly", test, classes),
+                               _own(store, model, test), atol=1e-5)
+    cross = files.cross_fitted_scores()
+    ok = store.tracks(status="ok").reset_index(drop=True)
+    assert sorted(k[:2] for k in cross) == sorted(
+        zip(ok["catalog"][sides["train"] + sides["val"]],
+            ok["track_id"][sides["train"] + sides["val"]]))
+    for i in (sides["train"][0], sides["val"][0]):
+        held = cross[tuple(ok.loc[i, ["catalog", "track_id", "content_hash"]])]
+        np.testing.assert_allclose(_ranked(store, "nightly", i, classes), held, atol=1e-6)
+        assert np.abs(held - _own(store, model, i)).max() > 1e-3
 
     # Night two: three new tracks arrive; only they are scored. Night three: nothing to do.
     featurestore.build(small_library(tmp_path / "more", n=3), url, name="more",

@@ -10,6 +10,7 @@ import json
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from featurestore import layout
@@ -20,6 +21,10 @@ from training.config import TrainConfig, TrainingError
 
 if TYPE_CHECKING:
     from torch import nn
+
+#: The cross-fitted scores of a statistics model's training tracks: ``catalog``, ``track_id``,
+#: ``content_hash`` (the audio they were fitted on) and ``scores`` (one per class).
+CROSS_FITTED = "cross_fitted.parquet"
 
 
 class ModelFiles:
@@ -85,6 +90,17 @@ class ModelFiles:
 
     def write_bytes(self, data: bytes, name: str) -> None:
         atomic_write(self.fs, self.path(name), data)
+
+    def cross_fitted_scores(self) -> dict[tuple[str, str, str], np.ndarray]:
+        """``{(catalog, track_id, content_hash): class probabilities}`` of the tracks a
+        statistics model was fitted on, each from a model fitted without it
+        (:data:`CROSS_FITTED`); empty for other models and for models saved before it."""
+        if not self.has(CROSS_FITTED):
+            return {}
+        frame = self.read_frame(CROSS_FITTED)
+        return {(catalog, track_id, content): np.asarray(scores, dtype=np.float32)
+                for catalog, track_id, content, scores in zip(
+                    frame["catalog"], frame["track_id"], frame["content_hash"], frame["scores"])}
 
     def read_complete_config(self) -> dict:
         """The config of a finished model; a clear error for a missing or unfinished one."""

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from training.config import TRACK_LEVEL, TrainConfig, TrainingError
-from training.linear import ESTIMATORS, fit_statistics_model, to_module
+from training.linear import ESTIMATORS, cross_fitted, fit_statistics_model, to_module
 from training.loop import Checkpointer
 from training.track_fit import fit_tracks, predict_tracks, tiles_of, track_set
 from training.track_models import PooledCNN, StatisticsLayout
@@ -94,6 +94,18 @@ def fit_track_model(config: TrainConfig, data: TrackData, train: np.ndarray, val
                          checkpoint, label=label or "pooled", progress=progress,
                          on_epoch=on_epoch)
     return model.eval(), history
+
+
+def cross_fitted_scores(config: TrainConfig, data: TrackData, rows: np.ndarray,
+                        c: float) -> np.ndarray:
+    """Probabilities ``(len(rows), classes)`` of the tracks at ``rows``, which a statistics
+    model (``config.arch``, ``C`` = ``c``) was fitted on, each from a model fitted on the
+    others only (:func:`~training.linear.cross_fitted`): what scoring gives them in place of
+    the model's own scores of tracks it learned."""
+    layout = StatisticsLayout.for_model(config.arch, data.kind, data.tiles.shape[1])
+    logits = cross_fitted(config.arch, data.statistics(rows, layout), data.targets[rows], c,
+                          seed=config.seed)
+    return (1 / (1 + np.exp(-logits))).astype(np.float32)
 
 
 def track_scores(model: nn.Module, data: TrackData, rows: np.ndarray,

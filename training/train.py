@@ -22,11 +22,12 @@ from training.loader import BlockShuffleTiles, tile_moments
 from training.loop import Checkpointer, fit, predict
 from training.memory_budget import budget_bytes, tile_bytes
 from training.metrics import held_out_metrics
-from training.model_files import ModelFiles
+from training.model_files import CROSS_FITTED, ModelFiles
 from training.models import Ensemble, build_model, is_softmax
 from training.samplers import (MultiClassSampler, MultiLabelSampler, OneVsRestSampler,
                                TileTable)
-from training.selection import TrackData, fit_track_model, select, track_scores
+from training.selection import (TrackData, cross_fitted_scores, fit_track_model, select,
+                                track_scores)
 from training.split import SIDES, split_tracks
 from training.targets import multi_hot, select_classes
 from training.track_models import TrackKernel
@@ -236,6 +237,11 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
     if config.track_level:
         model, history, members, metrics = _train_tracks(
             files, config, data, side.to_numpy(), tables[test], test, progress, on_epoch)
+        if config.arch in STATISTICS_MODELS:
+            fitted = np.flatnonzero(side.to_numpy() != "test")  # train and val: both fitted on
+            scores = cross_fitted_scores(config, data, fitted, history[-1]["C"])
+            files.write_frame(tracks.iloc[fitted][["catalog", "track_id", "content_hash"]]
+                              .assign(scores=list(scores)), CROSS_FITTED)
     else:
         model, history, members, metrics = _train_tiles(
             files, config, source, tables, fset, test, device, progress, on_epoch, log)
