@@ -25,16 +25,13 @@ import warnings
 import numpy as np
 import pandas as pd
 from model_quality import labelled_tracks, read_track_tiles
+from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold
 
 import featurestore
 from training.linear import cross_fitted, fit_statistics_model, statistics_of
 from training.track_models import StatisticsLayout
-
-
-def sigmoid(v: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-v))
 
 
 def new_above_fitted(fitted: np.ndarray, new: np.ndarray) -> float:
@@ -67,9 +64,9 @@ def main() -> None:
         for seed in range(args.seed, args.seed + args.repeats):
             for fit, new in KFold(5, shuffle=True, random_state=seed).split(x):
                 model, c, _ = fit_statistics_model(arch, x[fit], y[fit], seed)
-                new_scores = sigmoid(model.decision_function(x[new]))
-                ways = {"in-sample": sigmoid(model.decision_function(x[fit])),
-                        "cross-fitted": sigmoid(cross_fitted(arch, x[fit], y[fit], c,
+                new_scores = expit(model.decision_function(x[new]))
+                ways = {"in-sample": expit(model.decision_function(x[fit])),
+                        "cross-fitted": expit(cross_fitted(arch, x[fit], y[fit], c,
                                                              seed=seed))}
                 for way, fitted_scores in ways.items():
                     for k, label in enumerate(classes):

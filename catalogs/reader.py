@@ -90,7 +90,8 @@ def _text_of(data: bytes, source: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        before = data[:exc.start]
+        line = (before.count(b"\n") if b"\n" in data else before.count(b"\r")) + 1
         raise CatalogError(f"line {line} is not UTF-8 text (byte 0x{data[exc.start]:02x}); "
                            "save the catalog as UTF-8 (in Excel: CSV UTF-8)",
                            source=source) from None
@@ -100,7 +101,7 @@ def _separator(text: str) -> str:
     """The field separator of a ``.csv`` file: the first of ``,``, ``;`` (what spreadsheets
     write in many locales) and tab whose header has a ``path`` column; ``,`` when none has
     (the error then names the columns). ``|`` separates the genres within a cell."""
-    header = text.split("\n", 1)[0].rstrip("\r")
+    header = text.splitlines()[0] if text else ""  # \n, \r\n or Excel for Mac's \r
     for sep in (",", ";", "\t"):
         if "path" in (name.strip() for name in next(csv.reader([header], delimiter=sep))):
             return sep
@@ -112,8 +113,10 @@ def _read_table(source: str, fmt: str, storage_options: dict | None) -> pd.DataF
         if fmt in ("csv", "tsv"):
             text = _text_of(f.read(), source)
             sep = _separator(text) if fmt == "csv" else "\t"
+            # blank lines kept (and then skipped as rows with no value): row numbers stay
+            # the file's
             return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
-                               na_values=[""])
+                               na_values=[""], skip_blank_lines=False)
         if fmt == "parquet":
             return pd.read_parquet(f)
         return pd.read_json(f, lines=True, dtype=False)

@@ -182,11 +182,14 @@ def flat_lists(frame):
 def table_text(frame, header: bool = True) -> str:
     """``frame`` as a text table for people: list cells as ``a|b``, no index, numbers with
     four decimals (a score of 1.2e-07 reads 0.0000; csv, json and parquet keep every digit),
-    and a column of whole numbers with gaps (read as floats) as integers: 3, not 3.0000."""
+    and a column of whole numbers with gaps (integers that pandas read as floats because of
+    the gaps) as integers: 3, not 3.0000."""
     out = flat_lists(frame)
     for col in out.columns:
         values = out[col]
-        if values.dtype.kind == "f" and values.notna().any() and (values.dropna() % 1 == 0).all():
+        present = values.dropna() if values.dtype.kind == "f" else None
+        if (present is not None and len(present) and values.isna().any()
+                and (present % 1 == 0).all() and (present.abs() < 2**53).all()):
             out[col] = values.astype("Int64")
     return out.to_string(index=False, header=header, float_format=lambda v: f"{v:.4f}")
 

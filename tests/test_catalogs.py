@@ -136,9 +136,15 @@ def test_spreadsheet_exports_read_as_written(tmp_path):
         got = read_catalog(str(tmp_path / name)).frame
         pd.testing.assert_frame_equal(got.drop(columns="path"), plain.drop(columns="path"))
 
-    # A row with no value between two tracks does not shift the row numbers errors give.
-    (tmp_path / "gap.csv").write_text("path,year\na.wav,1999\n,\nb.wav,nineteen\n")
-    with pytest.raises(CatalogError, match="gap.csv, row 4, column 'year': year 'nineteen'"):
+    # Excel for Mac's "CSV (Macintosh)": lines end in a carriage return alone.
+    (tmp_path / "mac.csv").write_bytes(frame.to_csv(index=False, sep=";").replace(
+        "\n", "\r").encode())
+    got = read_catalog(str(tmp_path / "mac.csv")).frame
+    pd.testing.assert_frame_equal(got.drop(columns="path"), plain.drop(columns="path"))
+
+    # Rows with no value and blank lines between tracks do not shift the row numbers.
+    (tmp_path / "gap.csv").write_text("path,year\na.wav,1999\n,\n\nb.wav,nineteen\n")
+    with pytest.raises(CatalogError, match="gap.csv, row 5, column 'year': year 'nineteen'"):
         read_catalog(str(tmp_path / "gap.csv"))
     # Not UTF-8 (Excel's "CSV" on Windows): refused at the line, with what to do.
     latin1 = "path,title\na.wav,ok\nb.wav,Überture\n".encode("cp1252")

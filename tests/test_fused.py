@@ -250,8 +250,9 @@ def test_trained_ensemble_saves_member_files_that_load_score_and_resume(small_st
     expected = score_tiles(model, tiles, False, cpu)
     job = ScoreJob(small_store, "whole", files.version(), saved["feature_set"], "",
                    tuple(whole.classes), False, "mean", "run", device="cpu")
-    loaded, _, _ = loaded_model(job)
+    loaded, _, cross_fitted, _ = loaded_model(job)
     assert isinstance(loaded, Ensemble)  # on a CPU the members' own passes are the faster
+    assert cross_fitted == {}  # a network ranks every track by its own scores
     fused = FusedEnsemble(list(model.members)).eval()  # what a GPU worker scores with
     np.testing.assert_allclose(score_tiles(fused, tiles, False, cpu), expected, atol=1e-5)
     np.testing.assert_allclose(score_tiles(loaded, tiles, False, cpu), expected, atol=1e-5)

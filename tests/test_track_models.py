@@ -12,6 +12,7 @@ import pytest
 import scipy.fft
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -248,6 +249,24 @@ def test_cross_fitted_scores_come_from_models_that_did_not_see_the_track():
         own = [ESTIMATORS[arch](1.0).fit(x, labels).decision_function(x)[7]
                for labels in (y, flipped)]
         assert not np.allclose(*own)
+    # By group (a film per 10 tracks), a whole film is held out together: relabelling all
+    # of film 3 leaves its tracks' scores as they were.
+    films = np.repeat(np.arange(8), 10)
+    film3 = films == 3
+    relabelled = y.copy()
+    relabelled[film3] = 1 - relabelled[film3]
+    before, after = (cross_fitted("linear", x, labels, 1.0, groups=films)
+                     for labels in (y, relabelled))
+    np.testing.assert_allclose(after[film3], before[film3])
+    # A class on every track but one: the fold holding that one out leaves nothing to learn
+    # of it (scikit-learn would score every track of the fold 1, the negative included), so
+    # that fold's tracks get the model fitted on every track.
+    almost = y.copy()
+    almost[:, 0], almost[5, 0] = 1, 0
+    held = cross_fitted("linear", x, almost, 1.0)
+    everything = ESTIMATORS["linear"](1.0).fit(x, almost).decision_function(x)
+    fold = next(h for _, h in KFold(5, shuffle=True, random_state=0).split(x) if 5 in h)
+    np.testing.assert_allclose(held[fold, 0], everything[fold, 0])
 
 
 def test_auto_killed_during_its_selection_goes_on_from_the_folds_it_measured(demo_store):
@@ -267,7 +286,7 @@ def test_auto_killed_during_its_selection_goes_on_from_the_folds_it_measured(dem
         train(demo_store, "auto-cut", config, progress=False, log=kill_at_kernel)
     files = ModelFiles(featurestore.open(demo_store), "auto-cut")
     assert not files.has("selection.json")
-    kept = files.read_json("selection_folds.json")
+    kept = files.read_json("selection_folds.json")["candidates"]
     assert kept["linear"]["lrap"] == whole.selection["candidates"]["linear"]["lrap"]
     said: list[str] = []
     resumed = train(demo_store, "auto-cut", config, progress=False, log=said.append)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import label_ranking_average_precision_score
-from sklearn.model_selection import KFold
+from sklearn.model_selection import GroupKFold, KFold
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -97,25 +97,35 @@ CROSS_FIT_FOLDS = 5
 
 
 def cross_fitted(arch: str, x: np.ndarray, y: np.ndarray, c: float,
-                 folds: int = CROSS_FIT_FOLDS, seed: int = 0) -> np.ndarray:
+                 folds: int = CROSS_FIT_FOLDS, seed: int = 0,
+                 groups: np.ndarray | None = None) -> np.ndarray:
     """Each row's ``decision_function`` from an ``arch`` estimator (``C`` = ``c``) fitted on
     the other folds only: the scores of the tracks a model was fitted on, as it would score
-    them had it not seen them. A fold whose rest lacks a class scores that class with the
-    model fitted on every row (the only model that knows it)."""
+    them had it not seen them. With ``groups`` (a film per row, say), whole groups are held
+    out together, as a split by group holds them out (by row when there are fewer groups than
+    folds). A class that a fold's rest has on no row or on every row (nothing to learn from)
+    is scored by the model fitted on every row, the only one that knows it."""
     out = np.zeros(y.shape, dtype=np.float64)
+    n_groups = len(np.unique(groups)) if groups is not None else 0
+    if n_groups >= folds:
+        splits = GroupKFold(folds, shuffle=True, random_state=seed).split(x, groups=groups)
+    else:
+        splits = KFold(min(folds, len(x)), shuffle=True, random_state=seed).split(x)
+    everything = None
     with one_blas_thread():
-        everything = ESTIMATORS[arch](c).fit(x, y)
-        for fit, held in KFold(min(folds, len(x)), shuffle=True, random_state=seed).split(x):
-            lacking = y[fit].sum(0) == 0
-            if lacking.all():
-                out[held] = everything.decision_function(x[held])
-                continue
-            model = ESTIMATORS[arch](c).fit(x[fit], y[fit][:, ~lacking])
-            out[np.ix_(held, np.flatnonzero(~lacking))] = model.decision_function(
-                x[held]).reshape(len(held), -1)  # one class: scikit-learn gives a vector
-            if lacking.any():
-                out[np.ix_(held, np.flatnonzero(lacking))] = everything.decision_function(
-                    x[held])[:, lacking]
+        for fit, held in splits:
+            positives = y[fit].sum(0)
+            learnable = (positives > 0) & (positives < len(fit))
+            if learnable.any():
+                model = ESTIMATORS[arch](c).fit(x[fit], y[fit][:, learnable])
+                # one class: scikit-learn gives a vector
+                out[np.ix_(held, np.flatnonzero(learnable))] = model.decision_function(
+                    x[held]).reshape(len(held), -1)
+            if not learnable.all():
+                if everything is None:
+                    everything = ESTIMATORS[arch](c).fit(x, y)
+                out[np.ix_(held, np.flatnonzero(~learnable))] = everything.decision_function(
+                    x[held]).reshape(len(held), -1)[:, ~learnable]
     return out
 
 

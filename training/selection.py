@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import expit
 from sklearn.metrics import label_ranking_average_precision_score
 from sklearn.model_selection import GroupKFold, KFold
 from torch import nn
@@ -97,15 +98,16 @@ def fit_track_model(config: TrainConfig, data: TrackData, train: np.ndarray, val
 
 
 def cross_fitted_scores(config: TrainConfig, data: TrackData, rows: np.ndarray,
-                        c: float) -> np.ndarray:
+                        c: float, groups: np.ndarray | None = None) -> np.ndarray:
     """Probabilities ``(len(rows), classes)`` of the tracks at ``rows``, which a statistics
     model (``config.arch``, ``C`` = ``c``) was fitted on, each from a model fitted on the
-    others only (:func:`~training.linear.cross_fitted`): what scoring gives them in place of
-    the model's own scores of tracks it learned."""
+    others only (:func:`~training.linear.cross_fitted`; ``groups``: the ``group_by`` value of
+    each, held out together): what scoring gives them in place of the model's own scores of
+    tracks it learned."""
     layout = StatisticsLayout.for_model(config.arch, data.kind, data.tiles.shape[1])
     logits = cross_fitted(config.arch, data.statistics(rows, layout), data.targets[rows], c,
-                          seed=config.seed)
-    return (1 / (1 + np.exp(-logits))).astype(np.float32)
+                          seed=config.seed, groups=groups)
+    return expit(logits).astype(np.float32)
 
 
 def track_scores(model: nn.Module, data: TrackData, rows: np.ndarray,
@@ -146,40 +148,33 @@ def select(config: TrainConfig, data: TrackData, rows: np.ndarray,
     "seconds": [...]}``), which are not fitted again; the folds are seeded, so they are the
     same folds. ``save`` is called with every candidate's folds so far after each fold.
     ``progress``: a bar of the folds fitted, whose ETA says how long the selection has left."""
-    folds = folds_of(rows, groups, config.folds, config.seed)
-    done = {arch: {key: list(values) for key, values in folds_done.items()}
-            for arch, folds_done in (done or {}).items()}
-    out: dict = {"folds": config.folds, "by": config.group_by or "track", "candidates": {}}
-    bar = tqdm(total=len(folds) * len(config.candidates), unit="fold", desc="auto",
-               disable=not progress, initial=sum(len(done.get(arch, {}).get("lrap", []))
-                                                 for arch in config.candidates))
     for arch in config.candidates:
         if arch not in TRACK_LEVEL:
             raise TrainingError(f"auto compares track-level models ({', '.join(TRACK_LEVEL)});"
                                 f" train {arch!r} with --arch {arch}")
-        cfg = config.resolved(arch)
-        bar.set_postfix_str(arch)
-        measured = done.setdefault(arch, {"lrap": [], "seconds": []})
-        for k, (fit_rows, held) in enumerate(folds[len(measured["lrap"]):],
-                                             len(measured["lrap"])):
-            started = time.perf_counter()
-            train, val = inner_split(fit_rows, config.val_size, config.seed + k)
-            model, _ = fit_track_model(cfg, data, train, val, label=f"{arch} fold {k + 1}")
-            truth = data.targets[held]
-            keep = truth.sum(1) > 0
-            measured["lrap"].append(float(label_ranking_average_precision_score(
-                truth[keep], track_scores(model, data, held, cfg)[keep])))
-            measured["seconds"].append(time.perf_counter() - started)
-            bar.update()
-            if save is not None:
-                save(done)
-        scores, seconds = measured["lrap"], float(sum(measured["seconds"]))
-        out["candidates"][arch] = {"lrap": scores, "mean": float(np.mean(scores)),
-                                   "std": float(np.std(scores)), "seconds": seconds}
-        with bar.external_write_mode():  # the line above the bar, not inside it
-            log(f"auto: {arch} validation LRAP {np.mean(scores):.3f} +- {np.std(scores):.3f} "
-                f"over {len(folds)} folds ({seconds:.0f} s)")
-    bar.close()
+    folds = folds_of(rows, groups, config.folds, config.seed)
+    done = {arch: {key: list(values) for key, values in folds_done.items()}
+            for arch, folds_done in (done or {}).items()}
+    out: dict = {"folds": config.folds, "by": config.group_by or "track", "candidates": {}}
+
+    def after_fold():
+        bar.update()
+        if save is not None:
+            save(done)
+
+    with tqdm(total=len(folds) * len(config.candidates), unit="fold", desc="auto",
+              disable=not progress, initial=sum(len(done.get(arch, {}).get("lrap", []))
+                                                for arch in config.candidates)) as bar:
+        for arch in config.candidates:
+            bar.set_postfix_str(arch)
+            scores, seconds = _cross_validate(config.resolved(arch), data, folds,
+                                              done.setdefault(arch, {"lrap": [], "seconds": []}),
+                                              after_fold)
+            out["candidates"][arch] = {"lrap": scores, "mean": float(np.mean(scores)),
+                                       "std": float(np.std(scores)), "seconds": seconds}
+            with bar.external_write_mode():  # the line above the bar, not inside it
+                log(f"auto: {arch} validation LRAP {np.mean(scores):.3f} +- "
+                    f"{np.std(scores):.3f} over {len(folds)} folds ({seconds:.0f} s)")
     ranked = sorted(out["candidates"].items(), key=lambda kv: -kv[1]["mean"])
     out["best"] = ranked[0][0]
     if len(ranked) > 1:
@@ -190,3 +185,20 @@ def select(config: TrainConfig, data: TrackData, rows: np.ndarray,
     else:
         out["reason"] = f"{ranked[0][0]} is the only candidate"
     return out
+
+
+def _cross_validate(cfg: TrainConfig, data: TrackData, folds: list, measured: dict,
+                    after_fold: Callable[[], object]) -> tuple[list[float], float]:
+    """``cfg.arch`` fitted on each fold's rest and scored on the fold, from the first fold
+    not yet in ``measured`` (which gains each result); its folds' LRAP and total seconds."""
+    for k, (fit_rows, held) in enumerate(folds[len(measured["lrap"]):], len(measured["lrap"])):
+        started = time.perf_counter()
+        train, val = inner_split(fit_rows, cfg.val_size, cfg.seed + k)
+        model, _ = fit_track_model(cfg, data, train, val, label=f"{cfg.arch} fold {k + 1}")
+        truth = data.targets[held]
+        keep = truth.sum(1) > 0
+        measured["lrap"].append(float(label_ranking_average_precision_score(
+            truth[keep], track_scores(model, data, held, cfg)[keep])))
+        measured["seconds"].append(time.perf_counter() - started)
+        after_fold()
+    return measured["lrap"], float(sum(measured["seconds"]))

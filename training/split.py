@@ -12,6 +12,11 @@ from training.config import TrainingError
 SIDES = ("train", "val", "test")
 
 
+def group_keys(tracks: pd.DataFrame, group_by: str) -> np.ndarray:
+    """Each track's value of ``group_by`` as a string (a missing one is a group of its own)."""
+    return tracks[group_by].astype("string").fillna("<missing>").to_numpy()
+
+
 def split_tracks(tracks: pd.DataFrame, test_size: float = 0.1, val_size: float = 0.2,
                  seed: int = 0, group_by: str | None = None,
                  targets: np.ndarray | None = None) -> pd.Series:
@@ -26,7 +31,7 @@ def split_tracks(tracks: pd.DataFrame, test_size: float = 0.1, val_size: float =
     if group_by is not None and group_by not in tracks.columns:
         raise TrainingError(f"--group-by {group_by!r}: no such column (columns: "
                             f"{', '.join(map(str, tracks.columns))})")
-    keys = (tracks[group_by].astype("string").fillna("<missing>").to_numpy() if group_by
+    keys = (group_keys(tracks, group_by) if group_by
             else (tracks["catalog"].astype(str) + "/" + tracks["track_id"].astype(str))
             .to_numpy())
     frame = pd.DataFrame({"key": keys, "tiles": tracks["n_tiles"].clip(lower=1).to_numpy()})

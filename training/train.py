@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from training.samplers import (MultiClassSampler, MultiLabelSampler, OneVsRestSa
                                TileTable)
 from training.selection import (TrackData, cross_fitted_scores, fit_track_model, select,
                                 track_scores)
-from training.split import SIDES, split_tracks
+from training.split import SIDES, group_keys, split_tracks
 from training.targets import multi_hot, select_classes
 from training.track_models import TrackKernel
 
@@ -61,7 +62,8 @@ class TrainReport:
                 f"{m.get('tile_lrap', float('nan')):.3f}")
 
 
-#: Where ``auto`` keeps the folds it has measured until its selection is complete.
+#: Where ``auto`` keeps the folds it has measured, with a digest of the tracks and labels
+#: they were cut from: an interrupted selection goes on from them.
 SELECTION_FOLDS = "selection_folds.json"
 
 
@@ -216,13 +218,19 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
         selection = files.read_json("selection.json") if files.has("selection.json") else None
         if selection is None:
             rows = np.flatnonzero(side.to_numpy() != "test")
-            groups = (tracks[requested.group_by].astype("string").fillna("<missing>")
-                      .to_numpy()[rows] if requested.group_by else None)
-            # each fold's result is kept as it comes: a rerun after a kill goes on from there
-            done = (files.read_json(SELECTION_FOLDS) if files.has(SELECTION_FOLDS) else None)
-            selection = select(config, data, rows, groups, log, done,
-                               lambda folds: files.write_json(folds, SELECTION_FOLDS),
-                               progress)
+            groups = (group_keys(tracks, requested.group_by)[rows] if requested.group_by
+                      else None)
+            # Each fold's result is kept as it comes, a rerun after a kill goes on from there;
+            # only for the same tracks and labels (the folds are cut from them).
+            same = hashlib.sha256(pd.util.hash_pandas_object(
+                tracks.iloc[rows][["catalog", "track_id"]], index=False).to_numpy().tobytes()
+                + targets[rows].tobytes()).hexdigest()
+            kept = files.read_json(SELECTION_FOLDS) if files.has(SELECTION_FOLDS) else {}
+            selection = select(
+                config, data, rows, groups, log,
+                kept.get("candidates") if kept.get("tracks") == same else None,
+                lambda done: files.write_json({"tracks": same, "candidates": done},
+                                              SELECTION_FOLDS), progress)
             files.write_json(selection, "selection.json")
         config = requested.resolved(selection["best"])
     base.update(arch=config.arch, train_config=config.to_dict(),
@@ -239,7 +247,9 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
             files, config, data, side.to_numpy(), tables[test], test, progress, on_epoch)
         if config.arch in STATISTICS_MODELS:
             fitted = np.flatnonzero(side.to_numpy() != "test")  # train and val: both fitted on
-            scores = cross_fitted_scores(config, data, fitted, history[-1]["C"])
+            groups = (group_keys(tracks, config.group_by)[fitted] if config.group_by
+                      else None)
+            scores = cross_fitted_scores(config, data, fitted, history[-1]["C"], groups)
             files.write_frame(tracks.iloc[fitted][["catalog", "track_id", "content_hash"]]
                               .assign(scores=list(scores)), CROSS_FITTED)
     else:
