@@ -20,17 +20,14 @@ beat each other combination.
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import warnings
 
 import numpy as np
 import pandas as pd
-from model_quality import labelled_tracks, read_track_tiles
+from model_quality import load_labelled, statistics_benchmark
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import KFold
 
-import featurestore
 from scoring.rankings import COMBINE, combine_scores
 from training.linear import fit_statistics_model, statistics_of
 from training.track_models import StatisticsLayout
@@ -46,25 +43,14 @@ def held_out_scores(x: np.ndarray, y: np.ndarray, arch: str, seed: int) -> np.nd
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", required=True)
-    parser.add_argument("--feature-set", help="hash or kind (default: the store's default)")
-    parser.add_argument("--archs", default="kernel,linear")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0, help="first reshuffle's seed")
-    parser.add_argument("--min-tracks", type=int, default=20, help="tracks a label needs")
+    parser = statistics_benchmark(__doc__.splitlines()[0], repeats=3)
     parser.add_argument("--min-together", type=int, default=3,
                         help="tracks a pair of labels needs together to be measured")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore", category=UserWarning)
-    store = featurestore.open(args.store)
-    fset = store.feature_set(args.feature_set)
-    tracks, y, classes = labelled_tracks(store, fset, args.min_tracks)
-    counts, tiles = read_track_tiles(fset, tracks)
+    fset, tracks, y, classes, counts, tiles = load_labelled(args)
     pairs = [(a, b) for a, b in itertools.combinations(range(len(classes)), 2)
              if (y[:, a] * y[:, b]).sum() >= args.min_together]
-    print(f"feature set {fset.hash} ({fset.spec.kind}): {len(tracks)} tracks, labels "
-          f"{', '.join(classes)}; pairs measured: "
+    print("pairs measured: "
           + ", ".join(f"{classes[a]} + {classes[b]} ({int((y[:, a] * y[:, b]).sum())})"
                       for a, b in pairs))
     rows = []

@@ -19,17 +19,13 @@ scores are distinct to four decimals.
 
 from __future__ import annotations
 
-import argparse
-import warnings
-
 import numpy as np
 import pandas as pd
-from model_quality import labelled_tracks, read_track_tiles
+from model_quality import load_labelled, statistics_benchmark
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold
 
-import featurestore
 from training.linear import cross_fitted, fit_statistics_model, statistics_of
 from training.track_models import StatisticsLayout
 
@@ -42,21 +38,8 @@ def new_above_fitted(fitted: np.ndarray, new: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", required=True)
-    parser.add_argument("--feature-set", help="hash or kind (default: the store's default)")
-    parser.add_argument("--archs", default="kernel,linear")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0, help="first reshuffle's seed")
-    parser.add_argument("--min-tracks", type=int, default=20, help="tracks a label needs")
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore", category=UserWarning)
-    store = featurestore.open(args.store)
-    fset = store.feature_set(args.feature_set)
-    tracks, y, classes = labelled_tracks(store, fset, args.min_tracks)
-    counts, tiles = read_track_tiles(fset, tracks)
-    print(f"feature set {fset.hash} ({fset.spec.kind}): {len(tracks)} tracks, labels "
-          f"{', '.join(classes)}")
+    args = statistics_benchmark(__doc__.splitlines()[0], repeats=2).parse_args()
+    fset, tracks, y, classes, counts, tiles = load_labelled(args)
     rows = []
     for arch in args.archs.split(","):
         layout = StatisticsLayout.for_model(arch, fset.spec.kind, fset.spec.tile_shape[0])

@@ -66,6 +66,32 @@ def read_track_tiles(fset, tracks: pd.DataFrame) -> tuple[np.ndarray, np.ndarray
                               tile_rows(tracks["tile_start"].to_numpy(np.int64), counts)[0])
 
 
+def statistics_benchmark(description: str, repeats: int) -> argparse.ArgumentParser:
+    """The options of the scripts that refit the statistics models on a store's labelled
+    tracks (``label_combination.py``, ``library_rankings.py``); :func:`load_labelled` reads
+    what they name."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--feature-set", help="hash or kind (default: the store's default)")
+    parser.add_argument("--archs", default="kernel,linear")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--seed", type=int, default=0, help="first reshuffle's seed")
+    parser.add_argument("--min-tracks", type=int, default=20, help="tracks a label needs")
+    return parser
+
+
+def load_labelled(args: argparse.Namespace):
+    """``(feature set, tracks, targets, classes, tile counts, tiles)`` of the labelled tracks
+    of :func:`statistics_benchmark`'s store, printed in one line."""
+    warnings.filterwarnings("ignore", category=UserWarning)
+    fset = featurestore.open(args.store).feature_set(args.feature_set)
+    tracks, y, classes = labelled_tracks(featurestore.open(args.store), fset, args.min_tracks)
+    counts, tiles = read_track_tiles(fset, tracks)
+    print(f"feature set {fset.hash} ({fset.spec.kind}): {len(tracks)} tracks, labels "
+          f"{', '.join(classes)}")
+    return fset, tracks, y, classes, counts, tiles
+
+
 def mfcc_statistics(store, tracks: pd.DataFrame) -> np.ndarray:
     """The baseline's input: each track's MFCC mean and std per coefficient (the study's
     feature set, whichever set the models train on)."""
