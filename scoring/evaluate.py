@@ -17,7 +17,7 @@ from scoring.rankings import model_scores
 from scoring.score_tables import KEY, ScoreTable, scores_matrix
 from scoring.similarity import neighbour_figures
 from training.metrics import DEFAULT_TOP_K, per_class, ranking_metrics
-from training.model_files import ModelFiles
+from training.model_files import CROSS_FITTED, ModelFiles
 from training.targets import multi_hot
 
 SPLITS = ("test", "val", "train", "all")
@@ -46,10 +46,14 @@ class Evaluation:
     #: How the version made track scores: an aggregate of tile scores, or ``pooled`` (a
     #: track-level model, from all of a track's tiles at once)
     aggregate: str = "mean"
+    #: Whether the split holds tracks the model was fitted on whose track scores are their
+    #: cross-fitted ones (``train``, ``val`` or ``all`` of a statistics model)
+    cross_fitted: bool = False
 
     def to_dict(self) -> dict:
         return {"model": self.model, "version": self.version, "split": self.split,
                 "classes": self.classes, "k": self.k, "aggregate": self.aggregate,
+                "cross_fitted": self.cross_fitted,
                 "track": self.track, "tile": self.tile, "similarity": self.similarity}
 
     def to_json(self) -> str:
@@ -183,5 +187,6 @@ def evaluate(store: Store | str, model: str, split: str = "test", k: int = DEFAU
             "per_class": per_class(tile_truth, tile_scores, classes, k)}
     near = (similarity_figures(store, table, keys, config["label_column"]) if similarity
             else None)
+    cross = split != "test" and files.has(CROSS_FITTED)
     return Evaluation(model, table.version, split, classes, track["per_class"]["k"], track,
-                      tile, truth, scores, near, table.info().aggregate)
+                      tile, truth, scores, near, table.info().aggregate, cross)

@@ -68,6 +68,11 @@ def cooccurrence_figure(ev: Evaluation) -> bytes:
     return save_figure(fig)
 
 
+_CROSS_FITTED = (" The tracks of this split that the model was fitted on are scored, at track "
+                 "level, by their cross-fitted scores (from the model fitted without them); "
+                 "their tile scores are the model's own.")
+
+
 def _how_tracks_are_scored(aggregate: str) -> str:
     if aggregate == POOLED:
         return ("The model scores each track from all its tiles at once; a tile's scores "
@@ -80,7 +85,8 @@ def markdown(ev: Evaluation) -> str:
     lines = [f"# Evaluation of `{ev.model}` (version {ev.version})", "",
              f"Split: **{ev.split}**, {ev.track['samples']} tracks and {ev.tile['samples']} "
              f"tiles with at least one of the model's {len(ev.classes)} labels. "
-             f"{_how_tracks_are_scored(ev.aggregate)} The per-class table takes each "
+             f"{_how_tracks_are_scored(ev.aggregate)}{_CROSS_FITTED if ev.cross_fitted else ''}"
+             " The per-class table takes each "
              f"sample's top {ev.k} labels as its predictions.", "",
              "| level | LRAP | coverage error | best possible | label ranking loss | "
              "micro F1 | macro F1 |", "|---|---|---|---|---|---|---|"]

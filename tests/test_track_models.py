@@ -18,7 +18,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import featurestore
-from scoring import score, track_rankings
+from scoring import evaluate, score, track_rankings
+from scoring.report import markdown
 from tests.helpers import copy_demo_library, small_library
 from training import TrainConfig, TrainingError, train
 from training.augment import crop_windows, mixup, spec_augment
@@ -371,6 +372,11 @@ def test_track_level_model_scores_ranks_and_rescores_nightly(demo_store, dask_cl
         held = cross[tuple(ok.loc[i, ["catalog", "track_id", "content_hash"]])]
         np.testing.assert_allclose(_ranked(store, "nightly", i, classes), held, atol=1e-6)
         assert np.abs(held - _own(store, model, i)).max() > 1e-3
+    # an evaluation of the fitted tracks says their track figures are cross-fitted
+    on_train = evaluate(store, "nightly", "train", similarity=False)
+    assert on_train.cross_fitted and "cross-fitted scores" in markdown(on_train)
+    on_test = evaluate(store, "nightly", "test", similarity=False)
+    assert not on_test.cross_fitted and "cross-fitted" not in markdown(on_test)
 
     # Night two: three new tracks arrive; only they are scored. Night three: nothing to do.
     featurestore.build(small_library(tmp_path / "more", n=3), url, name="more",
