@@ -40,6 +40,16 @@ TILE_DTYPES = ("float32", "bfloat16")
 #: Ranges of numeric settings, refused outside them (a saved config's value outside them
 #: reads as unset: see :meth:`TrainConfig.from_dict`).
 _BOUNDS = {
+    "test_size": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "val_size": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "epochs": (lambda v: v >= 1, "must be at least 1"),
+    "patience": (lambda v: v >= 1, "must be at least 1"),
+    "batch_size": (lambda v: v >= 1, "must be at least 1"),
+    "crop_tiles": (lambda v: v >= 1, "must be at least 1"),
+    "tracks_per_batch": (lambda v: v >= 1, "must be at least 1"),
+    "width": (lambda v: v >= 4, "must be at least 4"),
+    "memory_budget_mb": (lambda v: v >= 0, "must not be negative"),
+    "folds": (lambda v: v >= 2, "must be at least 2"),
     "min_tracks": (lambda v: v >= 0, "must not be negative"),
     "dense_units": (lambda v: v >= 1, "must be at least 1"),
     "buffer_chunks": (lambda v: v >= 1, "must be at least 1"),
@@ -128,30 +138,11 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.arch not in ARCHITECTURES:
-            raise TrainingError(f"arch {self.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
-        if self.balance not in BALANCING:
-            raise TrainingError(f"balance {self.balance!r}: choose one of {', '.join(BALANCING)}")
-        if self.optimizer not in (None, *OPTIMIZERS):
-            raise TrainingError(f"optimizer {self.optimizer!r}: choose one of "
-                                f"{', '.join(OPTIMIZERS)}")
-        if self.lr_decay not in LR_DECAYS:
-            raise TrainingError(f"lr_decay {self.lr_decay!r}: choose one of "
-                                f"{', '.join(LR_DECAYS)}")
-        if not (0 <= self.test_size < 1 and 0 < self.val_size < 1):
-            raise TrainingError("test_size must be in [0, 1) and val_size in (0, 1)")
-        for name in ("epochs", "patience", "batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise TrainingError("epochs, patience and batch_size must be positive")
-        if self.crop_tiles < 1 or self.tracks_per_batch < 1 or self.width < 4:
-            raise TrainingError("crop_tiles and tracks_per_batch must be positive, width >= 4")
-        if self.tile_dtype not in TILE_DTYPES:
-            raise TrainingError(f"tile_dtype {self.tile_dtype!r}: choose one of "
-                                f"{', '.join(TILE_DTYPES)}")
-        if self.memory_budget_mb is not None and self.memory_budget_mb < 0:
-            raise TrainingError("memory_budget_mb must not be negative")
-        if self.folds < 2:
-            raise TrainingError("folds must be at least 2")
+        unset = {f.name for f in fields(self) if f.default is None}  # may take a default
+        for name, choices in FIELD_CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices and not (value is None and name in unset):
+                raise TrainingError(f"{name} {value!r}: choose one of {', '.join(choices)}")
         out = [f"{name} {rule}" for name, (fits, rule) in _BOUNDS.items()
                if getattr(self, name) is not None and not fits(getattr(self, name))]
         if out:
