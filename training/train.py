@@ -212,22 +212,22 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
 
     data, selection = None, None
     config = requested.resolved()
+    # the training side: what auto cross-validates, and what a statistics model is fitted on
+    fitted = np.flatnonzero(side.to_numpy() != "test")
+    groups = group_keys(tracks, requested.group_by)[fitted] if requested.group_by else None
     if requested.arch == "auto" or config.track_level:
         data = _track_data(source, tracks, targets, requested, fset.spec, device)
     if requested.arch == "auto":
         selection = files.read_json("selection.json") if files.has("selection.json") else None
         if selection is None:
-            rows = np.flatnonzero(side.to_numpy() != "test")
-            groups = (group_keys(tracks, requested.group_by)[rows] if requested.group_by
-                      else None)
             # Each fold's result is kept as it comes, a rerun after a kill goes on from there;
             # only for the same tracks and labels (the folds are cut from them).
             same = hashlib.sha256(pd.util.hash_pandas_object(
-                tracks.iloc[rows][["catalog", "track_id"]], index=False).to_numpy().tobytes()
-                + targets[rows].tobytes()).hexdigest()
+                tracks.iloc[fitted][["catalog", "track_id"]], index=False).to_numpy().tobytes()
+                + targets[fitted].tobytes()).hexdigest()
             kept = files.read_json(SELECTION_FOLDS) if files.has(SELECTION_FOLDS) else {}
             selection = select(
-                config, data, rows, groups, log,
+                config, data, fitted, groups, log,
                 kept.get("candidates") if kept.get("tracks") == same else None,
                 lambda done: files.write_json({"tracks": same, "candidates": done},
                                               SELECTION_FOLDS), progress)
@@ -246,9 +246,6 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
         model, history, members, metrics = _train_tracks(
             files, config, data, side.to_numpy(), tables[test], test, progress, on_epoch)
         if config.arch in STATISTICS_MODELS:
-            fitted = np.flatnonzero(side.to_numpy() != "test")  # train and val: both fitted on
-            groups = (group_keys(tracks, config.group_by)[fitted] if config.group_by
-                      else None)
             scores = cross_fitted_scores(config, data, fitted, history[-1]["C"], groups)
             files.write_frame(tracks.iloc[fitted][["catalog", "track_id", "content_hash"]]
                               .assign(scores=list(scores)), CROSS_FITTED)
