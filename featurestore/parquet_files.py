@@ -32,7 +32,14 @@ def parquet_bytes(frame: pd.DataFrame, schema: pa.Schema | None = None,
 
 
 def read_parquet(fs: fsspec.AbstractFileSystem, path: str, columns: list[str] | None = None,
-                 where: pc.Expression | None = None) -> pa.Table:
+                 where: pc.Expression | None = None, schema: pa.Schema | None = None
+                 ) -> pa.Table:
     """The table at ``path``, read in one piece (``columns`` and ``where`` applied in the
-    scan). Raises FileNotFoundError when there is none."""
-    return pq.read_table(io.BytesIO(fs.cat_file(path)), columns=columns, filters=where)
+    scan). With ``schema``, read as that schema: a column the file lacks (a file written
+    before the column was added) reads as nulls; the file's key-value metadata is kept.
+    Raises FileNotFoundError when there is none."""
+    data = pa.py_buffer(fs.cat_file(path))
+    table = pq.read_table(pa.BufferReader(data), columns=columns, filters=where, schema=schema)
+    if schema is not None:
+        table = table.replace_schema_metadata(pq.read_schema(pa.BufferReader(data)).metadata)
+    return table

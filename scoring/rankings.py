@@ -52,7 +52,9 @@ def _current(store: Store, table: ScoreTable, rankings: pd.DataFrame,
 
 def track_rankings(store: Store, model: str, track_id: str | list[str],
                    catalog: str | None = None, version: str | None = None) -> pd.DataFrame:
-    """Every label of the given track(s) with its score and rank, best first."""
+    """Every label of the given track(s) with its score and rank, best first
+    (``cross_fitted``: the score is from the model fitted without the track, which the model
+    itself was fitted on)."""
     table = model_scores(store, model, version)
     ids = [track_id] if isinstance(track_id, str) else list(track_id)
     rankings = table.rankings()
@@ -66,7 +68,7 @@ def track_rankings(store: Store, model: str, track_id: str | list[str],
                        f"{', '.join(missing)} (not in the store, not built, or changed since "
                        "the last scoring run)")
     out = out.sort_values([*KEY, "rank"], kind="stable").reset_index(drop=True)
-    return out[[*KEY, "rank", "label", "score",
+    return out[[*KEY, "rank", "label", "score", "cross_fitted",
                 *[c for c in SHOWN if c in out.columns], "version", "scored_at"]]
 
 
@@ -90,8 +92,9 @@ def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
                 combine: str = DEFAULT_COMBINE, version: str | None = None,
                 **filters) -> pd.DataFrame:
     """The ``top`` tracks that best fit the labels ``fit`` together, best first: ``rank``,
-    ``score`` (the labels' scores combined), one score column per label, and the track's
-    metadata. ``filters`` narrow the candidates as :meth:`Store.tracks` does (``film``,
+    ``score`` (the labels' scores combined), one score column per label, ``cross_fitted``
+    (the model was fitted on the track; its scores are from the model fitted without it) and
+    the track's metadata. ``filters`` narrow the candidates as :meth:`Store.tracks` does (``film``,
     ``composer``, ``year``, ``where`` ...)."""
     _check_combine(combine)  # before any read
     check_counts(top=top)
@@ -107,15 +110,16 @@ def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
         raise ValueError(f"model {model!r} does not score {', '.join(unknown)} (its labels: "
                          f"{', '.join(classes)})")
     rankings = scores(store, model, table.version, labels=labels,
-                      columns=[*KEY, "label", "score", "content_hash"])
+                      columns=[*KEY, "label", "score", "cross_fitted", "content_hash"])
     rankings = _current(store, table, rankings, filters)
     if not len(rankings):
-        return pd.DataFrame(columns=["rank", *KEY, "score", *labels])
+        return pd.DataFrame(columns=["rank", *KEY, "score", *labels, "cross_fitted"])
     keys, matrix = scores_matrix(rankings, labels)
     out = keys.assign(score=combine_scores(matrix, combine).astype(np.float32))
     for i, label in enumerate(labels):
         out[label] = matrix[:, i]
-    meta = rankings.drop_duplicates(KEY)[[*KEY, *[c for c in SHOWN if c in rankings]]]
+    meta = rankings.drop_duplicates(KEY)[[*KEY, "cross_fitted",
+                                          *[c for c in SHOWN if c in rankings]]]
     out = out.merge(meta, on=KEY, how="left")
     out = out.sort_values(["score", *KEY], ascending=[False, True, True], kind="stable")
     out = out.head(top).reset_index(drop=True)

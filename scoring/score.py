@@ -48,6 +48,8 @@ class ScoreReport:
     run_id: str
     aggregate: str
     scored: int = 0
+    #: of the tracks scored, those the model was fitted on, given their cross-fitted scores
+    cross_fitted: int = 0
     tiles: int = 0
     adopted: int = 0
     up_to_date: int = 0
@@ -74,6 +76,9 @@ class ScoreReport:
                  f"adopted from an interrupted run, {self.up_to_date} up to date, "
                  f"{self.dropped} dropped (no longer built), {len(self.skipped)} skipped; "
                  f"{self.seconds:.1f} s"]
+        if self.cross_fitted:
+            lines.append(f"  {self.cross_fitted} of them fitted by the model: ranked by their "
+                         "cross-fitted scores, from the model fitted without each")
         if self.commit:
             lines.append(f"  committed as commit {self.commit}")
         else:
@@ -281,6 +286,7 @@ def _run(job: ScoreJob, todo: pd.DataFrame, batch_tiles: int | None, report: Sco
             for future in as_completed(futures):
                 done = future.result()
                 report.scored += done["tracks"]
+                report.cross_fitted += done["cross_fitted"]
                 report.tiles += done["tiles"]
                 report.model_loads += int(done["loaded"])
                 report.task_seconds += done["seconds"]

@@ -50,6 +50,9 @@ RANKING_SCHEMA = pa.schema([
     ("version", pa.string()),
     ("feature_set", pa.string()),
     ("aggregate", pa.string()),
+    # True: the model was fitted on this track, and the score is its cross-fitted one (from
+    # the model fitted without it); null when read from a file that lacks the column
+    ("cross_fitted", pa.bool_()),
     ("run_id", pa.string()),
     ("scored_at", pa.timestamp("us", tz="UTC")),
 ])
@@ -152,7 +155,7 @@ class ScoreTable:
         """The committed rankings as Arrow and their commit number, from one read of the
         file."""
         try:
-            table = read_parquet(self.fs, self.rankings_path, columns, where)
+            table = read_parquet(self.fs, self.rankings_path, columns, where, RANKING_SCHEMA)
         except FileNotFoundError:
             return _empty_table(columns), 0
         return table, _seq_of(table.schema)
@@ -161,7 +164,9 @@ class ScoreTable:
                  where: pc.Expression | None = None) -> pd.DataFrame:
         """The committed rankings (empty before the first commit), read in one piece so that
         they are one commit's."""
-        return self._committed_table(columns, where)[0].to_pandas()
+        # pandas' nullable booleans: ``cross_fitted`` is null where a file lacks it
+        return self._committed_table(columns, where)[0].to_pandas(
+            types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
 
     def tracks(self, columns: list[str]) -> pd.DataFrame:
         """One row per scored track: its rank-1 row (ranks are unique within a track)."""
@@ -347,8 +352,9 @@ def score_table(store: Store, model: str, version: str | None = None) -> ScoreTa
 def scores(store: Store, model: str, version: str | None = None, *, lazy: bool = False,
            labels: list[str] | None = None, columns: list[str] | None = None):
     """The committed rankings of ``model``: one row per track and label with ``score``,
-    ``rank`` (1 = best) and lineage (``model``, ``version``, ``feature_set``, ``aggregate``,
-    ``run_id``, ``scored_at``, the track's ``content_hash``). Sorted by label, best score
+    ``rank`` (1 = best), ``cross_fitted`` (the model was fitted on the track, and the score
+    is from the model fitted without it) and lineage (``model``, ``version``, ``feature_set``,
+    ``aggregate``, ``run_id``, ``scored_at``, the track's ``content_hash``). Sorted by label, best score
     first. ``lazy`` gives a dask DataFrame; ``labels`` keeps those labels' rows (read with a
     pushed-down filter)."""
     table = score_table(store, model, version)

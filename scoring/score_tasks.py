@@ -151,8 +151,8 @@ def track_outputs(model: nn.Module, tiles: np.ndarray | Iterable[np.ndarray],
 
 def score_batch(tracks: list[dict], batch: int, job: ScoreJob) -> dict:
     """Score one batch of ``ok`` tracks (dicts of catalog, track_id, content_hash,
-    tile_start, n_tiles) and write its files. Returns counts, seconds and whether this call
-    loaded the model."""
+    tile_start, n_tiles) and write its files. Returns counts (tracks, those given their
+    cross-fitted scores, tiles), seconds and whether this call loaded the model."""
     started = time.perf_counter()
     model, device, cross_fitted, loaded = loaded_model(job)
     frame = pd.DataFrame(tracks)
@@ -166,13 +166,14 @@ def score_batch(tracks: list[dict], batch: int, job: ScoreJob) -> dict:
         job.mixed_precision)
     # A track the model was fitted on, with the audio it was fitted on, ranks by its
     # cross-fitted scores: the model's own would be scores of data it learned.
-    for row, key in enumerate(zip(frame["catalog"], frame["track_id"], frame["content_hash"])):
-        if key in cross_fitted:
-            track_scores[row] = cross_fitted[key]
+    track_keys = list(zip(frame["catalog"], frame["track_id"], frame["content_hash"]))
+    fitted = np.array([key in cross_fitted for key in track_keys], dtype=bool)
+    for row in np.flatnonzero(fitted):
+        track_scores[row] = cross_fitted[track_keys[row]]
+    keys = frame[["catalog", "track_id", "n_tiles", "content_hash"]].assign(cross_fitted=fitted)
     lineage = {"model": job.model, "version": job.version, "feature_set": job.feature_set,
                "aggregate": job.aggregate, "run_id": job.run_id,
                "scored_at": pd.Timestamp.now(tz="UTC")}
-    keys = frame[["catalog", "track_id", "n_tiles", "content_hash"]]
     rankings = ranking_rows(keys, track_scores, list(job.classes)).assign(**lineage)
     tile_frame = pd.DataFrame({
         "catalog": np.repeat(frame["catalog"].to_numpy(object), counts),
@@ -182,6 +183,6 @@ def score_batch(tracks: list[dict], batch: int, job: ScoreJob) -> dict:
     table = ScoreTable(Store(job.store_url, job.storage_options), job.model, job.version)
     table.write_batch(job.run_id, batch, rankings, tile_frame,
                       embedding_bytes(keys, embeddings, lineage))
-    return {"tracks": len(frame), "tiles": len(index),
+    return {"tracks": len(frame), "cross_fitted": int(fitted.sum()), "tiles": len(index),
             "seconds": time.perf_counter() - started, "loaded": loaded, "pid": os.getpid(),
             "device": str(device)}

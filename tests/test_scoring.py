@@ -122,7 +122,8 @@ def test_metrics_equal_scikit_learn_on_a_known_case():
 def _staged_rows(ids: list[str], labels: list[str], run: str, seed: int) -> pd.DataFrame:
     scores = np.random.default_rng(seed).random((len(ids), len(labels)), dtype=np.float32)
     keys = pd.DataFrame({"catalog": "lib", "track_id": ids, "n_tiles": 1,
-                         "content_hash": [f"h{seed}-{t}" for t in ids]})
+                         "content_hash": [f"h{seed}-{t}" for t in ids],
+                         "cross_fitted": [i % 2 == 0 for i in range(len(ids))]})
     return ranking_rows(keys, scores, labels).assign(
         model=MODEL, version="v", feature_set="f", aggregate="mean", run_id=run,
         scored_at=pd.Timestamp.now(tz="UTC"))
@@ -161,7 +162,7 @@ def test_commit_merges_label_by_label_into_one_sorted_file(tmp_path):
     order = got.sort_values(["label", "score", "catalog", "track_id"],
                             ascending=[True, False, True, True], kind="stable")
     assert got.index.equals(order.index)
-    columns = [*KEY, "label", "score", "rank", "content_hash", "run_id"]
+    columns = [*KEY, "label", "score", "rank", "content_hash", "cross_fitted", "run_id"]
     pd.testing.assert_frame_equal(
         got[columns].sort_values([*KEY, "label"]).reset_index(drop=True),
         expected[columns].sort_values([*KEY, "label"]).reset_index(drop=True),

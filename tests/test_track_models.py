@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import scipy.fft
 import torch
@@ -18,8 +19,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import featurestore
-from scoring import evaluate, score, track_rankings
+from scoring import best_tracks, evaluate, score, scores, track_rankings
 from scoring.report import markdown
+from scoring.score_tables import ScoreTable
 from tests.helpers import copy_demo_library, small_library
 from training import TrainConfig, TrainingError, train
 from training.augment import crop_windows, mixup, spec_augment
@@ -353,6 +355,9 @@ def test_track_level_model_scores_ranks_and_rescores_nightly(demo_store, dask_cl
     first = score(url, "nightly", client=dask_client, progress=False)
     assert first.scored == built and first.commit == 1 and first.aggregate == "pooled"
     assert "(each track from all its tiles)" in first.summary()
+    fitted = len(ModelFiles(featurestore.open(url), "nightly").cross_fitted_scores())
+    assert 0 < fitted < built and first.cross_fitted == fitted
+    assert f"{fitted} of them fitted by the model" in first.summary()
     # A track the model was not fitted on ranks by the model's own forward pass over all of
     # its tiles. A track it was fitted on ranks by its cross-fitted scores (from a model
     # fitted without it), not by the model's own scores of data it learned.
@@ -372,6 +377,14 @@ def test_track_level_model_scores_ranks_and_rescores_nightly(demo_store, dask_cl
         held = cross[tuple(ok.loc[i, ["catalog", "track_id", "content_hash"]])]
         np.testing.assert_allclose(_ranked(store, "nightly", i, classes), held, atol=1e-6)
         assert np.abs(held - _own(store, model, i)).max() > 1e-3
+    # each row says which of the two its score is, and so does the answer to "which tracks
+    # fit these labels?"
+    for i, expected in ((test, False), (sides["train"][0], True), (sides["val"][0], True)):
+        rows = track_rankings(store, "nightly", [ok.loc[i, "track_id"]], ok.loc[i, "catalog"])
+        assert rows["cross_fitted"].tolist() == [expected] * len(classes)
+    best = best_tracks(store, "nightly", classes[:2], top=len(ok)).merge(
+        ok.reset_index()[["catalog", "track_id", "index"]])
+    assert best["cross_fitted"].tolist() == [i not in sides["test"] for i in best["index"]]
     # an evaluation of the fitted tracks says their track figures are cross-fitted
     on_train = evaluate(store, "nightly", "train", similarity=False)
     assert on_train.cross_fitted and "cross-fitted scores" in markdown(on_train)
@@ -379,10 +392,19 @@ def test_track_level_model_scores_ranks_and_rescores_nightly(demo_store, dask_cl
     assert not on_test.cross_fitted and "cross-fitted" not in markdown(on_test)
 
     # Night two: three new tracks arrive; only they are scored. Night three: nothing to do.
+    # The committed rankings are put back as a file without a cross_fitted column: its rows
+    # read as unknown, and stay so beside the new rows the commit adds.
+    table = ScoreTable(store, "nightly", ModelFiles(store, "nightly").version())
+    committed = pq.read_table(table.rankings_path)
+    pq.write_table(committed.drop_columns(["cross_fitted"]), table.rankings_path)
+    assert scores(store, "nightly")["cross_fitted"].isna().all()
     featurestore.build(small_library(tmp_path / "more", n=3), url, name="more",
                        client=dask_client, progress=False)
     second = score(url, "nightly", client=dask_client, progress=False)
     assert (second.scored, second.up_to_date, second.commit) == (3, built, 2)
+    flags = scores(store, "nightly").groupby("catalog")["cross_fitted"]
+    assert flags.apply(lambda f: f.isna().all()).drop("more").all()
+    assert not flags.get_group("more").isna().any() and not flags.get_group("more").any()
     third = score(url, "nightly", client=dask_client, progress=False)
     assert (third.scored, third.commit) == (0, 0)
     assert len(track_rankings(featurestore.open(url), "nightly", ["s000"], "more")) == len(
