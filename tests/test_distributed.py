@@ -60,26 +60,28 @@ def scheduler_and_workers(tmp_path):
 
 def test_cli_build_on_scheduler_with_two_worker_processes(tmp_path, scheduler_and_workers):
     address, sched_file = scheduler_and_workers
+    from distributed import Client
+    with Client(address) as client:
+        # the build names the cluster it runs on by its dashboard; a LocalCluster started
+        # in place of the given scheduler would have a dashboard of its own
+        on_it = f"dask dashboard: {client.dashboard_link}\n"
+        pids = client.run(os.getpid)
+    assert len(set(pids.values())) == 2
     lib = small_library(tmp_path / "lib", n=6, seconds=12.0)
     store = str(tmp_path / "store")
     res = subprocess.run(cli("build", lib, "--store", store, "--scheduler", address,
                              "--batch-seconds", "5", "--no-progress"),
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "6 extracted" in res.stdout
-    # The same through DASK_SCHEDULER_ADDRESS and a scheduler file: nothing left to do.
+    assert "6 extracted" in res.stdout and on_it in res.stderr, res.stderr
+    # The same through DASK_SCHEDULER_ADDRESS and through a scheduler file (each run has work,
+    # as a build with nothing to do connects to no cluster).
     env = {**os.environ, "DASK_SCHEDULER_ADDRESS": address}
-    res = subprocess.run(cli("build", lib, "--store", store, "--no-progress"), env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0 and "nothing to do" in res.stdout, res.stderr
-    res = subprocess.run(cli("build", lib, "--store", store, "--scheduler-file", sched_file,
-                             "--rebuild", "--no-progress"), capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 0 and "6 extracted" in res.stdout, res.stderr
-    from distributed import Client
-    with Client(address) as client:
-        workers = client.scheduler_info(n_workers=-1)["workers"]
-        assert len(workers) == 2
+    for how, extra in (({"env": env}, []), ({}, ["--scheduler-file", sched_file])):
+        res = subprocess.run(cli("build", lib, "--store", store, "--rebuild", "--no-progress",
+                                 *extra), capture_output=True, text=True, timeout=300, **how)
+        assert res.returncode == 0 and "6 extracted" in res.stdout, res.stderr
+        assert on_it in res.stderr, res.stderr
     assert list(featurestore.open(store).tracks()["status"]) == ["ok"] * 6
 
 

@@ -277,8 +277,9 @@ def test_trained_ensemble_saves_member_files_that_load_score_and_resume(small_st
         train(small_store, "cut", config, progress=False)
     assert cut.read_config() == on_gpu
     cut.write_config(began)
-    resumed = train(small_store, "cut", config, progress=False)
-    assert resumed.resumed
+    ran = []  # the epochs the second call trains: those after its checkpoint only
+    resumed = train(small_store, "cut", config, progress=False, on_epoch=ran.append)
+    assert resumed.resumed and {row["epoch"] for row in ran} == {2, 3}
     np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"],
                                rtol=1e-6)
     for key in saved["members"]:

@@ -78,6 +78,12 @@ def test_permission_denied_during_a_build(built, dask_client, capsys, where):
               "tiles": [os.path.join(fset, "tiles.zarr", "mfcc", "c"),
                         os.path.join(fset, "tiles.zarr", "mfcc")]}[where]
     tracks, tiles = featurestore.open(store).tracks(), track_tiles(store)
+    if where == "tiles":
+        # room for the rebuild's region made beforehand: the driver then grows nothing, and
+        # the first write refused is a worker's write of a tile chunk
+        arrays = featurestore.open(store).feature_set().arrays(read_only=False)
+        arrays.ensure_capacity(2 * arrays.capacity + 1)
+        denied = denied[:1]
     read_only(*denied)
     try:
         res = subprocess.run(unprivileged(cli("build", lib, "--store", store, "--workers", "1",

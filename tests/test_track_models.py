@@ -195,7 +195,7 @@ def test_augmentations_keep_shapes_and_labels_and_change_values():
     assert mixup(features, targets, 0.0)[0] is features
 
 
-def test_pooled_model_trains_resumes_and_scores(demo_store):
+def test_pooled_model_trains_and_resumes(demo_store):
     config = TrainConfig(arch="pooled", epochs=4, patience=4, checkpoint_seconds=0, **QUICK)
     whole = train(demo_store, "pool-whole", config, progress=False)
     assert len(whole.history) == 4 and whole.history["val_lrap"].notna().all()
@@ -209,7 +209,9 @@ def test_pooled_model_trains_resumes_and_scores(demo_store):
 
     with pytest.raises(Stop):
         train(demo_store, "pool-cut", config, progress=False, on_epoch=stop)
-    resumed = train(demo_store, "pool-cut", config, progress=False)
+    ran = []  # the epochs the second call trains: those after its checkpoint only
+    resumed = train(demo_store, "pool-cut", config, progress=False, on_epoch=ran.append)
+    assert [row["epoch"] for row in ran] == [2, 3]
     assert resumed.resumed and list(resumed.history["epoch"]) == [0, 1, 2, 3]
     np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"],
                                rtol=1e-4)

@@ -263,7 +263,9 @@ def test_resume_continues_where_it_stopped(demo_store):
         train(demo_store, "cnn-cut", config, progress=False, on_epoch=stop_after_two)
     files = ModelFiles(featurestore.open(demo_store), "cnn-cut")
     assert not files.read_config()["complete"]
-    resumed = train(demo_store, "cnn-cut", config, progress=False)
+    ran = []  # the epochs the second call trains: those after its checkpoint only
+    resumed = train(demo_store, "cnn-cut", config, progress=False, on_epoch=ran.append)
+    assert [row["epoch"] for row in ran] == [2, 3, 4]
     assert resumed.resumed and list(resumed.history["epoch"]) == list(range(5))
     np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"],
                                rtol=1e-4)
