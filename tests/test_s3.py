@@ -60,9 +60,7 @@ def test_s3_whole_flow_build_train_score_evaluate(tmp_path, s3_bucket, dask_clie
     import torch
 
     from scoring import best_tracks, evaluate, score, write_report
-    from scoring.score_tasks import score_tiles
     from training import TrainConfig, train
-    from training.inference import place
     from training.model_files import ModelFiles
 
     bucket, options = s3_bucket
@@ -78,6 +76,10 @@ def test_s3_whole_flow_build_train_score_evaluate(tmp_path, s3_bucket, dask_clie
     config = TrainConfig(arch="ensemble", epochs=2, optimizer="adam", learning_rate=1e-3,
                          min_tracks=5, test_size=0.25, memory_budget_mb=0, device="cpu")
     trained = train(url, "ens", config, storage_options=options, progress=False)
+    # read lazily, the members trained one by one (the fused ensemble needs tiles in memory)
+    checkpoints = ModelFiles(featurestore.open(url, options), "ens")
+    assert checkpoints.load_torch("checkpoints", "ensemble.pt") is None
+    assert checkpoints.load_torch("checkpoints", "member-00.pt") is not None
     first = score(url, "ens", client=dask_client, storage_options=options, progress=False)
     assert first.scored == 24 and first.commit == 1
     assert score(url, "ens", client=dask_client, storage_options=options,
@@ -85,8 +87,9 @@ def test_s3_whole_flow_build_train_score_evaluate(tmp_path, s3_bucket, dask_clie
 
     store = featurestore.open(url, options)
     tiles = store.tiles()
-    model = place(ModelFiles(store, "ens").load_model(), torch.device("cpu"))
-    expected = score_tiles(model, tiles.values.astype(np.float32), False, torch.device("cpu"))
+    with torch.inference_mode():  # the plain forward pass, not scoring's batched one
+        expected = torch.sigmoid(ModelFiles(store, "ens").load_model().eval()(
+            torch.from_numpy(tiles.values.astype(np.float32))[:, None])).numpy()
     stored = tile_scores(store, "ens").set_index(["catalog", "track_id", "offset"]).loc[
         list(zip(tiles["catalog"].values, tiles["track_id"].values, tiles["offset"].values))]
     np.testing.assert_allclose(stored[trained.classes].to_numpy(), expected, atol=1e-5)

@@ -23,7 +23,6 @@ from catalogs.writer import write_catalog
 from scoring import best_tracks, evaluate, score, track_rankings
 from scoring.aggregate import aggregate, ranking_rows, ranks
 from scoring.score_tables import KEY, score_table, scores, tile_scores
-from scoring.score_tasks import score_tiles
 from training import TrainConfig, TrainingError, train
 from training.metrics import per_class, ranking_metrics
 from training.model_files import ModelFiles
@@ -186,13 +185,17 @@ def test_scores_are_the_models_and_rankings_follow_them(store_copy, dask_client)
     assert 1 <= report.model_loads <= 2  # once per worker process, not once per task
     assert report.commit == 1 and not report.skipped
 
-    # Tile scores are the model's own outputs on the stored tiles.
+    # Tile scores are the model's own outputs on the stored tiles: the sigmoid of its logits,
+    # computed here by the plain forward pass in one batch.
+    import torch
+
     files = ModelFiles(store, MODEL)
     config = files.read_config()
     classes = config["classes"]
     tiles = store.tiles(tracks)
-    expected = score_tiles(files.load_model(), tiles.values.astype(np.float32),
-                           softmax=False, device=__import__("torch").device("cpu"))
+    with torch.inference_mode():
+        expected = torch.sigmoid(files.load_model().eval()(
+            torch.from_numpy(tiles.values.astype(np.float32))[:, None])).numpy()
     stored = tile_scores(store, MODEL)
     key = pd.MultiIndex.from_arrays([tiles["catalog"].values, tiles["track_id"].values,
                                      tiles["offset"].values])
@@ -220,8 +223,6 @@ def test_scores_are_the_models_and_rankings_follow_them(store_copy, dask_client)
 
     # One embedding per track: the mean over its tiles of the members' last hidden layers,
     # side by side, computed here by the plain (unfused) ensemble.
-    import torch
-
     model = files.load_model()
     with torch.inference_mode():
         hidden = model.outputs(torch.from_numpy(tiles.values.astype(np.float32))[:, None])[1]
