@@ -187,11 +187,16 @@ def test_augmentations_keep_shapes_and_labels_and_change_values():
     changed = masked != tiles
     assert changed.any() and (masked[changed] == 7.0).all()
 
-    features, targets = torch.randn(8, 5), torch.eye(8)[:, :3]
+    # one-hot rows as features and targets: each mixed row shows its weights, which the targets
+    # share, its own row weighing at least half
+    features = targets = torch.eye(8)
     mixed, mixed_targets = mixup(features, targets, 0.4, torch.Generator().manual_seed(0))
-    assert mixed.shape == features.shape and mixed_targets.shape == targets.shape
     assert not torch.allclose(mixed, features)
-    assert (mixed_targets >= 0).all() and (mixed_targets <= 1).all()
+    torch.testing.assert_close(mixed_targets, mixed)
+    torch.testing.assert_close(mixed.sum(1), torch.ones(8))
+    assert (mixed.diagonal() >= 0.5).all()
+    again = mixup(features, targets, 0.4, torch.Generator().manual_seed(0))[0]
+    torch.testing.assert_close(again, mixed)  # a seeded generator decides every draw
     assert mixup(features, targets, 0.0)[0] is features
 
 

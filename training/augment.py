@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -57,8 +58,11 @@ def mixup(features: torch.Tensor, targets: torch.Tensor, alpha: float,
     (kept on the row's own side, ``lam >= 0.5``), targets mixed alike."""
     if alpha <= 0 or len(features) < 2:
         return features, targets
-    beta = torch.distributions.Beta(alpha, alpha)
-    lam = beta.sample((len(features), 1)).to(features.device)
+    # torch's Beta draws from the global generator; numpy's, seeded from ``generator``, keeps a
+    # seeded run's draws its own
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    lam = torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, (len(features), 1)))
+    lam = lam.to(features.device, features.dtype)
     lam = torch.maximum(lam, 1 - lam)
     other = torch.randperm(len(features), generator=generator).to(features.device)
     return (lam * features + (1 - lam) * features[other],
