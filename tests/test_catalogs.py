@@ -214,13 +214,11 @@ def test_demo_library_is_the_same_audio_however_it_is_generated(tmp_path):
 def test_demo_library_stops_at_a_cue_that_fails_and_a_rerun_completes_it(tmp_path):
     """A cue that cannot be written ends the generation with its error at once (the cues not
     yet started are not made first), and the next call makes what is missing."""
-    import soundfile as sf
-
     from catalogs.demo import generate_demo_library
 
     audio = tmp_path / "lib" / "audio"
     (audio / "t00000.wav.part").mkdir(parents=True)  # where the first cue is written
-    with pytest.raises((OSError, RuntimeError, sf.LibsndfileError)):
+    with pytest.raises((OSError, RuntimeError), match="t00000"):  # the cue that failed
         generate_demo_library(str(tmp_path / "lib"), n_tracks=24, min_seconds=1.0,
                               max_seconds=2.0)
     written = [n for n in os.listdir(audio) if not n.endswith(".part")]

@@ -74,10 +74,14 @@ def test_worker_killed_mid_scoring_run_gives_the_undisturbed_result(trained, tmp
             time.sleep(0.01)
         committed = [f for _, _, files in os.walk(staged) for f in files
                      if f == "rankings.parquet"]
+        batches_done = [f for d, _, files in os.walk(staged) for f in files
+                        if os.sep + "staged" + os.sep in d + os.sep and f.endswith(".parquet")]
         midway = worker.is_alive() and not committed
         os.kill(pids[0], signal.SIGKILL)
         worker.join(300)
     assert midway, "the scoring run had committed before the kill"
+    # batch_tiles=1: a batch per track, most of them still to do when the worker died
+    assert len(batches_done) < 32 // 2, batches_done
     assert "error" not in outcome, outcome.get("error")
     report = outcome["report"]
     assert report.scored == 32 and report.commit == 1
@@ -214,15 +218,21 @@ def test_build_and_scoring_run_together(trained, tmp_path, dask_client):
     results: dict = {}
 
     def run_score():
+        began = time.monotonic()
         results["score"] = score(url, MODEL, client=dask_client, progress=False,
                                  batch_tiles=2)
+        results["scoring"] = (began, time.monotonic())
 
     scoring = threading.Thread(target=run_score)
     scoring.start()
+    began = time.monotonic()
     build = featurestore.build(trained["catalog"], url, name="third", client=dask_client,
                                progress=False)
+    building = (began, time.monotonic())
     scoring.join(300)
     assert build.built == 32 and 64 <= results["score"].scored <= 96
+    # the two ran at the same time
+    assert results["scoring"][0] < building[1] and building[0] < results["scoring"][1]
     after = score(url, MODEL, client=dask_client, progress=False)
     assert results["score"].scored + after.scored == 96
     frame = scores(featurestore.open(url), MODEL)
