@@ -126,8 +126,10 @@ def add_cluster_args(p: argparse.ArgumentParser) -> None:
                    help="LocalCluster worker processes (default: one per core)")
 
 
-def add_filter_args(p: argparse.ArgumentParser) -> None:
-    """The track filters of :meth:`featurestore.Store.tracks`; read back by :func:`filters`."""
+def add_filter_args(p: argparse.ArgumentParser, build_status: bool = True) -> None:
+    """The track filters of :meth:`featurestore.Store.tracks`; read back by :func:`filters`.
+    Without ``build_status``, no ``--status`` or ``--feature-set``: for commands that answer
+    from one feature set's built tracks (a model's)."""
     g = p.add_argument_group("filters (all given must hold; repeat an option for any of "
                              "several values)")
     g.add_argument("--catalog", help="one catalog of the store (default: all)")
@@ -142,21 +144,25 @@ def add_filter_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--labels", default="genres", metavar="COLUMN",
                    help="the label column the genre options and statistics use "
                         "(default %(default)s; any list or string column)")
-    g.add_argument("--status", action="append", metavar="STATUS",
-                   help="build status: ok, pending, or a failure kind")
     g.add_argument("--where", metavar="EXPR",
                    help="free predicate, e.g. \"1960 <= year < 1970 and contains(composer, "
                         "'morricone') and n_tiles >= 3\"")
-    g.add_argument("--feature-set", metavar="HASH", help="whose build status to use (a hash, "
-                   "or mfcc / logmel for the store's set of that kind)")
+    if build_status:
+        g.add_argument("--status", action="append", metavar="STATUS",
+                       help="build status: ok, pending, or a failure kind")
+        g.add_argument("--feature-set", metavar="HASH", help="whose build status to use (a "
+                       "hash, or mfcc / logmel for the store's set of that kind)")
 
 
 def filters(args: argparse.Namespace) -> dict:
-    """The filter options as keyword arguments of :meth:`featurestore.Store.tracks`."""
-    return {"catalog": args.catalog, "feature_set": args.feature_set, "film": args.film,
-            "composer": args.composer, "year": args.year, "genres": args.genre,
-            "all_genres": args.all_genres, "exclude_genres": args.exclude_genre,
-            "labels": args.labels, "status": args.status, "where": args.where}
+    """The filter options as keyword arguments of :meth:`featurestore.Store.tracks` (those of
+    build status only where the command has them)."""
+    chosen = {"catalog": args.catalog, "film": args.film, "composer": args.composer,
+              "year": args.year, "genres": args.genre, "all_genres": args.all_genres,
+              "exclude_genres": args.exclude_genre, "labels": args.labels, "where": args.where}
+    if hasattr(args, "status"):
+        chosen.update(status=args.status, feature_set=args.feature_set)
+    return chosen
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:

@@ -49,7 +49,7 @@ def _rankings_arguments(p: argparse.ArgumentParser) -> None:
     from scoring.rankings import COMBINE, DEFAULT_COMBINE
 
     add_store_args(p)
-    add_filter_args(p)
+    add_filter_args(p, build_status=False)  # a model ranks its feature set's built tracks
     _add_model_args(p, version=True)
     p.add_argument("--track", action="append", metavar="ID", help="track id (repeatable)")
     p.add_argument("--label", action="append", metavar="LABEL",
@@ -72,10 +72,13 @@ def _rankings(args: argparse.Namespace) -> int:
                           "give --track ID (that track's labels ranked) or --label LABEL (the "
                           "tracks that best fit the labels; --genre filters on the catalog's "
                           "genres)"))
+    chosen = filters(args)
     if args.track:
+        if any(v for k, v in chosen.items() if k not in ("catalog", "labels")):
+            raise ValueError("--track takes no filter but --catalog: the filters narrow the "
+                             "tracks that --label ranks")
         frame = track_rankings(store, args.model, args.track, args.catalog, args.version)
     else:
-        chosen = {k: v for k, v in filters(args).items() if k not in ("feature_set", "status")}
         frame = best_tracks(store, args.model, args.label, args.top, args.combine,
                             args.version, **chosen)
     write_frames([frame], args.format, args.output)
@@ -119,7 +122,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _similar_arguments(p: argparse.ArgumentParser) -> None:
     add_store_args(p)
-    add_filter_args(p)
+    add_filter_args(p, build_status=False)  # neighbours among the model's scored tracks
     _add_model_args(p, version=True)
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--track", metavar="ID", help="a track of the library")
@@ -140,7 +143,7 @@ def _similar(args: argparse.Namespace) -> int:
     from scoring.similarity import similar
 
     store = open_store(args)
-    chosen = {k: v for k, v in filters(args).items() if k not in ("feature_set", "status")}
+    chosen = filters(args)
     frame = similar(store, args.model, args.track, audio=args.audio, top=args.top,
                     track_catalog=args.track_catalog, exclude_own_film=args.exclude_own_film,
                     version=args.version,

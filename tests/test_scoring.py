@@ -537,6 +537,16 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--genre", "Drama")
     assert res.returncode == 2 and "--label LABEL" in res.stderr, res.stderr
     assert "not both" not in res.stderr
+    # the filters narrow the tracks --label ranks: a track's own ranking takes --catalog only,
+    # and build status is no filter of a model's rankings (they are its built tracks')
+    res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--track",
+                  "t00003", "--year", "1970:1979")
+    assert res.returncode == 2 and "--track takes no filter but --catalog" in res.stderr
+    with pytest.raises(SystemExit) as refused:
+        run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--label",
+                "Drama", "--status", "ok")
+    assert refused.value.code == 2
+    assert "unrecognized arguments: --status ok" in capsys.readouterr().err
 
     report_dir = str(tmp_path / "report")
     res = run_cli(capsys, "evaluate", "--store", store_copy, "--model", MODEL, "--json",
