@@ -24,7 +24,7 @@ from catalogs.reader import Catalog, read_catalog
 from featurestore import layout
 from featurestore.build_tasks import (Extractor, TrackMeta, batch_meta, extract_batch,
                                       write_batch)
-from featurestore.cluster import connect
+from featurestore.cluster import connect, scheduler_address
 from featurestore.errors import StoreError, check_counts
 from featurestore.exit_codes import ExitCode
 from featurestore.extract import extract_track
@@ -299,7 +299,7 @@ class _RunOptions:
 def _run_batches(committer, fset, cat_name, tracks, plan, stats, report, store,
                  options: _RunOptions) -> None:
     local_only = store.url.startswith("memory://")
-    if local_only and (options.scheduler or options.scheduler_file):
+    if local_only and (scheduler_address(options.scheduler) or options.scheduler_file):
         raise StoreError("a memory:// store lives in this process only; it cannot be built "
                          "on a remote cluster")
     cluster = (contextlib.nullcontext(options.client) if options.client is not None else

@@ -21,7 +21,7 @@ from distributed import Client, as_completed
 from tqdm.auto import tqdm
 
 from featurestore import layout
-from featurestore.cluster import connect
+from featurestore.cluster import connect, scheduler_address
 from featurestore.errors import StoreError, check_counts
 from featurestore.exit_codes import ExitCode
 from featurestore.lock import WriterLock
@@ -264,7 +264,7 @@ def _run(job: ScoreJob, todo: pd.DataFrame, batch_tiles: int | None, report: Sco
          store: Store, client, scheduler, scheduler_file, n_workers, progress, log) -> list[str]:
     """Submit the batches, wait for every one; returns the staged files written."""
     local_only = store.url.startswith("memory://")
-    if local_only and (scheduler or scheduler_file):
+    if local_only and (scheduler_address(scheduler) or scheduler_file):
         raise StoreError("a memory:// store lives in this process only; it cannot be scored "
                          "on a remote cluster")
     cluster = (contextlib.nullcontext(client) if client is not None else

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 
+import dask
 import numpy as np
 import pytest
 from distributed import WorkerPlugin, default_client
@@ -176,6 +177,9 @@ def test_memory_store_builds_on_threads(tmp_path):
     with pytest.raises(StoreError, match="memory:// store lives in this process"):
         featurestore.build(lib, "memory://fs-test/store2", scheduler="tcp://127.0.0.1:1",
                            progress=False)
+    with dask.config.set({"scheduler-address": "tcp://127.0.0.1:1"}), pytest.raises(
+            StoreError, match="memory:// store lives in this process"):  # as from the env
+        featurestore.build(lib, "memory://fs-test/store2", progress=False)
 
 
 def test_specs_never_mix_and_chunks_are_task_owned(tmp_path, dask_client):
