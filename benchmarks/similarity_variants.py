@@ -1,7 +1,7 @@
 """Which `kernel` track embedding finds same-film neighbours best: the one scoring writes against
 cheap variants of it, on the test tracks of each fold's stored model (run by hand).
 
-    python benchmarks/similarity_variants.py --store S --models q-kernel-0,q-kernel-1,...
+    python benchmarks/similarity_variants.py --store S --models q-kernel-0-0,q-kernel-0-1,...
 
 For each model (one cross-validation fold each, as ``benchmarks/model_quality.py`` trains
 them), every variant embeds all of the store's tracks of the model's feature set from the
