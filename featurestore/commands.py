@@ -180,16 +180,16 @@ def _print_stats(tracks, tables: dict, labels: str, args: argparse.Namespace) ->
     membership["share"] = (membership["share"] * 100).round(1).astype(str) + "%"
     membership["hours"] = membership["hours"].round(2)
     print(f"{len(tracks)} tracks; class membership by {labels}:")
-    print(membership.to_string())
+    print(membership.reset_index().to_string(index=False))
     print(f"\nmost frequent {labels} pairs:")
     print(tables["bigrams_most"].to_string(index=False))
     print(f"\nleast frequent {labels} pairs:")
     print(tables["bigrams_least"].to_string(index=False))
     print("\nrelease year per label (mean, sample std):")
-    print(tables["year"].round(1).to_string())
+    print(tables["year"].round(1).reset_index().to_string(index=False))
     per_track = tables["labels_per_track"]
-    print(f"\nlabels per track (mean {per_track.attrs['mean']:.2f}):")
-    print(per_track.to_frame().T.to_string(index=False))
+    counts = ", ".join(f"{n} on {tracks_with}" for n, tracks_with in per_track.items())
+    print(f"\nlabels per track (mean {per_track.attrs['mean']:.2f}): {counts} tracks")
     if "selection" in tables:
         sel = tables["selection"]
         a = sel.attrs
@@ -197,7 +197,7 @@ def _print_stats(tracks, tables: dict, labels: str, args: argparse.Namespace) ->
               f"{len(sel)}; a balanced training set keeps {a['per_class']} tiles per class, "
               f"{a['tiles_kept']} in all (of {a['tiles_available']} tile-labels in those "
               "classes)")
-        print(sel.to_string())
+        print(sel.reset_index().to_string(index=False))
 
 
 COMMANDS = (

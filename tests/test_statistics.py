@@ -112,6 +112,14 @@ def test_cli_stats_on_the_demo_library(tmp_path, demo_library):
     out = json.loads(res.stdout)
     assert out["tracks"] == int((~genres.map(lambda g: "Drama" in g)).sum())
     assert "Drama" not in {r["genres"] for r in out["membership"]}
+    # the text form: the label column heads each table; labels per track in words
+    res = subprocess.run(cli("stats", "--store", store), capture_output=True, text=True,
+                         timeout=120)
+    lines = res.stdout.splitlines()
+    assert lines[1].split()[:2] == ["genres", "tracks"], lines[:3]
+    sizes = genres.map(len).value_counts().sort_index()
+    assert (f"labels per track (mean {genres.map(len).mean():.2f}): "
+            + ", ".join(f"{n} on {k}" for n, k in sizes.items()) + " tracks") in lines
     res = subprocess.run(cli("stats", "--store", store, "--labels", "nope"),
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "label column 'nope'" in res.stderr
