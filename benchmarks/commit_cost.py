@@ -49,7 +49,7 @@ def batch_frames(track_ids: np.ndarray, hashes: np.ndarray, labels: list[str], r
         "rank": ranks.ravel().astype(np.int32), "n_tiles": np.int32(2),
         "content_hash": np.repeat(hashes, k),
         "model": "bench", "version": "v1", "feature_set": "f1", "aggregate": "mean",
-        "run_id": run_id, "scored_at": pd.Timestamp.now(tz="UTC")})
+        "cross_fitted": False, "run_id": run_id, "scored_at": pd.Timestamp.now(tz="UTC")})
     tiles = pd.DataFrame({
         "catalog": "library", "track_id": np.repeat(track_ids, 2),
         "offset": np.tile(np.array([0, 1], dtype=np.int32), n),

@@ -299,7 +299,8 @@ class _RunOptions:
 def _run_batches(committer, fset, cat_name, tracks, plan, stats, report, store,
                  options: _RunOptions) -> None:
     local_only = store.url.startswith("memory://")
-    if local_only and (scheduler_address(options.scheduler) or options.scheduler_file):
+    if local_only and (options.scheduler or options.scheduler_file or (
+            options.client is None and scheduler_address())):
         raise StoreError("a memory:// store lives in this process only; it cannot be built "
                          "on a remote cluster")
     cluster = (contextlib.nullcontext(options.client) if options.client is not None else

@@ -64,6 +64,7 @@ def _rankings_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _rankings(args: argparse.Namespace) -> int:
+    from catalogs.labels import DEFAULT_LABELS
     from scoring.rankings import best_tracks, track_rankings
 
     store = open_store(args)
@@ -74,7 +75,8 @@ def _rankings(args: argparse.Namespace) -> int:
                           "genres)"))
     chosen = filters(args)
     if args.track:
-        if any(v for k, v in chosen.items() if k not in ("catalog", "labels")):
+        if chosen.pop("labels") != DEFAULT_LABELS or any(
+                v for k, v in chosen.items() if k != "catalog"):
             raise ValueError("--track takes no filter but --catalog: the filters narrow the "
                              "tracks that --label ranks")
         frame = track_rankings(store, args.model, args.track, args.catalog, args.version)
@@ -169,7 +171,8 @@ SIMILAR = Command(
     description="Cosine similarity of the model's track embeddings (written by `featurestore "
                 "score`): the --top tracks nearest a library track (--track) or a reference "
                 "file (--audio), best first, with title, film, composer, year, genres and "
-                "similarity. The filters of `tracks` narrow the candidates.")
+                "similarity. The filters of `tracks` (but --status and --feature-set) narrow the "
+                "candidates.")
 EVALUATE = Command(
     "evaluate", "metrics of a model's scores on its split", _evaluate_arguments, _evaluate,
     description="LRAP, coverage error (with its lower bound) and label ranking loss at tile "

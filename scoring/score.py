@@ -264,7 +264,7 @@ def _run(job: ScoreJob, todo: pd.DataFrame, batch_tiles: int | None, report: Sco
          store: Store, client, scheduler, scheduler_file, n_workers, progress, log) -> list[str]:
     """Submit the batches, wait for every one; returns the staged files written."""
     local_only = store.url.startswith("memory://")
-    if local_only and (scheduler_address(scheduler) or scheduler_file):
+    if local_only and (scheduler or scheduler_file or (client is None and scheduler_address())):
         raise StoreError("a memory:// store lives in this process only; it cannot be scored "
                          "on a remote cluster")
     cluster = (contextlib.nullcontext(client) if client is not None else

@@ -249,7 +249,8 @@ class ScoreTable:
         return self._staged_table(files, columns).to_pandas()
 
     def _staged_table(self, files: list[str], columns: list[str] | None = None) -> pa.Table:
-        tables = [read_parquet(self.fs, f, columns) for f in files]
+        # batches staged without a column (a run killed before it existed) read it as null
+        tables = [read_parquet(self.fs, f, columns, schema=RANKING_SCHEMA) for f in files]
         return (pa.concat_tables(tables) if tables else
                 _empty_table(columns)).replace_schema_metadata(None)
 
@@ -360,11 +361,26 @@ def scores(store: Store, model: str, version: str | None = None, *, lazy: bool =
     table = score_table(store, model, version)
     where = None if not labels else pc.field("label").isin(pa.array(list(labels)))
     if lazy:
-        import dask.dataframe as dd
-
-        return dd.read_parquet(table.rankings_url, storage_options=store.storage_options,
-                               columns=columns, filters=where)
+        return _lazy_rankings(table, columns, where)
     return table.rankings(columns, where)
+
+
+def _lazy_rankings(table: ScoreTable, columns: list[str] | None, where):
+    """The committed rankings as a dask DataFrame, typed as :meth:`ScoreTable.rankings` gives
+    them: ``cross_fitted`` nullable, and null where the file lacks the column."""
+    import dask.dataframe as dd
+
+    wanted = list(columns or RANKING_SCHEMA.names)
+    with table.fs.open(table.rankings_path, "rb") as f:
+        present = set(pq.read_schema(f).names)
+    frame = dd.read_parquet(table.rankings_url, storage_options=table.store.storage_options,
+                            columns=[c for c in wanted if c in present], filters=where,
+                            arrow_to_pandas={"types_mapper": {pa.bool_(): pd.BooleanDtype()}.get})
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        frame = frame.assign(**{c: pd.NA for c in missing}).astype(
+            {c: pd.BooleanDtype() for c in missing})
+    return frame[wanted]
 
 
 def tile_scores(store: Store, model: str, track_id: str | list[str] | None = None,

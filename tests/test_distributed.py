@@ -151,9 +151,11 @@ def test_killed_build_resumes_to_identical_tiles(reference_build, tmp_path, dask
     try:
         if point == "lock":
             wait_for(lambda: os.path.exists(lock), 120, "the writer lock")
-        else:
-            need = 1 if point == "first_commit" else 2
-            wait_for(lambda: _commits(store) >= need, 120, f"{need} commits")
+        elif point == "first_commit":
+            wait_for(lambda: _commits(store) >= 1, 120, "1 commit")
+        else:  # and the reader has seen a committed track
+            wait_for(lambda: _commits(store) >= 2 and max(seen, default=-1) > 0, 120,
+                     "2 commits, read")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -161,8 +163,6 @@ def test_killed_build_resumes_to_identical_tiles(reference_build, tmp_path, dask
         reader.join()
     assert not errors, errors[:3]
     assert seen == sorted(seen)  # what readers saw only grew
-    if point == "second_commit":  # the reader saw committed tracks while the build ran
-        assert max(seen) > 0, seen[-5:]
 
     n_ok = max(_committed_ok(store), 0)
     assert n_ok < 40, "the kill landed after the build"

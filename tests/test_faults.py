@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from distributed import get_task_stream
 
 import featurestore
 from featurestore.cluster import connect
@@ -218,21 +219,21 @@ def test_build_and_scoring_run_together(trained, tmp_path, dask_client):
     results: dict = {}
 
     def run_score():
-        began = time.monotonic()
         results["score"] = score(url, MODEL, client=dask_client, progress=False,
                                  batch_tiles=2)
-        results["scoring"] = (began, time.monotonic())
 
-    scoring = threading.Thread(target=run_score)
-    scoring.start()
-    began = time.monotonic()
-    build = featurestore.build(trained["catalog"], url, name="third", client=dask_client,
-                               progress=False)
-    building = (began, time.monotonic())
-    scoring.join(300)
+    with get_task_stream(dask_client) as stream:
+        scoring = threading.Thread(target=run_score)
+        scoring.start()
+        build = featurestore.build(trained["catalog"], url, name="third", client=dask_client,
+                                   progress=False)
+        scoring.join(300)
     assert build.built == 32 and 64 <= results["score"].scored <= 96
-    # the two ran at the same time
-    assert results["scoring"][0] < building[1] and building[0] < results["scoring"][1]
+    # the cluster ran scoring tasks and extractions at the same time
+    spans = {kind: [(t["startstops"][0]["start"], t["startstops"][-1]["stop"])
+                    for t in stream.data if t["key"].startswith(kind)]
+             for kind in ("score-", "extract-")}
+    assert any(a < d and c < b for a, b in spans["score-"] for c, d in spans["extract-"])
     after = score(url, MODEL, client=dask_client, progress=False)
     assert results["score"].scored + after.scored == 96
     frame = scores(featurestore.open(url), MODEL)

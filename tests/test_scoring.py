@@ -20,6 +20,8 @@ from sklearn.metrics import (coverage_error, label_ranking_average_precision_sco
 
 import featurestore
 from catalogs.writer import write_catalog
+from featurestore.parquet_files import parquet_bytes
+from featurestore.urls import atomic_write
 from scoring import best_tracks, evaluate, score, track_rankings
 from scoring.aggregate import aggregate, ranking_rows, ranks
 from scoring.score_tables import KEY, score_table, scores, tile_scores
@@ -175,6 +177,16 @@ def test_commit_merges_label_by_label_into_one_sorted_file(tmp_path):
     table.write_batch("r3", 0, again, empty_tiles)
     assert table.commit(table.staged_files(), keep=None, replace=True) == 3
     assert sorted(table.rankings()["track_id"].unique()) == [f"t{i:02d}" for i in range(5)]
+    # a batch staged without the cross_fitted column (by a run killed before it existed)
+    # commits beside a batch with it: its rows read as unknown
+    table.clean()
+    older = _staged_rows(["t50", "t51"], labels, "r4", 4).drop(columns="cross_fitted")
+    table.write_batch("r4", 0, _staged_rows(["t60"], labels, "r4", 5), empty_tiles)
+    atomic_write(table.fs, table.staged_path("r4", 1), parquet_bytes(older.assign(
+        tiles_part="tiles/r4/00001.parquet")))
+    assert table.commit(table.staged_files(), keep=None, replace=True) == 4
+    flags = table.rankings().groupby("track_id")["cross_fitted"].first()
+    assert flags.isna().tolist() == [True, True, False] and flags["t60"]
 
 
 def test_scores_are_the_models_and_rankings_follow_them(store_copy, dask_client):

@@ -404,6 +404,9 @@ def test_track_level_model_scores_ranks_and_rescores_nightly(demo_store, dask_cl
     committed = pq.read_table(table.rankings_path)
     pq.write_table(committed.drop_columns(["cross_fitted"]), table.rankings_path)
     assert scores(store, "nightly")["cross_fitted"].isna().all()
+    lazily = scores(store, "nightly", lazy=True, columns=["track_id", "cross_fitted"])
+    assert str(lazily.dtypes["cross_fitted"]) == "boolean"
+    assert lazily["cross_fitted"].compute().isna().all()
     featurestore.build(small_library(tmp_path / "more", n=3), url, name="more",
                        client=dask_client, progress=False)
     second = score(url, "nightly", client=dask_client, progress=False)
