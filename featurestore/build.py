@@ -20,7 +20,7 @@ import pandas as pd
 from distributed import Client, as_completed
 from tqdm.auto import tqdm
 
-from catalogs.reader import Catalog, read_catalog
+from catalogs.reader import Catalog, CatalogError, read_catalog
 from featurestore import layout
 from featurestore.build_tasks import (Extractor, TrackMeta, batch_meta, extract_batch,
                                       write_batch)
@@ -32,6 +32,7 @@ from featurestore.lock import WriterLock
 from featurestore.manifest import SCHEMA, ManifestState
 from featurestore.planning import (BuildPlan, duplicate_reason, files_of_other_catalogs,
                                    live_range, make_batches, plan_build, stat_files)
+from featurestore.query import RESERVED_COLUMNS
 from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.statuses import DUPLICATE, FAILURE_STATUSES, OK, REMOVED
 from featurestore.store import FeatureSet, Store
@@ -222,6 +223,7 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
     spec, encoding = spec or FeatureSpec(), encoding or TileEncoding()
     if not isinstance(catalog, Catalog):
         catalog = read_catalog(catalog, name, storage_options=storage_options)
+    _check_reserved(catalog)
     cat_name = layout.check_name("catalog", name or catalog.name)
     store = store if isinstance(store, Store) else Store(store, storage_options)
     run_id = f"{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
@@ -234,6 +236,7 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
         tracks = catalog.frame
         stats = stat_files(tracks["path"].tolist(), storage_options)
         plan = plan_build(cat_name, tracks, state.frame, stats, rebuild=rebuild)
+        _check_not_all_gone(catalog, cat_name, plan, state)
         for other, n in files_of_other_catalogs(cat_name, tracks, state.frame).items():
             log(f"warning: catalog {cat_name!r} is new to this store, and {n} of its "
                 f"{len(tracks)} files are built already as catalog {other!r}; they are "
@@ -294,6 +297,33 @@ class _RunOptions:
     progress: bool
     log: object
     extractor: Extractor = extract_track
+
+
+def _check_reserved(catalog: Catalog) -> None:
+    """Refuse catalog columns named as the columns every query adds to a track (it would
+    hold two columns of one name, and no query of the store could join them)."""
+    taken = [c for c in catalog.frame.columns if c in RESERVED_COLUMNS]
+    if taken:
+        raise CatalogError(f"the store gives every track a column {taken[0]!r} (columns "
+                           f"{', '.join(RESERVED_COLUMNS)} are its own); rename this one, e.g. "
+                           f"to 'catalog_{taken[0]}'", source=catalog.source, column=taken[0])
+
+
+def _check_not_all_gone(catalog: Catalog, cat_name: str, plan: BuildPlan,
+                        state: ManifestState) -> None:
+    """Refuse a build that finds none of the catalog's built files: an audio folder or bucket
+    not mounted would otherwise mark every track missing and drop its tiles, and the next
+    build would extract the whole library again."""
+    frame = state.frame
+    built = frame[(frame["catalog"] == cat_name) & (frame["status"] == OK)]
+    paths = dict(zip(catalog.frame["track_id"], catalog.frame["path"]))
+    same = built[[paths.get(t) == p for t, p in zip(built["track_id"], built["path"])]]
+    if len(same) >= 2 and set(same["track_id"]) <= set(plan.missing):
+        raise CatalogError(
+            f"none of the {len(same)} files built before can be found now (e.g. "
+            f"{same['path'].iloc[0]}): is their folder or bucket mounted? Nothing was changed. "
+            "If they are gone for good, remove their rows from the catalog",
+            source=catalog.source)
 
 
 def _run_batches(committer, fset, cat_name, tracks, plan, stats, report, store,

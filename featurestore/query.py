@@ -37,6 +37,8 @@ from featurestore.urls import filesystem
 # Columns a track gets from the build manifest, beside its catalog columns.
 BUILD_COLUMNS = ("status", "error", "n_tiles", "duration_s", "source_rate", "channels",
                  "content_hash", "tile_start", "built_at")
+#: Names a catalog's own columns cannot take: a query adds these to every track.
+RESERVED_COLUMNS = ("catalog", "built_path", *BUILD_COLUMNS)
 
 
 def _strings(value) -> tuple[str, ...]:

@@ -10,10 +10,12 @@ import time
 
 import dask
 import numpy as np
+import pandas as pd
 import pytest
 from distributed import WorkerPlugin, default_client
 
 import featurestore
+from catalogs.reader import CatalogError
 from catalogs.writer import write_catalog
 from featurestore import layout
 from featurestore.errors import StoreBusyError, StoreError
@@ -108,6 +110,33 @@ def _catalog_rows(path: str) -> list[dict]:
     import csv
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def test_catalogs_the_store_cannot_hold_are_refused_before_anything_is_written(tmp_path,
+                                                                             dask_client):
+    """A column named as a store's own (a query could not join it), and a catalog none of
+    whose built files can be found (an audio folder not mounted), change nothing."""
+    lib = small_library(tmp_path / "lib", n=3, seconds=12.0)
+    frame = pd.read_csv(lib)
+    frame.assign(status="licensed").to_csv(tmp_path / "status.csv", index=False)
+    store = str(tmp_path / "store")
+    with pytest.raises(CatalogError, match="column 'status'.*gives every track a column"):
+        featurestore.build(str(tmp_path / "status.csv"), store, client=dask_client,
+                           progress=False)
+    assert not os.path.exists(store)
+
+    featurestore.build(lib, store, client=dask_client, progress=False)
+    before = featurestore.open(store).tracks()
+    os.rename(tmp_path / "lib" / "audio", tmp_path / "lib" / "unmounted")
+    with pytest.raises(CatalogError, match="none of the 3 files built before can be found"):
+        featurestore.build(lib, store, client=dask_client, progress=False)
+    pd.testing.assert_frame_equal(featurestore.open(store).tracks(), before)
+    # one file gone is that track's failure, as ever
+    os.rename(tmp_path / "lib" / "unmounted", tmp_path / "lib" / "audio")
+    os.remove(tmp_path / "lib" / "audio" / "s001.wav")
+    report = featurestore.build(lib, store, client=dask_client, progress=False)
+    assert [f[:2] for f in report.failures] == [("s001", "missing")]
+    assert featurestore.open(store).tiles().sizes["tile"] == 2  # one tile a track
 
 
 def test_two_catalogs_do_not_touch_each_other(tmp_path, dask_client):

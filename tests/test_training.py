@@ -243,6 +243,12 @@ def test_short_training_improves_validation_loss_and_saves_everything(demo_store
     with pytest.raises(TrainingError, match="already exists"):
         train(demo_store, "ml", TrainConfig(arch="multilabel", epochs=1, **FAST),
               progress=False)
+    # a request refused is refused before the model it would overwrite is removed
+    digest = files.weights_digest(["model"])
+    with pytest.raises(TrainingError, match="NotAGenre"):
+        train(demo_store, "ml", TrainConfig(arch="multilabel", labels=("NotAGenre",), **FAST),
+              progress=False, overwrite=True)
+    assert files.read_config()["complete"] and files.weights_digest(["model"]) == digest
 
 
 class _Stop(Exception):

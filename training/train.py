@@ -68,11 +68,10 @@ SELECTION_FOLDS = "selection_folds.json"
 
 
 def _prepare(files: ModelFiles, config: TrainConfig, fset_hash: str, overwrite: bool) -> bool:
-    """Check an existing model of that name; returns whether this run resumes it."""
-    if not files.exists():
-        return False
-    if overwrite:
-        files.remove()
+    """Check an existing model of that name; returns whether this run resumes it. One to
+    ``overwrite`` is left in place: it is removed once the new request has passed its
+    checks."""
+    if not files.exists() or overwrite:
         return False
     saved = files.read_config()
     if saved.get("complete"):
@@ -206,6 +205,8 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
             "train_config": requested.to_dict(), "requested_config": requested.to_dict(),
             "softmax": False, "complete": False}
     if not resumed:
+        if overwrite and files.exists():
+            files.remove()
         files.write_frame(tracks[["catalog", "track_id"]].assign(side=side.to_numpy()),
                           "split.parquet")
         files.write_config(base)
