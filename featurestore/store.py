@@ -329,6 +329,7 @@ class Store:
         """
         self.check_layout()
         query = TrackQuery.of(**filters)
+        columns = [columns] if isinstance(columns, str) else columns  # one column, not letters
         plans = self._plan(catalog, query, columns, feature_set)
         output = None if columns is None else ["catalog", "track_id"] + [
             c for c in columns if c not in ("catalog", "track_id")]

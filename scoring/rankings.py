@@ -98,7 +98,7 @@ def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
     ``composer``, ``year``, ``where`` ...)."""
     _check_combine(combine)  # before any read
     check_counts(top=top)
-    labels = list(dict.fromkeys(fit))
+    labels = list(dict.fromkeys([fit] if isinstance(fit, str) else fit))
     if not labels:
         raise ValueError("name at least one label")
     table = model_scores(store, model, version)

@@ -359,6 +359,12 @@ def scores(store: Store, model: str, version: str | None = None, *, lazy: bool =
     first. ``lazy`` gives a dask DataFrame; ``labels`` keeps those labels' rows (read with a
     pushed-down filter)."""
     table = score_table(store, model, version)
+    labels = [labels] if isinstance(labels, str) else labels  # one label, not its letters
+    columns = [columns] if isinstance(columns, str) else columns
+    unknown = [c for c in columns or () if c not in RANKING_SCHEMA.names]
+    if unknown:
+        raise ValueError(f"rankings have no column(s) {', '.join(map(repr, unknown))} "
+                         f"(columns: {', '.join(RANKING_SCHEMA.names)})")
     where = None if not labels else pc.field("label").isin(pa.array(list(labels)))
     if lazy:
         return _lazy_rankings(table, columns, where)

@@ -165,6 +165,7 @@ def test_clear_errors_for_unknown_columns_and_bad_expressions(hand_store):
         store.tracks(where="__import__('os').system('true')")
     with pytest.raises(QueryError, match="'tempo'"):
         store.tracks(columns=["tempo"])
+    assert list(store.tracks(columns="film").columns) == ["catalog", "track_id", "film"]
     with pytest.raises(QueryError, match="no label column 'tempo'"):
         store.tracks(labels="tempo", genres="fast")
     with pytest.raises(QueryError, match="1969:1960"):

@@ -516,6 +516,13 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
         ascending=False).index[:5].tolist()
     weakest = best_tracks(store, MODEL, ["Thriller", "Sci-Fi"], combine="min", top=3)
     np.testing.assert_allclose(weakest["score"], weakest[["Thriller", "Sci-Fi"]].min(axis=1))
+    # one label given alone is that label, not its letters
+    pd.testing.assert_frame_equal(best_tracks(store, MODEL, "Drama", top=3),
+                                  best_tracks(store, MODEL, ["Drama"], top=3))
+    assert set(scores(store, MODEL, labels="Drama")["label"]) == {"Drama"}
+    for lazy in (False, True):
+        with pytest.raises(ValueError, match="rankings have no column.*'nope'"):
+            scores(store, MODEL, columns=["track_id", "nope"], lazy=lazy)
     in_70s = best_tracks(store, MODEL, ["Drama"], top=50, year="1970:1979")
     assert len(in_70s) and in_70s["year"].between(1970, 1979).all()
     with pytest.raises(ValueError, match="does not score Polka"):

@@ -73,6 +73,9 @@ def test_settings_out_of_range_are_refused_naming_them():
     with pytest.raises(TrainingError, match="lr_decay 'cosine': choose one of linear, constant"):
         TrainConfig(lr_decay="cosine")  # not silently constant
     assert TrainConfig(dropout=(0.0, 0.5)).dropout == (0.0, 0.5)
+    # one name given alone is that name, not its letters
+    assert TrainConfig(labels="Thriller", candidates="linear").labels == ("Thriller",)
+    assert TrainConfig(candidates="linear").candidates == ("linear",)
 
 
 def test_training_keeps_freed_buffers_for_reuse_and_then_gives_them_back(tmp_path):

@@ -138,6 +138,9 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        for name in ("labels", "candidates"):  # one name given alone, not its letters
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, (getattr(self, name),))
         unset = {f.name for f in fields(self) if f.default is None}  # may take a default
         for name, choices in FIELD_CHOICES.items():
             value = getattr(self, name)
