@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 from featurestore.statuses import FAILURE_STATUSES
 
 
@@ -18,10 +20,15 @@ class StoreBusyError(StoreError):
 
 
 def check_counts(**counts: int | None) -> None:
-    """Raise ``ValueError`` for a count given below one (``top``, ``n_workers``,
-    ``batch_size`` ...): slicing with ``top=-2`` would quietly mean "all but two"."""
+    """Raise ``ValueError`` for a count that is not a whole number, or is below one (``top``,
+    ``n_workers``, ``batch_size`` ...): slicing with ``top=-2`` would quietly mean "all but
+    two", and ``top=2.5`` fail deep inside pandas."""
     for name, value in counts.items():
-        if value is not None and value < 1:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{name} {value!r}: must be a whole number")
+        if value < 1:
             raise ValueError(f"{name} {value}: must be at least 1")
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from featurestore.spec import FeatureSpec
 from featurestore.statuses import OK
 from featurestore.store import Store
-from scoring.rankings import SHOWN, model_scores
+from scoring.rankings import SHOWN, model_scores, scored_tracks
 from scoring.score_tables import KEY, ScoreTable
 from training.model_files import ModelFiles
 
@@ -47,7 +47,7 @@ def current_embeddings(store: Store, table: ScoreTable, filters: dict | None = N
     year and genres) and their ``(tracks, size)`` float32 matrix, in the same order."""
     info = table.info()
     keys, matrix = table.embeddings([*KEY, "content_hash"])
-    tracks = store.tracks(feature_set=info.feature_set, status=OK, **(filters or {}))
+    tracks = scored_tracks(store, info.feature_set, filters)
     shown = [c for c in (SHOWN if columns is None else columns) if c in tracks.columns]
     rows = keys.reset_index().merge(tracks[[*KEY, "content_hash", *shown]],
                                     on=[*KEY, "content_hash"])

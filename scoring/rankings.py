@@ -40,11 +40,21 @@ def model_scores(store: Store, model: str, version: str | None = None) -> ScoreT
     return score_table(store, model, version)
 
 
+def scored_tracks(store: Store, feature_set: str, filters: dict | None = None,
+                  columns: list[str] | None = None) -> pd.DataFrame:
+    """The ``ok`` tracks of a model's feature set, narrowed by ``filters`` (those of
+    :meth:`Store.tracks` but ``status`` and ``feature_set``, which a model's answers fix)."""
+    fixed = sorted({"status", "feature_set"} & set(filters or {}))
+    if fixed:
+        raise TypeError(f"no {' or '.join(fixed)} filter here: a model's answers come from the "
+                        "built tracks of its own feature set")
+    return store.tracks(feature_set=feature_set, status=OK, columns=columns, **(filters or {}))
+
+
 def _current(store: Store, table: ScoreTable, rankings: pd.DataFrame,
              filters: dict | None = None) -> pd.DataFrame:
     """``rankings`` of tracks built and unchanged since scoring, joined with their metadata."""
-    info = table.info()
-    tracks = store.tracks(feature_set=info.feature_set, status=OK, **(filters or {}))
+    tracks = scored_tracks(store, table.info().feature_set, filters)
     shown = [c for c in SHOWN if c in tracks.columns]
     tracks = tracks[[*KEY, "content_hash", *shown]]
     return rankings.merge(tracks, on=[*KEY, "content_hash"])

@@ -22,7 +22,7 @@ import pandas as pd
 
 from featurestore.errors import check_counts
 from featurestore.store import Store
-from scoring.rankings import SHOWN, model_scores
+from scoring.rankings import SHOWN, model_scores, scored_tracks
 from scoring.score_tables import KEY
 
 #: Library rows multiplied at once: 65,536 x 128 float32 is 32 MiB, small enough to stay
@@ -153,7 +153,7 @@ def similar(store: Store, model: str, track: str | None = None, *, audio: str | 
                 raise ValueError(f"track {track!r} has no film to exclude")
             allowed &= (rows["film"] != film).to_numpy()
     if any(v is not None for v in filters.values()):
-        chosen = store.tracks(feature_set=table.info().feature_set, columns=[], **filters)
+        chosen = scored_tracks(store, table.info().feature_set, filters, columns=[])
         allowed &= pd.MultiIndex.from_frame(rows[KEY]).isin(
             pd.MultiIndex.from_frame(chosen[KEY]))
     if len(rows) and matrix.shape[1] != len(query):

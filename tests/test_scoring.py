@@ -529,6 +529,11 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
         best_tracks(store, MODEL, ["Polka"])
     with pytest.raises(ValueError, match="top 0: must be at least 1"):
         best_tracks(store, MODEL, ["Drama"], top=0)
+    with pytest.raises(TypeError, match="no status filter here"):
+        best_tracks(store, MODEL, ["Drama"], status="failed")
+    for bad in (2.5, True, "5"):
+        with pytest.raises(ValueError, match=f"top {bad!r}: must be a whole number"):
+            best_tracks(store, MODEL, ["Drama"], top=bad)
 
     res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--label",
                   "Thriller", "--label", "Sci-Fi", "--top", "5", "--format", "json")
