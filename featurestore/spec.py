@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 # Bump when the extraction code changes its output for an unchanged spec.
@@ -65,10 +66,14 @@ class FeatureSpec:
         if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
             raise ValueError("FeatureSpec.n_mfcc cannot exceed n_mels")
         nyquist = self.sample_rate / 2
+        # a band above the Nyquist frequency has no mel filter: every tile would be zeros
+        if not isinstance(self.fmin, numbers.Real) or not 0 <= self.fmin < nyquist:
+            raise ValueError(f"FeatureSpec.fmin must be a frequency in [0, {nyquist}), got "
+                             f"{self.fmin!r}")
         if self.fmax is not None and not self.fmin < self.fmax <= nyquist:
             raise ValueError(f"FeatureSpec.fmax must be in ({self.fmin}, {nyquist}]")
-        if self.top_db is not None and self.top_db < 0:
-            raise ValueError("FeatureSpec.top_db must be non-negative or None")
+        if self.top_db is not None and not 0 <= self.top_db < float("inf"):
+            raise ValueError("FeatureSpec.top_db must be a finite non-negative number or None")
 
     @property
     def n_coefficients(self) -> int:
@@ -124,6 +129,11 @@ class FeatureSpec:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+#: Blosc's compressors and shuffles, as Zarr's ``BloscCodec`` names them.
+BLOSC_CODECS = ("lz4", "lz4hc", "blosclz", "zstd", "snappy", "zlib")
+BLOSC_SHUFFLES = ("noshuffle", "shuffle", "bitshuffle")
+
+
 @dataclass(frozen=True)
 class TileEncoding:
     """How tiles are laid out on storage. It does not change tile values, so it is not part of
@@ -139,5 +149,14 @@ class TileEncoding:
     shuffle: str = "shuffle"
 
     def __post_init__(self) -> None:
-        if self.chunk_tiles <= 0:
-            raise ValueError("TileEncoding.chunk_tiles must be positive")
+        # checked here, not when the arrays are made: a feature set keeps its encoding, and
+        # one that cannot write would refuse every later build of its spec
+        if not isinstance(self.chunk_tiles, int) or isinstance(self.chunk_tiles, bool) or (
+                self.chunk_tiles <= 0):
+            raise ValueError(f"TileEncoding.chunk_tiles must be a positive integer, got "
+                             f"{self.chunk_tiles!r}")
+        for name, allowed in (("codec", BLOSC_CODECS), ("shuffle", BLOSC_SHUFFLES),
+                              ("clevel", range(10))):
+            if getattr(self, name) not in allowed or isinstance(getattr(self, name), bool):
+                raise ValueError(f"TileEncoding.{name} {getattr(self, name)!r}: choose one of "
+                                 f"{', '.join(map(str, allowed))}")

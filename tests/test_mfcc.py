@@ -9,7 +9,7 @@ import pytest
 
 from featurestore.extract import extract_track
 from featurestore.mfcc import FeatureStream, features
-from featurestore.spec import FeatureSpec
+from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.tiles import count_tiles, cut_tiles
 from tests.helpers import librosa_mfcc, tone, write_audio
 
@@ -158,5 +158,13 @@ def test_spec_hash_names_the_feature_set():
     assert abs(FeatureSpec().tile_seconds - 9.2880) < 1e-3
     with pytest.raises(ValueError, match="n_fft"):
         FeatureSpec(n_fft=0)
+    with pytest.raises(ValueError, match=r"fmin must be a frequency in \[0, 11025.0\)"):
+        FeatureSpec(fmin=20000.0)  # no mel filter: every tile would be zeros
+    with pytest.raises(ValueError, match="top_db must be a finite"):
+        FeatureSpec(top_db=float("nan"))
+    # an encoding that could not write is refused before a feature set keeps it
+    for bad in ({"clevel": 99}, {"codec": "nope"}, {"shuffle": "x"}, {"chunk_tiles": 2.5}):
+        with pytest.raises(ValueError, match=f"TileEncoding.{next(iter(bad))}"):
+            TileEncoding(**bad)
     with pytest.raises(ValueError, match="unknown FeatureSpec fields"):
         FeatureSpec.from_dict({"hop": 3})
