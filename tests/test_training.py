@@ -252,6 +252,10 @@ def test_short_training_improves_validation_loss_and_saves_everything(demo_store
         train(demo_store, "ml", TrainConfig(arch="multilabel", labels=("NotAGenre",), **FAST),
               progress=False, overwrite=True)
     assert files.read_config()["complete"] and files.weights_digest(["model"]) == digest
+    with pytest.raises(TrainingError, match="name at least two labels"):  # one, twice spelled
+        train(demo_store, "one", TrainConfig(arch="multilabel", labels=("Drama", "drama"),
+                                             **FAST), progress=False)
+    assert not ModelFiles(featurestore.open(demo_store), "one").exists()
 
 
 class _Stop(Exception):

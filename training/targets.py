@@ -13,16 +13,21 @@ from training.config import TrainingError
 
 def select_classes(tracks: pd.DataFrame, label_column: str = DEFAULT_LABELS,
                    labels: tuple[str, ...] = (), min_tracks: int = 20) -> list[str]:
-    """The explicit ``labels`` (each must occur), else every label with at least
-    ``min_tracks`` tracks, most frequent first."""
+    """The explicit ``labels`` (each must occur; aliases and repeats count once), else every
+    label with at least ``min_tracks`` tracks, most frequent first. At least two: a ranking of
+    one label ranks nothing."""
     table = membership(tracks, label_column)
     if labels:
-        names = [normalize_genre(n)[0] if label_column == DEFAULT_LABELS else n.strip()
-                 for n in labels]
+        names = list(dict.fromkeys(
+            normalize_genre(n)[0] if label_column == DEFAULT_LABELS else n.strip()
+            for n in labels))
         unknown = [n for n in names if n not in table.index]
         if unknown:
             raise TrainingError(f"label(s) {', '.join(unknown)} occur in no built track of "
                                 f"column {label_column!r} (labels: {', '.join(table.index)})")
+        if len(names) < 2:
+            raise TrainingError(f"labels {', '.join(labels)}: name at least two labels to "
+                                "rank (a model ranks each track's labels)")
         return names
     kept = list(table.index[table["tracks"] >= min_tracks])
     if len(kept) < 2:
