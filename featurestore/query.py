@@ -31,12 +31,14 @@ from catalogs.genres import normalize_genre
 from catalogs.labels import DEFAULT_LABELS, label_lists
 from featurestore.expressions import QueryError, parse_where
 from featurestore.manifest import KEY, SCHEMA, ManifestLog
-from featurestore.statuses import PENDING, REMOVED
+from featurestore.statuses import FAILURE_STATUSES, OK, PENDING, REMOVED
 from featurestore.urls import filesystem
 
 # Columns a track gets from the build manifest, beside its catalog columns.
 BUILD_COLUMNS = ("status", "error", "n_tiles", "duration_s", "source_rate", "channels",
                  "content_hash", "tile_start", "built_at")
+#: Every build status a track can have.
+STATUSES = (OK, PENDING, REMOVED, *FAILURE_STATUSES)
 #: Names a catalog's own columns cannot take: a query adds these to every track.
 RESERVED_COLUMNS = ("catalog", "built_path", *BUILD_COLUMNS)
 
@@ -99,6 +101,10 @@ class TrackQuery:
     def of(cls, *, film=None, composer=None, year=None, genres=None, all_genres=None,
            exclude_genres=None, status=None, where=None, labels=DEFAULT_LABELS) -> TrackQuery:
         """Build a query from loose arguments (strings or lists)."""
+        unknown = [s for s in _strings(status) if s not in STATUSES]
+        if unknown:  # a typo would match no track, silently
+            raise QueryError(f"status {', '.join(map(repr, unknown))}: choose among "
+                             f"{', '.join(STATUSES)}")
         return cls(_strings(film), _strings(composer), parse_year_range(year),
                    _strings(genres), _strings(all_genres), _strings(exclude_genres),
                    _strings(status), where or None, labels)

@@ -7,6 +7,7 @@ every catalog track with its build status, ``Store.tiles()`` a lazy, dask-backed
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
@@ -129,7 +130,7 @@ class Store:
         path = layout.store_meta(self.root)
         try:
             meta = json.loads(self.fs.cat_file(path))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise StoreError(f"{self.url} is not a feature store (no featurestore.json)") from None
         except ValueError as exc:
             raise StoreError(f"{path} is not valid JSON: {exc}") from None
@@ -330,6 +331,11 @@ class Store:
         self.check_layout()
         query = TrackQuery.of(**filters)
         columns = [columns] if isinstance(columns, str) else columns  # one column, not letters
+        with _where_types(query):
+            return self._tracks(query, catalog, feature_set, include_removed, lazy, columns)
+
+    def _tracks(self, query: TrackQuery, catalog, feature_set, include_removed: bool,
+                lazy: bool, columns: list[str] | None):
         plans = self._plan(catalog, query, columns, feature_set)
         output = None if columns is None else ["catalog", "track_id"] + [
             c for c in columns if c not in ("catalog", "track_id")]
@@ -411,6 +417,19 @@ class Store:
 
 #: Selected tiles per task of :meth:`Store.tiles`'s lazy array (16 MiB of the default tiles).
 _TILES_PER_TASK = 1024
+
+
+@contextlib.contextmanager
+def _where_types(query: TrackQuery):
+    """A ``where`` comparing values of other types (``year > '1990'``, a list column with a
+    string) is the user's error: say so, naming the expression, not in pyarrow's words."""
+    try:
+        yield
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        if not query.where:
+            raise
+        raise QueryError(f"--where {query.where!r}: the types do not fit "
+                         f"({str(exc).splitlines()[0]})") from None
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -166,6 +166,13 @@ def test_clear_errors_for_unknown_columns_and_bad_expressions(hand_store):
     with pytest.raises(QueryError, match="'tempo'"):
         store.tracks(columns=["tempo"])
     assert list(store.tracks(columns="film").columns) == ["catalog", "track_id", "film"]
+    # values of other types, and a status no track can have, are the query's error
+    with pytest.raises(QueryError, match=r"--where \"year > '1990'\": the types do not fit"):
+        store.tracks(where="year > '1990'")
+    with pytest.raises(QueryError, match="status 'okk': choose among ok, pending"):
+        store.tracks(status="okk")
+    with pytest.raises(featurestore.StoreError, match="is not a feature store"):
+        featurestore.open(os.path.join(hand_store[0], "featurestore.json"))  # a file
     with pytest.raises(QueryError, match="no label column 'tempo'"):
         store.tracks(labels="tempo", genres="fast")
     with pytest.raises(QueryError, match="1969:1960"):
