@@ -10,7 +10,6 @@ A build killed at any point leaves only whole, committed tracks, and the next bu
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 import uuid
@@ -24,8 +23,8 @@ from catalogs.reader import Catalog, CatalogError, read_catalog
 from featurestore import layout
 from featurestore.build_tasks import (Extractor, TrackMeta, batch_meta, extract_batch,
                                       write_batch)
-from featurestore.cluster import connect, scheduler_address
-from featurestore.errors import StoreError, check_counts
+from featurestore.cluster import cluster_for
+from featurestore.errors import check_counts
 from featurestore.exit_codes import ExitCode
 from featurestore.extract import extract_track
 from featurestore.lock import WriterLock
@@ -328,15 +327,8 @@ def _check_not_all_gone(catalog: Catalog, cat_name: str, plan: BuildPlan,
 
 def _run_batches(committer, fset, cat_name, tracks, plan, stats, report, store,
                  options: _RunOptions) -> None:
-    local_only = store.url.startswith("memory://")
-    if local_only and (options.scheduler or options.scheduler_file or (
-            options.client is None and scheduler_address())):
-        raise StoreError("a memory:// store lives in this process only; it cannot be built "
-                         "on a remote cluster")
-    cluster = (contextlib.nullcontext(options.client) if options.client is not None else
-               connect(options.scheduler, options.scheduler_file, options.n_workers,
-                       processes=not local_only))
-    with cluster as client:
+    with cluster_for(store.url, options.client, options.scheduler, options.scheduler_file,
+                     options.n_workers, doing="built") as client:
         _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, store,
                     options)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import dask
 from distributed import Client, LocalCluster
 
-from featurestore.errors import check_counts
+from featurestore.errors import StoreError, check_counts
 
 #: Environment of LocalCluster worker processes. One BLAS/FFT thread per process: the
 #: parallelism is the processes (small matrix products with 2 BLAS threads on a busy machine
@@ -90,3 +90,19 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None,
                                dashboard_address=":0")
     with cluster, Client(cluster) as client:
         yield client
+
+
+def cluster_for(store_url: str, client: Client | None = None, scheduler: str | None = None,
+                scheduler_file: str | None = None, n_workers: int | None = None,
+                doing: str = "used"):
+    """The cluster a run over the store at ``store_url`` uses, as a context manager: the
+    ``client`` given, else :func:`connect`'s. A ``memory://`` store lives in this process
+    only: its LocalCluster runs threads, and a scheduler (given, or Dask's configured
+    address when no client is) is refused; ``doing`` (built, scored) names the run."""
+    local_only = store_url.startswith("memory://")
+    if local_only and (scheduler or scheduler_file or (client is None and scheduler_address())):
+        raise StoreError(f"a memory:// store lives in this process only; it cannot be {doing} "
+                         "on a remote cluster")
+    if client is not None:
+        return contextlib.nullcontext(client)
+    return connect(scheduler, scheduler_file, n_workers, processes=not local_only)

@@ -8,7 +8,6 @@ commits the run in one atomic write (see :mod:`scoring.score_tables`).
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 import uuid
@@ -21,8 +20,8 @@ from distributed import Client, as_completed
 from tqdm.auto import tqdm
 
 from featurestore import layout
-from featurestore.cluster import connect, scheduler_address
-from featurestore.errors import StoreError, check_counts
+from featurestore.cluster import cluster_for
+from featurestore.errors import check_counts
 from featurestore.exit_codes import ExitCode
 from featurestore.lock import WriterLock
 from featurestore.statuses import FAILURE_STATUSES, OK, PENDING
@@ -263,14 +262,8 @@ def _local_workers(device: str) -> int | None:
 def _run(job: ScoreJob, todo: pd.DataFrame, batch_tiles: int | None, report: ScoreReport,
          store: Store, client, scheduler, scheduler_file, n_workers, progress, log) -> list[str]:
     """Submit the batches, wait for every one; returns the staged files written."""
-    local_only = store.url.startswith("memory://")
-    if local_only and (scheduler or scheduler_file or (client is None and scheduler_address())):
-        raise StoreError("a memory:// store lives in this process only; it cannot be scored "
-                         "on a remote cluster")
-    cluster = (contextlib.nullcontext(client) if client is not None else
-               connect(scheduler, scheduler_file, n_workers or _local_workers(job.device),
-                       processes=not local_only))
-    with cluster as client:
+    with cluster_for(store.url, client, scheduler, scheduler_file,
+                     n_workers or _local_workers(job.device), doing="scored") as client:
         log(f"dask dashboard: {client.dashboard_link}")
         report.workers = max(len(client.scheduler_info(n_workers=-1)["workers"]), 1)
         total = int(todo["n_tiles"].sum())
