@@ -65,6 +65,8 @@ TILE_SCHEMA = pa.schema([
     ("run_id", pa.string()),
 ])
 _SEQ = b"featurestore.seq"
+#: Arrow booleans as pandas' nullable ones: ``cross_fitted`` is null where a file lacks it
+_NULLABLE_BOOLEANS = {pa.bool_(): pd.BooleanDtype()}.get
 #: Rankings are stored sorted by label, best score first, each label's rows in row groups of
 #: at most this many rows, so that "the best tracks for a label" reads only its own groups.
 ROW_GROUP_ROWS = 65536
@@ -164,9 +166,8 @@ class ScoreTable:
                  where: pc.Expression | None = None) -> pd.DataFrame:
         """The committed rankings (empty before the first commit), read in one piece so that
         they are one commit's."""
-        # pandas' nullable booleans: ``cross_fitted`` is null where a file lacks it
         return self._committed_table(columns, where)[0].to_pandas(
-            types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
+            types_mapper=_NULLABLE_BOOLEANS)
 
     def tracks(self, columns: list[str]) -> pd.DataFrame:
         """One row per scored track: its rank-1 row (ranks are unique within a track)."""
@@ -355,8 +356,8 @@ def scores(store: Store, model: str, version: str | None = None, *, lazy: bool =
     """The committed rankings of ``model``: one row per track and label with ``score``,
     ``rank`` (1 = best), ``cross_fitted`` (the model was fitted on the track, and the score
     is from the model fitted without it) and lineage (``model``, ``version``, ``feature_set``,
-    ``aggregate``, ``run_id``, ``scored_at``, the track's ``content_hash``). Sorted by label, best score
-    first. ``lazy`` gives a dask DataFrame; ``labels`` keeps those labels' rows (read with a
+    ``aggregate``, ``run_id``, ``scored_at``, the track's ``content_hash``). Sorted by label,
+    best score first. ``lazy`` gives a dask DataFrame; ``labels`` keeps those labels' rows (read with a
     pushed-down filter)."""
     table = score_table(store, model, version)
     labels = [labels] if isinstance(labels, str) else labels  # one label, not its letters
@@ -381,7 +382,7 @@ def _lazy_rankings(table: ScoreTable, columns: list[str] | None, where):
         present = set(pq.read_schema(f).names)
     frame = dd.read_parquet(table.rankings_url, storage_options=table.store.storage_options,
                             columns=[c for c in wanted if c in present], filters=where,
-                            arrow_to_pandas={"types_mapper": {pa.bool_(): pd.BooleanDtype()}.get})
+                            arrow_to_pandas={"types_mapper": _NULLABLE_BOOLEANS})
     missing = [c for c in wanted if c not in present]
     if missing:
         frame = frame.assign(**{c: pd.NA for c in missing}).astype(

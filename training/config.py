@@ -37,28 +37,36 @@ GPU_BATCH = 1024
 TILE_DTYPES = ("float32", "bfloat16")
 
 
+def _at_least(n: int) -> tuple:
+    """A bound of :data:`_BOUNDS`: the test and the words that name it."""
+    return (lambda v: v >= n, f"must be at least {n}")
+
+
+_NOT_NEGATIVE = (lambda v: v >= 0, "must not be negative")
+_FRACTION = (lambda v: 0 <= v < 1, "must be in [0, 1)")
+
 #: Ranges of numeric settings, refused outside them (a saved config's value outside them
 #: reads as unset: see :meth:`TrainConfig.from_dict`).
 _BOUNDS = {
-    "test_size": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "test_size": _FRACTION,
     "val_size": (lambda v: 0 < v < 1, "must be in (0, 1)"),
-    "epochs": (lambda v: v >= 1, "must be at least 1"),
-    "patience": (lambda v: v >= 1, "must be at least 1"),
-    "batch_size": (lambda v: v >= 1, "must be at least 1"),
-    "crop_tiles": (lambda v: v >= 1, "must be at least 1"),
-    "tracks_per_batch": (lambda v: v >= 1, "must be at least 1"),
-    "width": (lambda v: v >= 4, "must be at least 4"),
-    "memory_budget_mb": (lambda v: v >= 0, "must not be negative"),
-    "folds": (lambda v: v >= 2, "must be at least 2"),
-    "min_tracks": (lambda v: v >= 0, "must not be negative"),
-    "dense_units": (lambda v: v >= 1, "must be at least 1"),
-    "buffer_chunks": (lambda v: v >= 1, "must be at least 1"),
-    "loader_workers": (lambda v: v >= 0, "must not be negative"),
+    "epochs": _at_least(1),
+    "patience": _at_least(1),
+    "batch_size": _at_least(1),
+    "crop_tiles": _at_least(1),
+    "tracks_per_batch": _at_least(1),
+    "width": _at_least(4),
+    "memory_budget_mb": _NOT_NEGATIVE,
+    "folds": _at_least(2),
+    "min_tracks": _NOT_NEGATIVE,
+    "dense_units": _at_least(1),
+    "buffer_chunks": _at_least(1),
+    "loader_workers": _NOT_NEGATIVE,
     "learning_rate": (lambda v: v > 0, "must be positive"),
-    "momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-    "weight_decay": (lambda v: v >= 0, "must not be negative"),
-    "mixup": (lambda v: v >= 0, "must not be negative"),
-    "checkpoint_seconds": (lambda v: v >= 0, "must not be negative"),
+    "momentum": _FRACTION,
+    "weight_decay": _NOT_NEGATIVE,
+    "mixup": _NOT_NEGATIVE,
+    "checkpoint_seconds": _NOT_NEGATIVE,
 }
 
 
