@@ -21,7 +21,7 @@ import pyarrow as pa
 from featurestore import layout
 from featurestore.errors import StoreError
 from featurestore.expressions import QueryError
-from featurestore.manifest import ManifestLog, ManifestState, empty_frame
+from featurestore.manifest import KEY, ManifestLog, ManifestState, empty_frame
 from featurestore.parquet_files import parquet_bytes
 from featurestore.query import (BUILD_COLUMNS, CatalogPart, ScanStats, TrackQuery,
                                 build_rows, catalog_fragment, join_build, plan_scan,
@@ -91,8 +91,9 @@ class FeatureSet:
             if base.endswith(".npz") and base[:-4].isdigit() and int(base[:-4]) < keep_seq:
                 self.store.fs.rm_file(name)
 
-    def state(self) -> ManifestState:
-        return self.manifest.read()
+    def state(self, columns: list[str] | None = None) -> ManifestState:
+        """The manifest as committed now; ``columns`` (beside the key) read less."""
+        return self.manifest.read(columns=columns)
 
     def statistics(self) -> tuple[np.ndarray, np.ndarray, int]:
         """``(mean, std, n_tiles)`` per value over the live tiles, kept current by every build.
@@ -376,10 +377,12 @@ class Store:
     def tiles(self, tracks=None, feature_set: FeatureSpec | str | None = None, **filters):
         """The live tiles of ``tracks`` in the frame's order, as a lazy ``xarray.DataArray``
         with dims ``(tile, coefficient, frame)`` and coordinates ``catalog``, ``track_id`` and
-        ``offset`` (the tile's position in its track). ``tracks`` is a frame from
-        :meth:`tracks` (pandas or dask); without it, the ``ok`` tracks matching ``filters``
-        (the same as :meth:`tracks` takes). Only the Zarr chunks holding the selected tiles
-        are read, and only when computed."""
+        ``offset`` (the tile's position in its track). ``tracks`` is a frame with ``catalog``
+        and ``track_id`` columns, such as one from :meth:`tracks` (pandas or dask): its tracks'
+        tiles are looked up in this feature set's manifest, and tracks with no live tiles
+        there are left out. Without it, the ``ok`` tracks matching ``filters`` (the same as
+        :meth:`tracks` takes). Only the Zarr chunks holding the selected tiles are read, and
+        only when computed."""
         import dask
         import dask.array as da
         import xarray as xr
@@ -390,9 +393,8 @@ class Store:
                                  columns=["status", "n_tiles", "tile_start"], **filters)
         elif filters:
             raise TypeError("give either a tracks frame or filters, not both")
-        if not isinstance(tracks, pd.DataFrame):  # a dask DataFrame
-            tracks = tracks[["catalog", "track_id", "status", "n_tiles",
-                             "tile_start"]].compute()
+        else:
+            tracks = _live_slots(fset, tracks)
         tracks = tracks[tracks["status"] == OK]
         counts = tracks["n_tiles"].to_numpy(dtype=np.int64)
         starts = tracks["tile_start"].to_numpy(dtype=np.int64)
@@ -417,6 +419,23 @@ class Store:
 
 #: Selected tiles per task of :meth:`Store.tiles`'s lazy array (16 MiB of the default tiles).
 _TILES_PER_TASK = 1024
+
+
+def _live_slots(fset: FeatureSet, tracks) -> pd.DataFrame:
+    """The frame's tracks, in its order, with their build columns as this feature set's
+    manifest has them now: a frame's own ``tile_start`` may come from another feature set,
+    another store or an earlier build, and would point at other tiles."""
+    missing = [c for c in KEY if c not in tracks.columns]
+    if missing:
+        raise QueryError(f"the tracks frame has no {' or '.join(missing)} column: give a frame "
+                         f"from Store.tracks()")
+    keys = tracks[KEY]
+    if not isinstance(keys, pd.DataFrame):  # a dask DataFrame
+        keys = keys.compute()
+    state = fset.state(columns=["status", "n_tiles", "tile_start"]).frame
+    return (keys.astype(object).reset_index(drop=True)
+            .merge(state.astype({k: object for k in KEY}), on=KEY, how="left",
+                   validate="many_to_one"))
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from catalogs.reader import CatalogError
 from catalogs.writer import write_catalog
 from featurestore import layout
 from featurestore.errors import StoreBusyError, StoreError
+from featurestore.expressions import QueryError
 from featurestore.build_tasks import TrackTask
 from featurestore.lock import WriterLock
 from featurestore.planning import make_batches
@@ -222,6 +223,18 @@ def test_specs_never_mix_and_chunks_are_task_owned(tmp_path, dask_client):
     assert set(store.feature_set_hashes()) == {FeatureSpec().hash, other.hash}
     assert store.tiles(feature_set=other).shape[1:] == (40, 50)
     assert store.tiles(feature_set=FeatureSpec()).shape[1:] == (40, 100)
+    # A frame's tile_start is the feature set it was joined with: given to the other set (or
+    # from an earlier build), its tiles are looked up again, not read from those slots.
+    frame = store.tracks(feature_set=FeatureSpec()).iloc[::-1]
+    everything = store.tiles(feature_set=other)
+    np.testing.assert_array_equal(
+        store.tiles(frame, feature_set=other).values,
+        np.concatenate([everything.values[everything["track_id"].values == t]
+                        for t in frame["track_id"]]))
+    stale = frame.assign(tile_start=frame["tile_start"] + 1)
+    np.testing.assert_array_equal(store.tiles(stale).values, store.tiles(frame).values)
+    with pytest.raises(QueryError, match="no track_id column"):
+        store.tiles(frame[["catalog"]])
     assert store.feature_set().hash == FeatureSpec().hash  # the default spec's, of several
     state = store.feature_set(FeatureSpec()).state().frame
     # Each batch (one track here) starts on its own chunk of 4 tiles.
