@@ -31,6 +31,7 @@ from scoring.embeddings import embedding_kind
 from scoring.score_tables import KEY, ScoreTable, VersionInfo
 from scoring.score_tasks import ScoreJob, score_batch
 from training.config import TRACK_LEVEL, TrainConfig
+from training.inference import parse_device
 from training.model_files import ModelFiles
 
 _TRACK_COLUMNS = ["status", "n_tiles", "tile_start", "content_hash"]
@@ -183,6 +184,7 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
     started = time.monotonic()
     log = log or (lambda msg: print(msg, file=sys.stderr))
     check_counts(batch_size=batch_size, batch_tiles=batch_tiles, n_workers=n_workers)
+    parse_device(device)  # its form here; whether a worker has it, on the worker
     store = store if isinstance(store, Store) else Store(store, storage_options)
     store.check_layout()
     files = ModelFiles(store, model)
@@ -254,9 +256,7 @@ def _local_workers(device: str) -> int | None:
     """Workers of a LocalCluster that scores on ``device``: one where that is CUDA (each worker
     keeps the model and its batches' activations on the GPU, so one per core would share one
     GPU's memory among them all), else the default (one per core)."""
-    from training.inference import resolve_device
-
-    return 1 if resolve_device(device).type == "cuda" else None
+    return 1 if parse_device(device).type == "cuda" else None
 
 
 def _run(job: ScoreJob, todo: pd.DataFrame, batch_tiles: int | None, report: ScoreReport,

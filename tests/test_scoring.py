@@ -15,6 +15,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import (coverage_error, label_ranking_average_precision_score,
                              label_ranking_loss)
 
@@ -485,6 +486,13 @@ def test_versions_aggregation_and_refusals(store_copy, dask_client):
         score(store_copy, "nope", progress=False)
     with pytest.raises(ValueError, match="batch_tiles 0: must be at least 1"):
         score(store_copy, MODEL, batch_tiles=0, progress=False)
+    with pytest.raises(ValueError, match="device 'gpu': use auto"):
+        score(store_copy, MODEL, device="gpu", rescore=True, progress=False)
+    if not torch.cuda.is_available():  # said by the worker that has none
+        with pytest.raises(ValueError, match="device 'cuda': no CUDA device on"):
+            score(store_copy, MODEL, client=dask_client, device="cuda", rescore=True,
+                  progress=False)
+        assert set(scores(store, MODEL)["version"]) == {report.version}
     with pytest.raises(featurestore.StoreError, match="no scores of model 'unscored'"):
         score_table(store, "unscored")
 

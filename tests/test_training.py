@@ -252,6 +252,14 @@ def test_short_training_improves_validation_loss_and_saves_everything(demo_store
         train(demo_store, "ml", TrainConfig(arch="multilabel", labels=("NotAGenre",), **FAST),
               progress=False, overwrite=True)
     assert files.read_config()["complete"] and files.weights_digest(["model"]) == digest
+    for device, words in (("gpu", "use auto .*, cpu, cuda or cuda:N"),
+                          ("cuda:7", "no CUDA device on|has [0-9]+ CUDA device")):
+        if device == "cuda:7" and torch.cuda.device_count() > 7:
+            continue
+        with pytest.raises(ValueError, match=f"device '{device}': {words}"):
+            train(demo_store, "ml", TrainConfig(arch="multilabel", device=device, **FAST),
+                  progress=False, overwrite=True)
+    assert files.read_config()["complete"] and files.weights_digest(["model"]) == digest
     with pytest.raises(TrainingError, match="name at least two labels"):  # one, twice spelled
         train(demo_store, "one", TrainConfig(arch="multilabel", labels=("Drama", "drama"),
                                              **FAST), progress=False)

@@ -4,17 +4,38 @@ tasks."""
 
 from __future__ import annotations
 
+import socket
+
 import torch
 from torch import nn
 
 from training.models import channels_last
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when present, else CPU; or an explicit torch device string."""
+def parse_device(name: str) -> torch.device:
+    """The device ``name`` names: ``auto`` (CUDA when present here, else the CPU) or a torch
+    device string. Only its form is checked: a scheduler's workers may have a GPU this
+    machine lacks."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {name!r}: use auto (CUDA when present), cpu, cuda or "
+                         "cuda:N") from None
+
+
+def resolve_device(name: str) -> torch.device:
+    """:func:`parse_device`, and a CUDA device this process can use."""
+    device = parse_device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = "" if torch.version.cuda else ", a build without CUDA"
+        raise ValueError(f"device {name!r}: no CUDA device on {socket.gethostname()} (torch "
+                         f"{torch.__version__}{build}); use auto or cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: {socket.gethostname()} has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def place(module_or_tiles, device: torch.device):

@@ -161,6 +161,7 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
     name on another feature set).
     """
     requested = config or TrainConfig()
+    device = resolve_device(requested.device)  # before anything is read or removed
     log = log or (lambda msg: print(msg, file=sys.stderr))
     store = store if isinstance(store, Store) else Store(store, storage_options)
     store.check_layout()
@@ -197,7 +198,6 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
                                 "groups) of that class to split; raise --min-tracks or name "
                                 "--labels")
 
-    device = resolve_device(requested.device)
     source = TileSource(fset.tiles_url, store.storage_options)
     base = {"name": name, "arch": requested.arch, "classes": classes,
             "label_column": requested.label_column, "feature_set": fset.hash,
