@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -76,6 +77,25 @@ def test_settings_out_of_range_are_refused_naming_them():
     # one name given alone is that name, not its letters
     assert TrainConfig(labels="Thriller", candidates="linear").labels == ("Thriller",)
     assert TrainConfig(candidates="linear").candidates == ("linear",)
+    # a value of another kind is named, not compared (a string) or taken as true ("false")
+    with pytest.raises(TrainingError, match="^batch_size '64': must be a whole number; "
+                                            "spec_augment 'false': must be True or False$"):
+        TrainConfig(batch_size="64", spec_augment="false")
+    with pytest.raises(TrainingError, match=r"^epochs 2.5: must be a whole number; dropout "
+                                            r"\(0.1, '0.2'\): must be numbers$"):
+        TrainConfig(epochs=2.5, dropout=(0.1, "0.2"))
+    # numpy scalars (from a sweep's grid, say) are kept as the plain values a model saves
+    numpy_given = TrainConfig(batch_size=np.int64(64), learning_rate=np.float32(0.5),
+                              dropout=tuple(np.array([0.25, 0.5], dtype=np.float32)),
+                              labels=["Drama", "War"])
+    assert numpy_given == TrainConfig(batch_size=64, learning_rate=0.5, dropout=(0.25, 0.5),
+                                      labels=("Drama", "War"))
+    assert {type(v) for v in (numpy_given.batch_size, numpy_given.learning_rate,
+                              *numpy_given.dropout)} == {int, float}
+    json.dumps(numpy_given.to_dict())
+    # a stored model's setting of another kind reads as unset, as one out of range does
+    stored = {**TrainConfig(batch_size=64).to_dict(), "batch_size": "64", "width": 0}
+    assert TrainConfig.from_dict(stored) == TrainConfig()
 
 
 def test_training_keeps_freed_buffers_for_reuse_and_then_gives_them_back(tmp_path):

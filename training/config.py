@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 
 #: ``auto`` selects among :data:`CANDIDATES` by cross-validation on the training side.
@@ -44,6 +45,43 @@ def _at_least(n: int) -> tuple:
 
 _NOT_NEGATIVE = (lambda v: v >= 0, "must not be negative")
 _FRACTION = (lambda v: 0 <= v < 1, "must be in [0, 1)")
+
+def _boolean(value) -> bool:
+    # numpy's booleans without importing numpy: `featurestore --help` reads this module
+    return isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
+
+
+def _integral(value) -> bool:
+    return isinstance(value, numbers.Integral) and not _boolean(value)
+
+
+def _real(value) -> bool:
+    return isinstance(value, numbers.Real) and not _boolean(value)
+
+
+_KINDS = {
+    "int": (_integral, "must be a whole number", int),
+    "float": (_real, "must be a number", float),
+    "bool": (_boolean, "must be True or False", bool),
+    "str": (lambda v: isinstance(v, str), "must be a string", str),
+    "tuple[str, ...]": (lambda v: isinstance(v, str), "must be strings", str),
+    "tuple[float, ...]": (_real, "must be numbers", float),
+}
+_WRONG = object()
+
+
+def _as_declared(f, value):
+    """``value`` as field ``f`` keeps it (plain Python values, a tuple for a sequence), or
+    :data:`_WRONG` where it is not of the field's kind."""
+    kind = _KINDS.get(f.type.replace(" | None", ""))
+    if kind is None or (value is None and f.type.endswith("| None")):
+        return value
+    fits, _, plain = kind
+    if not f.type.startswith("tuple"):
+        return plain(value) if fits(value) else _WRONG
+    if isinstance(value, (tuple, list)) and all(fits(v) for v in value):
+        return tuple(plain(v) for v in value)
+    return _WRONG
 
 #: Ranges of numeric settings, refused outside them (a saved config's value outside them
 #: reads as unset: see :meth:`TrainConfig.from_dict`).
@@ -149,6 +187,16 @@ class TrainConfig:
         for name in ("labels", "candidates"):  # one name given alone, not its letters
             if isinstance(getattr(self, name), str):
                 object.__setattr__(self, name, (getattr(self, name),))
+        wrong = []
+        for f in fields(self):
+            value = _as_declared(f, getattr(self, f.name))
+            if value is _WRONG:
+                wrong.append(f"{f.name} {getattr(self, f.name)!r}: "
+                             f"{_KINDS[f.type.replace(' | None', '')][1]}")
+            else:
+                object.__setattr__(self, f.name, value)
+        if wrong:
+            raise TrainingError("; ".join(wrong))
         unset = {f.name for f in fields(self) if f.default is None}  # may take a default
         for name, choices in FIELD_CHOICES.items():
             value = getattr(self, name)
@@ -203,10 +251,11 @@ class TrainConfig:
         """The settings a model was saved with. Reading them back never fails on what a later
         version changed, so that stored models keep scoring: a setting it no longer has is
         left out, and a choice it no longer offers (an optimizer, say) reads as unset; neither
-        shapes a trained model's forward pass. A number outside today's range (``_BOUNDS``)
-        reads as unset too."""
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known and not (
+        shapes a trained model's forward pass. A number outside today's range (``_BOUNDS``), or
+        a value not of the field's kind, reads as unset too."""
+        known = {f.name: f for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known and _as_declared(
+            known[k], v) is not _WRONG and not (
             k in _BOUNDS and v is not None and not _BOUNDS[k][0](v))}
         for name, choices in FIELD_CHOICES.items():
             # a retired architecture stays an error: no model of it can be built
