@@ -9,12 +9,12 @@
 ``build``, ``open`` and the classes are imported on first use (see :mod:`featurestore.lazy`).
 """
 
-from featurestore.errors import StoreBusyError, StoreError, TrackFailure
+from featurestore.errors import StoreBusyError, StoreError, TrackFailure, UnheldLabelWarning
 from featurestore.lazy import export_lazily
 from featurestore.spec import FeatureSpec, TileEncoding
 
 __all__ = ["BuildReport", "FeatureSet", "FeatureSpec", "Store", "StoreBusyError", "StoreError",
-           "TileEncoding", "TrackFailure", "build", "open"]
+           "TileEncoding", "TrackFailure", "UnheldLabelWarning", "build", "open"]
 __version__ = "0.1.0"
 
 export_lazily(__name__, {"BuildReport": "featurestore.build", "build": "featurestore.build",

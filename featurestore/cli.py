@@ -288,22 +288,29 @@ def main(argv: list[str] | None = None) -> int:
     available = commands()
     args = parser(available, _chosen(argv, available)).parse_args(argv)
     from catalogs.reader import UnknownGenreWarning
+    from featurestore.errors import UnheldLabelWarning
 
-    warnings.simplefilter("always", UnknownGenreWarning)
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
-    try:
-        return int(args.run(args))
-    except BrokenPipeError:
-        # The reader stopped reading (`featurestore tracks ... | head`): nothing to explain.
-        # stdout goes to devnull so that the interpreter's flush at exit does not fail again;
-        # the status is Python's own for a broken pipe.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return int(ExitCode.ERROR)
-    except (Exception, KeyboardInterrupt) as exc:  # the last line of defence: say what happened
-        code = exit_code_for(exc)
-        print(_explain(exc, code, getattr(args, "store", None)), file=sys.stderr)
-        return int(code)
+    with warnings.catch_warnings():  # the command's own way of saying them, undone after
+        for said in (UnknownGenreWarning, UnheldLabelWarning):
+            warnings.simplefilter("always", said)
+        warnings.showwarning = _say_warning
+        try:
+            return int(args.run(args))
+        except BrokenPipeError:
+            # The reader stopped reading (`featurestore tracks ... | head`): nothing to
+            # explain. stdout goes to devnull so that the interpreter's flush at exit does not
+            # fail again; the status is Python's own for a broken pipe.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return int(ExitCode.ERROR)
+        except (Exception, KeyboardInterrupt) as exc:  # the last line of defence
+            code = exit_code_for(exc)
+            print(_explain(exc, code, getattr(args, "store", None)), file=sys.stderr)
+            return int(code)
 
+
+def _say_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as the command line says it: its words, not the code that raised it."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 if __name__ == "__main__":
     # Run as ``python -m featurestore.cli``, this file is ``__main__``: take ``main`` (and so

@@ -97,27 +97,9 @@ def _tracks(args: argparse.Namespace) -> int:
         frames = [tracks.head(args.limit) if args.limit is not None else tracks]
     rows = write_frames(frames, args.format, args.output)
     print(f"{rows} tracks", file=sys.stderr)
-    if not rows:
-        _unheld_labels(store, args)
+    if args.lazy and not rows:  # read eagerly, an empty answer says which labels no track has
+        store.tracks(columns=["track_id"], **filters(args))
     return 0
-
-
-def _unheld_labels(store, args: argparse.Namespace) -> None:
-    """Say which asked-for labels no track of the store has: a misspelt genre otherwise
-    looks like an empty answer."""
-    from catalogs.labels import label_lists
-    from featurestore.query import TrackQuery
-
-    wanted = TrackQuery.of(genres=args.genre, all_genres=args.all_genres,
-                           labels=args.labels).wanted_labels()
-    if not wanted:
-        return
-    everything = store.tracks(catalog=args.catalog, feature_set=args.feature_set,
-                              columns=[args.labels])
-    held = set(label_lists(everything, args.labels).explode().dropna())
-    for label in sorted(wanted - held):
-        print(f"warning: no track{f' of catalog {args.catalog!r}' if args.catalog else ''} "
-              f"has the label {label!r} in column {args.labels!r}", file=sys.stderr)
 
 
 def _info_arguments(p: argparse.ArgumentParser) -> None:

@@ -19,6 +19,11 @@ class StoreBusyError(StoreError):
     """Another writer holds the store's lock."""
 
 
+class UnheldLabelWarning(UserWarning):
+    """A query asked for a label that no track holds (a misspelt genre, say): its empty
+    answer is not a finding."""
+
+
 def check_counts(**counts: int | None) -> None:
     """Raise ``ValueError`` for a count that is not a whole number, or is below one (``top``,
     ``n_workers``, ``batch_size`` ...): slicing with ``top=-2`` would quietly mean "all but

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import time
+import warnings
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -18,8 +19,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from catalogs.labels import label_lists
 from featurestore import layout
-from featurestore.errors import StoreError
+from featurestore.errors import StoreError, UnheldLabelWarning
 from featurestore.expressions import QueryError
 from featurestore.manifest import KEY, ManifestLog, ManifestState, empty_frame
 from featurestore.parquet_files import parquet_bytes
@@ -333,7 +335,20 @@ class Store:
         query = TrackQuery.of(**filters)
         columns = [columns] if isinstance(columns, str) else columns  # one column, not letters
         with _where_types(query):
-            return self._tracks(query, catalog, feature_set, include_removed, lazy, columns)
+            out = self._tracks(query, catalog, feature_set, include_removed, lazy, columns)
+        if not lazy and out.empty and query.wanted_labels():
+            self._warn_unheld(query, catalog, feature_set)
+        return out
+
+    def _warn_unheld(self, query: TrackQuery, catalog: str | None, feature_set) -> None:
+        """An :class:`UnheldLabelWarning` for each asked-for label that no track holds."""
+        everything = self._tracks(TrackQuery.of(labels=query.labels), catalog, feature_set,
+                                  False, False, [query.labels])
+        held = set(label_lists(everything, query.labels).explode().dropna())
+        for label in sorted(query.wanted_labels() - held):
+            warnings.warn(f"no track{f' of catalog {catalog!r}' if catalog else ''} has the "
+                          f"label {label!r} in column {query.labels!r}", UnheldLabelWarning,
+                          stacklevel=3)
 
     def _tracks(self, query: TrackQuery, catalog, feature_set, include_removed: bool,
                 lazy: bool, columns: list[str] | None):

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -285,6 +286,18 @@ def test_cli_refuses_bad_counts_and_says_why_an_answer_is_empty(hand_store, caps
     assert "'Drama'" not in res.stderr and "0 tracks" in res.stderr
     res = run_cli(capsys, "tracks", "--store", url, "--genre", "Drama", "--film", "No Such Film")
     assert "warning" not in res.stderr  # every label exists: the other filters emptied it
+    res = run_cli(capsys, "tracks", "--store", url, "--all-genres", "Drama", "--all-genres",
+                  "Westren", "--lazy")
+    assert "warning: no track has the label 'Westren'" in res.stderr and "0 tracks" in res.stderr
+    # the same from Python, as a warning of its own kind
+    store = featurestore.open(url)
+    with pytest.warns(featurestore.UnheldLabelWarning,
+                      match="no track has the label 'Westren' in column 'genres'"):
+        assert store.tracks(genres=["Westren", "Drama"], film="No Such Film").empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert store.tracks(genres="Drama", film="No Such Film").empty
+        store.tracks(genres=["Westren", "Drama"])  # an answer: no second scan, no warning
 
 
 def test_cli_info(hand_store):
