@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
+import sys
 from collections.abc import Iterator
 
 import dask
@@ -85,11 +87,43 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None,
     # Only while the cluster starts: its scheduler, nannies and workers keep what they read
     # then (a restarted worker too), and the caller's configuration is left as it was.
     with dask.config.set(config):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
-                               memory_limit=memory_limit, silence_logs=logging.ERROR,
-                               dashboard_address=":0")
+        try:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
+                                   processes=processes, memory_limit=memory_limit,
+                                   silence_logs=logging.ERROR, dashboard_address=":0")
+        except RuntimeError as exc:
+            script = _unguarded_script() if processes else None
+            if script is None:
+                raise
+            raise RuntimeError(
+                f"the LocalCluster's worker processes failed to start: each starts by running "
+                f"{script} again, which has no `if __name__ == \"__main__\":` guard; put the "
+                "build or scoring call under one (Python's multiprocessing guidelines)") from exc
     with cluster, Client(cluster) as client:
         yield client
+
+
+def check_not_starting_worker(doing: str) -> None:
+    """Refuse ``doing`` in a worker process that is still starting. A LocalCluster's workers
+    are spawned: each runs the main script again, and a script that builds or scores outside
+    ``if __name__ == "__main__":`` would start the same run in every worker."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(f"{doing} was called while a Dask worker process was starting, from "
+                           "a script it runs again as it starts: put the call under "
+                           "`if __name__ == \"__main__\":`")
+
+
+def _unguarded_script() -> str | None:
+    """The main script, where it is a file with no ``__main__`` guard in it."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or getattr(main, "__spec__", None) is not None:  # python -m: a module
+        return None
+    try:
+        with open(path, encoding="utf-8") as source:
+            return None if "__main__" in source.read() else path
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def cluster_for(store_url: str, client: Client | None = None, scheduler: str | None = None,

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import dask
@@ -210,6 +211,26 @@ def test_memory_store_builds_on_threads(tmp_path):
     with dask.config.set({"scheduler-address": "tcp://127.0.0.1:1"}), pytest.raises(
             StoreError, match="memory:// store lives in this process"):  # as from the env
         featurestore.build(lib, "memory://fs-test/store2", progress=False)
+
+
+def test_a_script_without_a_main_guard_is_told_to_add_one(tmp_path):
+    # A LocalCluster spawns its workers, and each runs the script again: unguarded, each would
+    # start the same build. The workers refuse it, and the script's error says why.
+    lib = small_library(tmp_path / "lib", n=1, seconds=5.0)
+    url = str(tmp_path / "store")
+    script = tmp_path / "rebuild.py"
+    script.write_text("import featurestore\n"
+                      f"featurestore.build({str(lib)!r}, {url!r}, n_workers=1, progress=False)\n")
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert res.returncode == 1
+    assert ("featurestore.build was called while a Dask worker process was starting"
+            in res.stderr)
+    assert (f"each starts by running {script} again, which has no `if __name__ == "
+            f"\"__main__\":` guard" in res.stderr.splitlines()[-1])
+    store = featurestore.open(url)
+    assert set(store.tracks()["status"]) == {"pending"}
+    assert not os.path.exists(layout.writer_lock(store.root))  # let go: the next run can start
 
 
 def test_specs_never_mix_and_chunks_are_task_owned(tmp_path, dask_client):
