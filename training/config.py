@@ -232,9 +232,10 @@ class TrainConfig:
     @property
     def on_gpu(self) -> bool:
         """Whether ``device`` is (or ``auto`` finds) a CUDA device."""
-        from training.inference import resolve_device  # torch only when asked
+        from training.inference import parse_device  # torch only when asked
 
-        return resolve_device(self.device).type == "cuda"
+        # the form only: a stored model's config resolves on a machine without its GPU
+        return parse_device(self.device).type == "cuda"
 
     @property
     def track_level(self) -> bool:
