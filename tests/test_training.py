@@ -272,6 +272,15 @@ def test_short_training_improves_validation_loss_and_saves_everything(demo_store
         train(demo_store, "ml", TrainConfig(arch="multilabel", labels=("NotAGenre",), **FAST),
               progress=False, overwrite=True)
     assert files.read_config()["complete"] and files.weights_digest(["model"]) == digest
+    # so is one refused only once its tiles are counted, or its selection's folds cut
+    for refused, words in ((TrainConfig(arch="linear", memory_budget_mb=0.001, **FAST),
+                            "need .* MiB, above the memory budget of 0.001 MiB"),
+                           (TrainConfig(candidates=("linear", "dnn"), **FAST),
+                            "auto compares track-level models"),
+                           (TrainConfig(folds=1000, **FAST), "cannot make 1000 folds")):
+        with pytest.raises(TrainingError, match=words):
+            train(demo_store, "ml", refused, progress=False, overwrite=True)
+    assert files.read_config()["complete"] and files.weights_digest(["model"]) == digest
     for device, words in (("gpu", "use auto .*, cpu, cuda or cuda:N"),
                           ("cuda:7", "no CUDA device on|has [0-9]+ CUDA device")):
         if device == "cuda:7" and torch.cuda.device_count() > 7:

@@ -138,6 +138,20 @@ def inner_split(rows: np.ndarray, val_size: float, seed: int) -> tuple[np.ndarra
     return order[n_val:], order[:n_val]
 
 
+def check_selection(config: TrainConfig, rows: np.ndarray, groups: np.ndarray | None
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The folds :func:`select` would cross-validate on, or the :class:`TrainingError` it
+    would raise: run before anything is written (an ``overwrite`` keeps the old model)."""
+    for arch in config.candidates:
+        if arch not in TRACK_LEVEL:
+            raise TrainingError(f"auto compares track-level models ({', '.join(TRACK_LEVEL)});"
+                                f" train {arch!r} with --arch {arch}")
+    if groups is None and len(rows) < config.folds:
+        raise TrainingError(f"{len(rows)} tracks on the training side cannot make "
+                            f"{config.folds} folds; lower --folds")
+    return folds_of(rows, groups, config.folds, config.seed)
+
+
 def select(config: TrainConfig, data: TrackData, rows: np.ndarray,
            groups: np.ndarray | None, log, done: dict | None = None,
            save: Callable[[dict], None] | None = None, progress: bool = False) -> dict:
@@ -148,11 +162,7 @@ def select(config: TrainConfig, data: TrackData, rows: np.ndarray,
     "seconds": [...]}``), which are not fitted again; the folds are seeded, so they are the
     same folds. ``save`` is called with every candidate's folds so far after each fold.
     ``progress``: a bar of the folds fitted, whose ETA says how long the selection has left."""
-    for arch in config.candidates:
-        if arch not in TRACK_LEVEL:
-            raise TrainingError(f"auto compares track-level models ({', '.join(TRACK_LEVEL)});"
-                                f" train {arch!r} with --arch {arch}")
-    folds = folds_of(rows, groups, config.folds, config.seed)
+    folds = check_selection(config, rows, groups)
     done = {arch: {key: list(values) for key, values in folds_done.items()}
             for arch, folds_done in (done or {}).items()}
     out: dict = {"folds": config.folds, "by": config.group_by or "track", "candidates": {}}

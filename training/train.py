@@ -27,8 +27,8 @@ from training.model_files import CROSS_FITTED, ModelFiles
 from training.models import Ensemble, build_model, is_softmax
 from training.samplers import (MultiClassSampler, MultiLabelSampler, OneVsRestSampler,
                                TileTable)
-from training.selection import (TrackData, cross_fitted_scores, fit_track_model, select,
-                                track_scores)
+from training.selection import (TrackData, check_selection, cross_fitted_scores,
+                                fit_track_model, select, track_scores)
 from training.split import SIDES, group_keys, split_tracks
 from training.targets import multi_hot, select_classes
 from training.track_models import TrackKernel
@@ -131,15 +131,27 @@ def _explicit_split(tracks: pd.DataFrame, split: pd.DataFrame) -> pd.Series:
     return pd.Series(side.to_numpy(), index=tracks.index, name="side")
 
 
-def _track_data(source: TileSource, tracks: pd.DataFrame, targets: np.ndarray,
-                config: TrainConfig, spec: FeatureSpec, device) -> TrackData:
-    """Every usable track's tiles, read once (chunk by chunk) onto the training device."""
-    counts = tracks["n_tiles"].to_numpy(np.int64)
-    needed, budget = counts.sum() * 4 * int(np.prod(spec.tile_shape)), budget_bytes(config, device)
+def _check_track_memory(tracks: pd.DataFrame, config: TrainConfig, spec: FeatureSpec,
+                        device) -> None:
+    """Refuse a track-level run whose tiles do not fit the memory budget (before anything
+    is written: an ``overwrite`` keeps the old model)."""
+    needed = int(tracks["n_tiles"].sum()) * 4 * int(np.prod(spec.tile_shape))
+    budget = budget_bytes(config, device)
     if needed > budget:
         raise TrainingError(f"track-level models keep the tiles in memory: these need "
-                            f"{needed / 2**20:.0f} MiB, above the memory budget of "
-                            f"{budget / 2**20:.0f} MiB; raise --memory-budget-mb")
+                            f"{_mib(needed)}, above the memory budget of {_mib(budget)}; "
+                            "raise --memory-budget-mb")
+
+
+def _mib(size: float) -> str:
+    mib = size / 2**20
+    return f"{mib:,.0f} MiB" if mib >= 10 else f"{mib:.2g} MiB"
+
+
+def _track_data(source: TileSource, tracks: pd.DataFrame, targets: np.ndarray,
+                spec: FeatureSpec, device) -> TrackData:
+    """Every usable track's tiles, read once (chunk by chunk) onto the training device."""
+    counts = tracks["n_tiles"].to_numpy(np.int64)
     table = TileTable.of(tracks, targets)
     tiles = torch.from_numpy(read_tiles(source, table.index)).to(device)
     return TrackData(tiles, np.cumsum(counts) - counts, counts, targets, spec.kind)
@@ -204,6 +216,14 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
             "spec": fset.spec.to_dict(), "tile_shape": list(fset.spec.tile_shape),
             "train_config": requested.to_dict(), "requested_config": requested.to_dict(),
             "softmax": False, "complete": False}
+    # the training side: what auto cross-validates, and what a statistics model is fitted on
+    fitted = np.flatnonzero(side.to_numpy() != "test")
+    groups = group_keys(tracks, requested.group_by)[fitted] if requested.group_by else None
+    takes_tracks = requested.arch == "auto" or requested.track_level
+    if takes_tracks:
+        _check_track_memory(tracks, requested, fset.spec, device)
+    if requested.arch == "auto":
+        check_selection(requested.resolved(), fitted, groups)
     if not resumed:
         if overwrite and files.exists():
             files.remove()
@@ -213,11 +233,8 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
 
     data, selection = None, None
     config = requested.resolved()
-    # the training side: what auto cross-validates, and what a statistics model is fitted on
-    fitted = np.flatnonzero(side.to_numpy() != "test")
-    groups = group_keys(tracks, requested.group_by)[fitted] if requested.group_by else None
-    if requested.arch == "auto" or config.track_level:
-        data = _track_data(source, tracks, targets, requested, fset.spec, device)
+    if takes_tracks:
+        data = _track_data(source, tracks, targets, fset.spec, device)
     if requested.arch == "auto":
         selection = files.read_json("selection.json") if files.has("selection.json") else None
         if selection is None:
