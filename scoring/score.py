@@ -212,8 +212,6 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
             raise ValueError(f"aggregate {how!r}: choose one of {', '.join(AGGREGATES)}")
         wanted = VersionInfo(model, version, fset.hash, tuple(config["classes"]), how,
                              config["arch"], embedding_kind(config))
-        if info != wanted:
-            table.write_info(wanted)
         report = ScoreReport(model, version, fset.hash, run_id, how)
 
         tracks = store.tracks(feature_set=fset.hash, columns=_TRACK_COLUMNS)
@@ -246,6 +244,9 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
                            store.storage_options)
             staged = _run(job, todo, batch_tiles, report, store, client, scheduler,
                           scheduler_file, n_workers, progress, log)
+        # said once the scores are in hand: a run that fails leaves the version as it was
+        if info != wanted:
+            table.write_info(wanted)
         if staged or adopted or report.dropped or rescore:
             report.commit = table.commit(adopted + staged, keep=built[KEY], replace=rescore)
         table.clean()

@@ -491,8 +491,10 @@ def test_versions_aggregation_and_refusals(store_copy, dask_client):
     if not torch.cuda.is_available():  # said by the worker that has none
         with pytest.raises(ValueError, match="device 'cuda': no CUDA device on"):
             score(store_copy, MODEL, client=dask_client, device="cuda", rescore=True,
-                  progress=False)
-        assert set(scores(store, MODEL)["version"]) == {report.version}
+                  aggregate="median", progress=False)
+        # nothing changed: not the scores, nor the aggregate the version says they are
+        assert set(scores(store, MODEL)["aggregate"]) == {"mean"}
+        assert score_table(store, MODEL).info().aggregate == "mean"
     with pytest.raises(featurestore.StoreError, match="no scores of model 'unscored'"):
         score_table(store, "unscored")
 
