@@ -11,6 +11,7 @@ them. A command's options and its work import what they need only when that comm
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -200,8 +201,25 @@ def table_text(frame, header: bool = True) -> str:
     return out.to_string(index=False, header=header, float_format=lambda v: f"{v:.4f}")
 
 
+@contextlib.contextmanager
+def option_file(option: str, path: str | None):
+    """Errors reading or writing the file or folder an option names are that option's (exit
+    code 2, naming it), not the store's refusal."""
+    try:
+        yield
+    except OSError as exc:
+        if path is None:
+            raise
+        raise ValueError(f"{option} {path}: {exc.strerror or exc}") from None
+
+
 def write_frames(frames: Iterable, fmt: str, output: str | None) -> int:
     """Write frames (an iterable, one after another) as one table; returns the rows written."""
+    with option_file("--output", output):
+        return _write_frames(frames, fmt, output)
+
+
+def _write_frames(frames: Iterable, fmt: str, output: str | None) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -7,8 +7,8 @@ import json
 import sys
 
 from featurestore.cli import (Command, add_cluster_args, add_filter_args, add_output_args,
-                              add_store_args, at_least, filters, open_store, positive_int,
-                              storage_options, write_frames)
+                              add_store_args, at_least, filters, open_store, option_file,
+                              positive_int, storage_options, write_frames)
 from featurestore.spec import KINDS, FeatureSpec, TileEncoding
 
 #: The spec fields ``build`` takes as options (the rest come from ``--spec``).
@@ -45,8 +45,11 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
 def _spec(args: argparse.Namespace) -> FeatureSpec:
     fields = {}
     if args.spec:
-        with open(args.spec) as f:
-            fields.update(json.load(f))
+        with option_file("--spec", args.spec), open(args.spec) as f:
+            try:
+                fields.update(json.load(f))
+            except ValueError as exc:  # not JSON, or not text
+                raise ValueError(f"--spec {args.spec}: not a JSON feature spec ({exc})") from None
     for name in ("kind", *_SPEC_OPTIONS):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
@@ -152,8 +155,9 @@ def _stats(args: argparse.Namespace) -> int:
     else:
         _print_stats(tracks, tables, labels, args)
     if args.plots:
-        for path in write_plots(tracks, args.plots, labels):
-            print(f"wrote {path}", file=sys.stderr)
+        with option_file("--plots", args.plots):
+            for path in write_plots(tracks, args.plots, labels):
+                print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from featurestore.cli import (Command, add_cluster_args, add_filter_args, add_output_args,
-                              add_store_args, filters, open_store, positive_int, write_frames)
+                              add_store_args, filters, open_store, option_file, positive_int,
+                              write_frames)
 
 
 def _add_model_args(p: argparse.ArgumentParser, version: bool = False) -> None:
@@ -114,10 +115,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     store = open_store(args)
     ev = evaluate(store, args.model, args.split, args.top_k, args.version,
                   similarity=not args.no_similarity)
+    # the figures first: a report that cannot be written (a read-only store) loses nothing
+    print(ev.to_json() if args.json else ev.summary(), flush=True)
     target = args.report or join(score_table(store, args.model, ev.version).url, "evaluation",
                                  args.split)
-    path = write_report(ev, target, store.storage_options if not args.report else None)
-    print(ev.to_json() if args.json else ev.summary())
+    with option_file("--report", args.report):
+        path = write_report(ev, target, store.storage_options if not args.report else None)
     print(f"report: {path}", file=sys.stderr)
     return 0
 

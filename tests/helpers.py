@@ -151,16 +151,11 @@ def run_cli(capsys, *args: str):
     LocalCluster start unless given ``--scheduler``; tests of the console script and its exit
     codes keep the subprocess."""
     import subprocess
-    import warnings
 
     from featurestore.cli import main
 
     capsys.readouterr()
-    formatwarning = warnings.formatwarning  # main sets its own for the command line
-    try:
-        code = main(list(args))
-    finally:
-        warnings.formatwarning = formatwarning
+    code = main(list(args))
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(["featurestore", *args], code, out, err)
 

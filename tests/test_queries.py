@@ -300,6 +300,24 @@ def test_cli_refuses_bad_counts_and_says_why_an_answer_is_empty(hand_store, caps
         store.tracks(genres=["Westren", "Drama"])  # an answer: no second scan, no warning
 
 
+def test_cli_files_named_by_options_are_the_options_errors(hand_store, tmp_path, capsys):
+    # exit code 2 naming the option, not 5 blaming the store the command only read
+    url = hand_store[0]
+    before = featurestore.open(url).tracks()
+    (tmp_path / "afile").write_text("")
+    for args, words in (
+            (["tracks", "-o", str(tmp_path / "no" / "x.csv")],
+             f"--output {tmp_path / 'no' / 'x.csv'}: No such file or directory"),
+            (["tracks", "-o", str(tmp_path)], f"--output {tmp_path}: Is a directory"),
+            (["stats", "--plots", str(tmp_path / "afile")], f"--plots {tmp_path / 'afile'}: "),
+            (["build", str(tmp_path / "afile"), "--spec", str(tmp_path / "afile")],
+             f"--spec {tmp_path / 'afile'}: not a JSON feature spec")):
+        res = run_cli(capsys, *args, "--store", url)
+        assert (res.returncode, res.stderr.splitlines()[-1][:len(words) + 7]) == (
+            2, f"error: {words}"), res.stderr
+    pd.testing.assert_frame_equal(featurestore.open(url).tracks(), before)
+
+
 def test_cli_info(hand_store):
     res = subprocess.run(cli("info", "--store", hand_store[0], "--format", "json"),
                          capture_output=True, text=True, timeout=120)
