@@ -9,11 +9,13 @@
 ``build``, ``open`` and the classes are imported on first use (see :mod:`featurestore.lazy`).
 """
 
-from featurestore.errors import StoreBusyError, StoreError, TrackFailure, UnheldLabelWarning
+from featurestore.errors import (StoreBusyError, StoreError, StoreLookupError, TrackFailure,
+                                 UnheldLabelWarning)
 from featurestore.lazy import export_lazily
 from featurestore.spec import FeatureSpec, TileEncoding
 
 __all__ = ["BuildReport", "FeatureSet", "FeatureSpec", "Store", "StoreBusyError", "StoreError",
+           "StoreLookupError",
            "TileEncoding", "TrackFailure", "UnheldLabelWarning", "build", "open"]
 __version__ = "0.1.0"
 

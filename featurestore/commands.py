@@ -108,12 +108,15 @@ def _tracks(args: argparse.Namespace) -> int:
 def _info_arguments(p: argparse.ArgumentParser) -> None:
     add_store_args(p)
     p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--feature-set", metavar="HASH",
+                   help="whose track statuses to count (a hash, or mfcc / logmel; default the "
+                        "only one, the default spec's, or the one built last)")
 
 
 def _info(args: argparse.Namespace) -> int:
     from featurestore.info import format_info, store_info
 
-    info = store_info(open_store(args))
+    info = store_info(open_store(args), args.feature_set)
     print(json.dumps(info, indent=2) if args.format == "json" else format_info(info))
     return 0
 

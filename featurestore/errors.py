@@ -19,6 +19,12 @@ class StoreBusyError(StoreError):
     """Another writer holds the store's lock."""
 
 
+class StoreLookupError(StoreError, ValueError):
+    """A request names a catalog, feature set or scored version that the store does not hold,
+    or leaves open a choice among several: the request's error (exit code 2), not the
+    store's."""
+
+
 class UnheldLabelWarning(UserWarning):
     """A query asked for a label that no track holds (a misspelt genre, say): its empty
     answer is not a finding."""

@@ -59,13 +59,16 @@ def storage_refusal(exc: BaseException) -> str | None:
 
 def exit_code_for(exc: BaseException) -> ExitCode:
     """The exit code the command gives for ``exc``: an invalid catalog, an unusable store
-    (the store's own errors and storage refusals), a bad request (``ValueError``), an
+    (the store's own errors and storage refusals), a bad request (``ValueError``, and a name
+    the store does not hold), an
     interruption, or an unexpected error."""
     from catalogs.reader import CatalogError  # pandas: only once something failed
-    from featurestore.errors import StoreError
+    from featurestore.errors import StoreError, StoreLookupError
 
     if isinstance(exc, CatalogError):
         return ExitCode.CATALOG
+    if isinstance(exc, StoreLookupError):
+        return ExitCode.USAGE
     if isinstance(exc, StoreError) or storage_refusal(exc) is not None:
         return ExitCode.STORE
     if isinstance(exc, ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from featurestore import layout
+from featurestore.spec import FeatureSpec
 from featurestore.statuses import FAILURE_STATUSES, OK, PENDING
 from featurestore.store import Store
 
@@ -11,11 +12,30 @@ def _size(store: Store, path: str) -> int:
     return int(store.fs.du(path)) if store.fs.exists(path) else 0
 
 
-def store_info(store: Store) -> dict:
-    """Everything ``featurestore info`` prints, as plain data (JSON-ready)."""
+def store_info(store: Store, feature_set: str | None = None) -> dict:
+    """Everything ``featurestore info`` prints, as plain data (JSON-ready). The tracks'
+    statuses are those of ``feature_set`` (see :meth:`Store.feature_set`); where the store
+    holds several and none is named or the default, those of the one built last
+    (``statuses_of`` says which)."""
     store.check_layout()
+    feature_sets, unreadable, states = [], [], {}
+    for fset in store.feature_sets(unreadable):
+        states[fset.hash] = state = fset.state()
+        spec = fset.spec
+        live = state.frame[state.frame["status"] == OK]
+        feature_sets.append({
+            "hash": fset.hash,
+            "spec": {"kind": spec.kind, "sample_rate": spec.sample_rate, "n_fft": spec.n_fft,
+                     "hop_length": spec.hop_length, "n_mels": spec.n_mels,
+                     "n_mfcc": spec.n_mfcc, "tile_shape": list(spec.tile_shape)},
+            "tiles": int(live["n_tiles"].sum()),
+            "slots": fset.slots(),
+            "commits": state.seq,
+            "bytes": _size(store, layout.feature_set_dir(store.root, fset.hash)),
+        })
+    statuses_of = _statuses_of(store, feature_set, states)
     catalogs = []
-    tracks = store.tracks(include_removed=True,
+    tracks = store.tracks(feature_set=statuses_of, include_removed=True,
                           columns=["status", "n_tiles", "duration_s"])
     for name in store.catalog_names():
         rows = tracks[tracks["catalog"] == name]
@@ -32,24 +52,10 @@ def store_info(store: Store) -> dict:
             "hours": round(float(ok["duration_s"].sum()) / 3600.0, 4),
             "tiles": int(ok["n_tiles"].sum()),
         })
-    feature_sets, unreadable = [], []
-    for fset in store.feature_sets(unreadable):
-        state = fset.state()
-        spec = fset.spec
-        live = state.frame[state.frame["status"] == OK]
-        feature_sets.append({
-            "hash": fset.hash,
-            "spec": {"kind": spec.kind, "sample_rate": spec.sample_rate, "n_fft": spec.n_fft,
-                     "hop_length": spec.hop_length, "n_mels": spec.n_mels,
-                     "n_mfcc": spec.n_mfcc, "tile_shape": list(spec.tile_shape)},
-            "tiles": int(live["n_tiles"].sum()),
-            "slots": fset.slots(),
-            "commits": state.seq,
-            "bytes": _size(store, layout.feature_set_dir(store.root, fset.hash)),
-        })
     return {
         "store": store.url,
         "layout_version": layout.LAYOUT_VERSION,
+        "statuses_of": statuses_of,
         "catalogs": catalogs,
         "tracks": sum(c["tracks"] for c in catalogs),
         "hours": round(sum(c["hours"] for c in catalogs), 4),
@@ -59,6 +65,14 @@ def store_info(store: Store) -> dict:
         "unreadable_feature_sets": [{"hash": h, "reason": r} for h, r in unreadable],
         "bytes": _size(store, store.root),
     }
+
+
+def _statuses_of(store: Store, feature_set: str | None, states: dict) -> str | None:
+    """The feature set whose statuses ``info`` counts (None: the store has none yet)."""
+    if feature_set is not None or len(states) <= 1 or FeatureSpec().hash in states:
+        return store.feature_set(feature_set).hash if states or feature_set else None
+    # several, none the default: the one whose last commit is the newest
+    return max(states, key=lambda h: (states[h].frame["built_at"].max(), h))
 
 
 def _human(n: float) -> str:
@@ -81,6 +95,9 @@ def format_info(info: dict) -> str:
                      f"{c['pending']} pending, {c['failed']} failed"
                      + (f": {failures}" if failures else "")
                      + f", {c['removed']} removed), {c['hours']:.2f} h, {c['tiles']} tiles")
+    if len(info["feature_sets"]) > 1:
+        lines.append(f"  (track statuses of feature set {info['statuses_of']}; "
+                     "--feature-set for another)")
     for f in info["feature_sets"]:
         s = f["spec"]
         what = (f"{s['n_mfcc']} MFCC" if s["kind"] == "mfcc"

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from catalogs.labels import label_lists
 from featurestore import layout
-from featurestore.errors import StoreError, UnheldLabelWarning
+from featurestore.errors import StoreError, StoreLookupError, UnheldLabelWarning
 from featurestore.expressions import QueryError
 from featurestore.manifest import KEY, ManifestLog, ManifestState, empty_frame
 from featurestore.parquet_files import parquet_bytes
@@ -208,11 +208,13 @@ class Store:
         elif not hashes:
             raise StoreError(f"{self.url} holds no feature set yet: run `featurestore build`")
         else:
-            raise StoreError(f"{self.url} holds several feature sets ({', '.join(hashes)}); "
-                             "name one")
+            raise StoreLookupError(
+                f"{self.url} holds several feature sets ({', '.join(hashes)}), none of them the "
+                "default spec's: name one (--feature-set, or feature_set=; a hash, or mfcc / "
+                "logmel)")
         if wanted not in hashes:
-            raise StoreError(f"{self.url} has no feature set {wanted} (it has: "
-                             f"{', '.join(hashes) or 'none'})")
+            raise StoreLookupError(f"{self.url} has no feature set {wanted} (it has: "
+                                   f"{', '.join(hashes) or 'none'})")
         return self._load_feature_set(wanted)
 
     def _of_kind(self, kind: str, hashes: list[str]) -> str:
@@ -223,10 +225,10 @@ class Store:
         if FeatureSpec(kind=kind).hash in of_kind:
             return FeatureSpec(kind=kind).hash
         if not of_kind:
-            raise StoreError(f"{self.url} holds no {kind} feature set (it has: "
-                             f"{', '.join(hashes) or 'none'}): build one with --kind {kind}")
-        raise StoreError(f"{self.url} holds several {kind} feature sets ({', '.join(of_kind)}); "
-                         "name one by its hash")
+            raise StoreLookupError(f"{self.url} holds no {kind} feature set (it has: "
+                                   f"{', '.join(hashes) or 'none'}): build one with --kind {kind}")
+        raise StoreLookupError(f"{self.url} holds several {kind} feature sets "
+                               f"({', '.join(of_kind)}); name one by its hash")
 
     def create_feature_set(self, spec: FeatureSpec, encoding: TileEncoding) -> FeatureSet:
         """Create the feature set of ``spec`` if new (spec file, arrays); return it."""
@@ -269,8 +271,8 @@ class Store:
                     if feature_set is not False and self.feature_set_hashes() else None)
         names = self.catalog_names()
         if catalog is not None and catalog not in names:
-            raise StoreError(f"{self.url} has no catalog {catalog!r} (it has: "
-                             f"{', '.join(names) or 'none'})")
+            raise StoreLookupError(f"{self.url} has no catalog {catalog!r} (it has: "
+                                   f"{', '.join(names) or 'none'})")
         plans = []
         for name in [catalog] if catalog else names:
             fragment = catalog_fragment(self.url, self.storage_options,

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from featurestore import layout
-from featurestore.errors import StoreError
+from featurestore.errors import StoreError, StoreLookupError
 from featurestore.parquet_files import parquet_bytes, read_parquet
 from featurestore.store import Store
 from featurestore.urls import atomic_write, join
@@ -345,9 +345,9 @@ def score_table(store: Store, model: str, version: str | None = None) -> ScoreTa
     if version is None and scored:
         version = scored[-1]
     if version is None or version not in scored:
-        raise StoreError(f"{store.url} has no scores of model {model!r}"
-                         f"{f' version {version}' if version else ''} (scored versions: "
-                         f"{', '.join(scored) or 'none'}); run `featurestore score`")
+        raise StoreLookupError(f"{store.url} has no scores of model {model!r}"
+                               f"{f' version {version}' if version else ''} (scored versions: "
+                               f"{', '.join(scored) or 'none'}); run `featurestore score`")
     return ScoreTable(store, model, version)
 
 

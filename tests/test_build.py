@@ -26,7 +26,7 @@ from featurestore.lock import WriterLock
 from featurestore.planning import make_batches
 from featurestore.spec import FeatureSpec, TileEncoding
 from featurestore.store import Store
-from tests.helpers import cli, small_library, track_tiles, write_audio
+from tests.helpers import cli, run_cli, small_library, track_tiles, write_audio
 
 
 def _log_files(store_url: str) -> list[str]:
@@ -231,6 +231,27 @@ def test_a_script_without_a_main_guard_is_told_to_add_one(tmp_path):
     store = featurestore.open(url)
     assert set(store.tracks()["status"]) == {"pending"}
     assert not os.path.exists(layout.writer_lock(store.root))  # let go: the next run can start
+
+
+def test_a_store_of_feature_sets_none_the_default_says_which_it_counts(tmp_path, dask_client,
+                                                                       capsys):
+    lib = small_library(tmp_path / "lib", n=2, seconds=6.0)
+    url = str(tmp_path / "store")
+    short, mel = FeatureSpec(hop_length=1024, tile_frames=50, tile_hop=50), FeatureSpec(
+        kind="logmel")
+    for spec in (short, mel):  # the log-mel set built last
+        featurestore.build(lib, url, client=dask_client, progress=False, spec=spec)
+    res = run_cli(capsys, "info", "--store", url)
+    assert res.returncode == 0 and "2 tracks" in res.stdout
+    assert f"track statuses of feature set {mel.hash}; --feature-set for another" in res.stdout
+    res = run_cli(capsys, "info", "--store", url, "--feature-set", short.hash, "--format", "json")
+    assert json.loads(res.stdout)["statuses_of"] == short.hash
+    # a choice left open, or a name the store lacks, is the request's error (2), not the store's
+    res = run_cli(capsys, "tracks", "--store", url)
+    assert res.returncode == 2 and "name one (--feature-set, or feature_set=" in res.stderr
+    assert run_cli(capsys, "tracks", "--store", url, "--feature-set", "logmel").returncode == 0
+    res = run_cli(capsys, "tracks", "--store", url, "--feature-set", "mfcc", "--catalog", "nope")
+    assert res.returncode == 2 and "has no catalog 'nope'" in res.stderr
 
 
 def test_specs_never_mix_and_chunks_are_task_owned(tmp_path, dask_client):
