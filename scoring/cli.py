@@ -46,6 +46,10 @@ def _score(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+#: Tracks ``rankings --label`` lists unless ``--top`` says.
+_TOP = 20
+
+
 def _rankings_arguments(p: argparse.ArgumentParser) -> None:
     from scoring.rankings import COMBINE, DEFAULT_COMBINE
 
@@ -55,10 +59,11 @@ def _rankings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track", action="append", metavar="ID", help="track id (repeatable)")
     p.add_argument("--label", action="append", metavar="LABEL",
                    help="a label the tracks should fit (repeatable)")
-    p.add_argument("--top", type=positive_int, default=20, metavar="N",
-                   help="how many tracks (default %(default)s)")
-    p.add_argument("--combine", choices=COMBINE, default=DEFAULT_COMBINE,
-                   help="how several labels' scores combine (default %(default)s: their "
+    p.add_argument("--top", type=positive_int, metavar="N",
+                   help=f"how many tracks (default {_TOP}); with --track, each track's N best "
+                        "labels (default all)")
+    p.add_argument("--combine", choices=COMBINE,
+                   help=f"how several labels' scores combine (default {DEFAULT_COMBINE}: their "
                         "geometric mean, high only where every label is; min: the weakest "
                         "label counts; mean: a strong label can carry a weak one)")
     add_output_args(p)
@@ -66,7 +71,7 @@ def _rankings_arguments(p: argparse.ArgumentParser) -> None:
 
 def _rankings(args: argparse.Namespace) -> int:
     from catalogs.labels import DEFAULT_LABELS
-    from scoring.rankings import best_tracks, track_rankings
+    from scoring.rankings import DEFAULT_COMBINE, best_tracks, track_rankings
 
     store = open_store(args)
     if bool(args.track) == bool(args.label):
@@ -80,10 +85,14 @@ def _rankings(args: argparse.Namespace) -> int:
                 v for k, v in chosen.items() if k != "catalog"):
             raise ValueError("--track takes no filter but --catalog: the filters narrow the "
                              "tracks that --label ranks")
+        if args.combine:
+            raise ValueError("--combine applies to --label: it combines the labels' scores")
         frame = track_rankings(store, args.model, args.track, args.catalog, args.version)
+        if args.top:
+            frame = frame[frame["rank"] <= args.top].reset_index(drop=True)
     else:
-        frame = best_tracks(store, args.model, args.label, args.top, args.combine,
-                            args.version, **chosen)
+        frame = best_tracks(store, args.model, args.label, args.top or _TOP,
+                            args.combine or DEFAULT_COMBINE, args.version, **chosen)
     write_frames([frame], args.format, args.output)
     return 0
 

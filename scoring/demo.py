@@ -8,13 +8,14 @@ import argparse
 import os
 import sys
 
-from featurestore.cli import Command, add_cluster_args, table_text
+from featurestore.cli import Command, add_cluster_args, positive_int, table_text
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", default="demo-library", help="where to put it (default %(default)s)")
-    p.add_argument("--tracks", type=int, default=48, help="number of cues (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=20,
+    p.add_argument("--tracks", type=positive_int, default=48,
+                   help="number of cues (default %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=20,
                    help="at most this many epochs of the networks model selection tries "
                         "(default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

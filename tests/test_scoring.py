@@ -559,6 +559,14 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     header, *lines = res.stdout.splitlines()
     column = header.split().index("score")
     assert all(re.fullmatch(r"[01]\.\d{4}", line.split()[column]) for line in lines), lines
+    # --top keeps a track's best labels; --combine, which only --label uses, is refused
+    res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--track",
+                  "t00003", "--top", "3", "--format", "json")
+    assert [json.loads(line)["label"] for line in res.stdout.splitlines()] == \
+        one["label"].tolist()[:3]
+    res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--track",
+                  "t00003", "--combine", "min")
+    assert res.returncode == 2 and "--combine applies to --label" in res.stderr
     res = subprocess.run(cli("rankings", "--store", store_copy, "--model", MODEL, "--track",
                              "zzz"), capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "no current scores" in res.stderr
