@@ -11,6 +11,7 @@ import csv
 import datetime
 import io
 import posixpath
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -113,13 +114,40 @@ def _read_table(source: str, fmt: str, storage_options: dict | None) -> pd.DataF
         if fmt in ("csv", "tsv"):
             text = _text_of(f.read(), source)
             sep = _separator(text) if fmt == "csv" else "\t"
-            # blank lines kept (and then skipped as rows with no value): row numbers stay
-            # the file's
-            return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
-                               na_values=[""], skip_blank_lines=False)
+            return _read_csv(text, sep, source)
         if fmt == "parquet":
             return pd.read_parquet(f)
         return pd.read_json(f, lines=True, dtype=False)
+
+
+def _read_csv(text: str, sep: str, source: str) -> pd.DataFrame:
+    """A CSV's rows, every row as wide as the header and every column named once (pandas
+    would shift a row with an extra field into an index, or rename a repeated column)."""
+    header = [name.strip() for name in next(csv.reader([text.splitlines()[0] if text else ""],
+                                                       delimiter=sep))]
+    repeated = sorted({name for name in header if name and header.count(name) > 1})
+    if repeated:
+        raise CatalogError(f"column(s) {', '.join(map(repr, repeated))} appear more than once "
+                           "in the header", source=source, row=1)
+    try:
+        # blank lines kept (and then skipped as rows with no value): row numbers stay the file's
+        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
+                            na_values=[""], skip_blank_lines=False)
+    except pd.errors.ParserError as exc:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if found is None:
+            raise
+        expected, line, saw = map(int, found.groups())
+        raise _too_wide(source, line, saw, expected) from None
+    if not isinstance(frame.index, pd.RangeIndex):  # the first row had more fields
+        raise _too_wide(source, 2, len(header) + 1, len(header))
+    return frame
+
+
+def _too_wide(source: str, line: int, fields: int, expected: int) -> CatalogError:
+    separator_hint = "quote a value that holds the separator, as in \"Drama, Crime\""
+    return CatalogError(f"{fields} fields where the header has {expected}; {separator_hint}",
+                        source=source, row=line)
 
 
 def _resolve_path(path: str, base_dir: str, base_protocol: str) -> str:

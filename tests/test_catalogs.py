@@ -152,6 +152,22 @@ def test_spreadsheet_exports_read_as_written(tmp_path):
     with pytest.raises(CatalogError, match=r"latin1.csv: line 3 is not UTF-8 text "
                                            r"\(byte 0xdc\); save the catalog as UTF-8"):
         read_catalog(str(tmp_path / "latin1.csv"))
+    # An unquoted separator in a value: the row named, not a value shifted into the next
+    # column (the first row: pandas took the extra field for an index) or a parser's words.
+    for name, text, row in (("first.csv", "path,year,genres\na.wav,1999,Drama,Crime\n", 2),
+                            ("later.csv", "path,year\na.wav,1999\nb.wav,1999,x\n", 3)):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(CatalogError, match=f"{name}, row {row}: (4|3) fields where the "
+                                               "header has (3|2); quote a value"):
+            read_catalog(str(tmp_path / name))
+    # A column named twice is refused, not read as 'path' and 'path.1'; the unnamed columns of
+    # a spreadsheet's trailing separators are not names
+    (tmp_path / "twice.csv").write_text("path,title,path\na.wav,x,b.wav\n")
+    with pytest.raises(CatalogError, match="twice.csv, row 1: column.s. 'path' appear more "
+                                           "than once"):
+        read_catalog(str(tmp_path / "twice.csv"))
+    (tmp_path / "trailing.csv").write_text("path,title,,\na.wav,x,,\n")
+    assert read_catalog(str(tmp_path / "trailing.csv")).frame["title"].tolist() == ["x"]
 
 
 def test_catalog_name_is_the_file_stem():
