@@ -116,6 +116,8 @@ class Store:
     """A feature store at a local path or fsspec URL. Use :func:`featurestore.open`."""
 
     def __init__(self, url: str, storage_options: dict | None = None):
+        if not str(url).strip():  # would be the working directory
+            raise ValueError("the store's path or URL is empty")
         self.url = normalize_url(url)
         self.storage_options = dict(storage_options or {})
         self.fs, self.root = filesystem(self.url, self.storage_options)
@@ -149,6 +151,11 @@ class Store:
         if self.exists():
             self.check_layout()
             return
+        if self.fs.isfile(self.root):
+            raise StoreError(f"{self.url} is a file, not a feature store")
+        if self.fs.isdir(self.root) and self.fs.ls(self.root, detail=False):
+            raise StoreError(f"{self.url} holds other files and is not a feature store (no "
+                             "featurestore.json): give a new or empty folder")
         atomic_write(self.fs, layout.store_meta(self.root), json.dumps({
             "format": layout.FORMAT_NAME, "layout_version": layout.LAYOUT_VERSION,
             "created": pd.Timestamp.now(tz="UTC").isoformat()}, indent=2).encode())

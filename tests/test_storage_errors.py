@@ -156,3 +156,24 @@ def test_missing_bucket_is_named_and_nothing_is_created(s3_endpoint, tmp_path):
     assert "bucket does not exist" in res.stderr
     import s3fs
     assert "no-such-bucket" not in s3fs.S3FileSystem(**options).ls("")
+
+
+def test_a_store_path_that_is_not_a_store_folder_is_refused_untouched(tmp_path, capsys):
+    # "" would be the working directory; a file, or a folder of other files (the audio's,
+    # say), would become a store's root
+    lib = small_library(tmp_path / "lib", n=1, seconds=12.0)
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / "cue.wav").write_text("not a store")
+    for store, code, words in (("", 2, "the store's path or URL is empty"),
+                               (str(tmp_path / "afile"), 5, "is a file, not a feature store"),
+                               (str(tmp_path / "audio"), 5, "holds other files and is not a "
+                                                            "feature store")):
+        res = run_cli(capsys, "build", lib, "--store", store, "--workers", "1")
+        assert (res.returncode, words in res.stderr) == (code, True), res.stderr
+    assert (tmp_path / "afile").read_text() == "mine"
+    assert os.listdir(tmp_path / "audio") == ["cue.wav"]
+    assert not os.path.exists(os.path.join(os.getcwd(), "featurestore.json"))
+    (tmp_path / "empty").mkdir()  # an empty folder is a new store's
+    assert run_cli(capsys, "build", lib, "--store", str(tmp_path / "empty"), "--workers",
+                   "1").returncode == 0
