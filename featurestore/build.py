@@ -23,7 +23,7 @@ from catalogs.reader import Catalog, CatalogError, read_catalog
 from featurestore import layout
 from featurestore.build_tasks import (Extractor, TrackMeta, batch_meta, extract_batch,
                                       write_batch)
-from featurestore.cluster import check_not_starting_worker, cluster_for
+from featurestore.cluster import check_cluster_request, cluster_for
 from featurestore.errors import check_counts
 from featurestore.exit_codes import ExitCode
 from featurestore.extract import extract_track
@@ -217,7 +217,7 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
         catalog raises :class:`~catalogs.reader.CatalogError` before anything is written.
     """
     started = time.monotonic()
-    check_not_starting_worker("featurestore.build")
+    check_cluster_request("featurestore.build", client, scheduler, scheduler_file, n_workers)
     check_counts(n_workers=n_workers)  # before the store is touched
     log = log or (lambda msg: print(msg, file=sys.stderr))
     spec, encoding = spec or FeatureSpec(), encoding or TileEncoding()

@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import time
 from collections.abc import Iterator
 
 import dask
@@ -72,13 +73,22 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None,
     this process, which ``memory://`` stores need; ``monitoring=True`` keeps Dask's profiler and
     monitors at their defaults (see :data:`QUIET_MONITORING`)."""
     check_counts(n_workers=n_workers)
+    if scheduler and scheduler_file:
+        raise ValueError("give --scheduler or --scheduler-file, not both")
     if scheduler_file:
+        wait_for_scheduler_file(scheduler_file)
         with Client(scheduler_file=scheduler_file) as client:
             yield client
         return
     address = scheduler_address(scheduler)
     if address:
-        with Client(address) as client:
+        try:
+            client = Client(address)
+        except OSError as exc:
+            named = "--scheduler" if scheduler else "DASK_SCHEDULER_ADDRESS"
+            raise ValueError(f"{named} {address}: no scheduler answers there "
+                             f"({str(exc).splitlines()[0]})") from None
+        with client:
             yield client
         return
     workers = n_workers or min(os.cpu_count() or 1, 64)
@@ -103,14 +113,40 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None,
         yield client
 
 
-def check_not_starting_worker(doing: str) -> None:
-    """Refuse ``doing`` in a worker process that is still starting. A LocalCluster's workers
-    are spawned: each runs the main script again, and a script that builds or scores outside
-    ``if __name__ == "__main__":`` would start the same run in every worker."""
+def check_cluster_request(doing: str, client: Client | None, scheduler: str | None,
+                          scheduler_file: str | None, n_workers: int | None) -> None:
+    """Refuse a run's cluster options before the run touches the store: both a scheduler and
+    a scheduler file, a worker count beside a cluster that has its own workers, a scheduler
+    file that does not appear. And refuse ``doing`` in a worker process that is still
+    starting: a LocalCluster's workers are spawned, each runs the main script again, and a
+    script that builds or scores outside ``if __name__ == "__main__":`` would start the same
+    run in every worker."""
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise RuntimeError(f"{doing} was called while a Dask worker process was starting, from "
                            "a script it runs again as it starts: put the call under "
                            "`if __name__ == \"__main__\":`")
+    given = [name for name, value in (("client", client), ("--scheduler", scheduler),
+                                      ("--scheduler-file", scheduler_file)) if value]
+    if len(given) > 1:
+        raise ValueError(f"give one of {' and '.join(given)}, not both")
+    if given and n_workers:
+        raise ValueError(f"--workers sizes the LocalCluster a run starts; the cluster of "
+                         f"{given[0]} has its own workers")
+    if scheduler_file:
+        wait_for_scheduler_file(scheduler_file)
+
+
+def wait_for_scheduler_file(path: str) -> None:
+    """Wait for a scheduler file as Dask's client does (the scheduler may be starting), but
+    only as long as Dask waits to connect, not forever."""
+    timeout = float(dask.utils.parse_timedelta(
+        dask.config.get("distributed.comm.timeouts.connect"), default="s"))
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise ValueError(f"--scheduler-file {path}: no such file (waited {timeout:.0f} s "
+                             "for a scheduler to write it)")
+        time.sleep(0.05)
 
 
 def _unguarded_script() -> str | None:

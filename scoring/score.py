@@ -20,7 +20,7 @@ from distributed import Client, as_completed
 from tqdm.auto import tqdm
 
 from featurestore import layout
-from featurestore.cluster import check_not_starting_worker, cluster_for
+from featurestore.cluster import check_cluster_request, cluster_for
 from featurestore.errors import check_counts
 from featurestore.exit_codes import ExitCode
 from featurestore.lock import WriterLock
@@ -183,7 +183,7 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
     """
     started = time.monotonic()
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    check_not_starting_worker("scoring.score")
+    check_cluster_request("scoring.score", client, scheduler, scheduler_file, n_workers)
     check_counts(batch_size=batch_size, batch_tiles=batch_tiles, n_workers=n_workers)
     parse_device(device)  # its form here; whether a worker has it, on the worker
     store = store if isinstance(store, Store) else Store(store, storage_options)

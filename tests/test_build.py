@@ -233,6 +233,25 @@ def test_a_script_without_a_main_guard_is_told_to_add_one(tmp_path):
     assert not os.path.exists(layout.writer_lock(store.root))  # let go: the next run can start
 
 
+def test_cluster_options_that_conflict_or_point_nowhere_are_refused_before_the_store(tmp_path):
+    lib = small_library(tmp_path / "lib", n=1, seconds=12.0)
+    url = str(tmp_path / "store")
+    missing = str(tmp_path / "scheduler.json")
+    for options, words in (
+            (dict(scheduler="tcp://127.0.0.1:1", n_workers=2),
+             "--workers sizes the LocalCluster a run starts; the cluster of --scheduler has"),
+            (dict(scheduler="tcp://127.0.0.1:1", scheduler_file=missing),
+             "give one of --scheduler and --scheduler-file, not both"),
+            # Dask's client would wait for the file forever; a run waits as long as Dask waits
+            # to connect
+            (dict(scheduler_file=missing), f"--scheduler-file {missing}: no such file "
+                                           r"\(waited 1 s")):
+        with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), pytest.raises(
+                ValueError, match=words):
+            featurestore.build(lib, url, progress=False, **options)
+        assert not os.path.exists(url)
+
+
 def test_a_store_of_feature_sets_none_the_default_says_which_it_counts(tmp_path, dask_client,
                                                                        capsys):
     lib = small_library(tmp_path / "lib", n=2, seconds=6.0)
