@@ -93,6 +93,8 @@ def extract_track(path: str, spec: FeatureSpec, storage_options: dict | None = N
         return TrackResult(failure.status, failure.reason, empty, content_hash)
     except FileNotFoundError:
         return TrackResult("missing", f"no such file: {path}", empty)
+    except IsADirectoryError:  # a path that names a folder is no audio file
+        return TrackResult("not_audio", f"a folder, not an audio file: {path}", empty)
     except Exception as exc:  # an unknown failure must not stop the library's build
         last = traceback.extract_tb(exc.__traceback__)[-1]
         return TrackResult("error", f"{type(exc).__name__}: {exc} (at {last.filename}:"

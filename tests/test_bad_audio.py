@@ -57,6 +57,8 @@ def make_bad_files(d) -> dict[str, tuple[str, str]]:
              subtype="FLOAT")
     out["dc"] = (os.path.join(d, "dc.wav"), "silent")
     out["short"] = (write_audio(os.path.join(d, "short.ogg"), 0.5, 44100), "too_short")
+    os.makedirs(os.path.join(d, "a-folder.wav"))
+    out["folder"] = (os.path.join(d, "a-folder.wav"), "not_audio")
     return out
 
 
@@ -83,6 +85,7 @@ def test_bad_tracks_recorded_rest_built_exit_code_4(tmp_path, dask_client, capsy
     assert "NaN or infinite sample at frame 5000" in tracks.loc["nan", "error"]
     assert "constant signal" in tracks.loc["dc", "error"]
     assert "digital silence" in tracks.loc["silent", "error"]
+    assert tracks.loc["folder", "error"] == f"a folder, not an audio file: {bad['folder'][0]}"
     assert "truncated" in tracks.loc["truncated", "error"] or "decod" in tracks.loc[
         "truncated", "error"]
     assert (tracks.loc[["s000", "s001", "s002"], "status"] == "ok").all()
