@@ -224,7 +224,7 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
     if not isinstance(catalog, Catalog):
         catalog = read_catalog(catalog, name, storage_options=storage_options)
     _check_reserved(catalog)
-    cat_name = layout.check_name("catalog", name or catalog.name)
+    cat_name = layout.check_name("catalog", catalog.name if name is None else name)
     store = store if isinstance(store, Store) else Store(store, storage_options)
     run_id = f"{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     report = BuildReport(cat_name, spec.hash, run_id, n_tracks=len(catalog))

@@ -53,6 +53,8 @@ def _spec(args: argparse.Namespace) -> FeatureSpec:
     for name in ("kind", *_SPEC_OPTIONS):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
+    if fields.get("kind") == "logmel" and args.n_mfcc is not None:
+        raise ValueError("--n-mfcc shapes MFCC only: a logmel feature set has --n-mels bands")
     return FeatureSpec.from_dict(fields)
 
 
@@ -83,7 +85,7 @@ def _tracks_arguments(p: argparse.ArgumentParser) -> None:
 
 def _tracks(args: argparse.Namespace) -> int:
     store = open_store(args)
-    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    columns = None if args.columns is None else [c.strip() for c in args.columns.split(",")]
     tracks = store.tracks(columns=columns, lazy=args.lazy, **filters(args))
     if args.lazy:
         def parts():

@@ -133,6 +133,9 @@ def similar(store: Store, model: str, track: str | None = None, *, audio: str | 
         raise ValueError("give a track id or a reference audio file, not both"
                          if track is not None else
                          "give a track id or a reference audio file to search from")
+    if track_catalog is not None and audio is not None:
+        raise ValueError("track_catalog (--track-catalog) names the query track's catalog; a "
+                         "reference audio file is in none")
     if exclude_own_film and audio is not None:
         raise ValueError("a reference audio file has no film to exclude; narrow the "
                          "candidates with the filters instead (e.g. --where \"film != '...'\")")

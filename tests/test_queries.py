@@ -318,6 +318,21 @@ def test_cli_files_named_by_options_are_the_options_errors(hand_store, tmp_path,
     pd.testing.assert_frame_equal(featurestore.open(url).tracks(), before)
 
 
+def test_cli_empty_or_inapplicable_values_are_refused_not_defaulted(hand_store, capsys):
+    url, catalog = hand_store
+    before = featurestore.open(url).tracks()
+    for args, words in ((["tracks", "--columns", ""], "unknown column(s) ''"),
+                        (["build", catalog, "--catalog", ""], "catalog name ''"),
+                        (["build", catalog, "--kind", "logmel", "--n-mfcc", "20"],
+                         "--n-mfcc shapes MFCC only")):
+        res = run_cli(capsys, *args, "--store", url)
+        assert res.returncode == 2 and words in res.stderr, res.stderr
+    with pytest.raises(SystemExit) as refused:  # not "every label"
+        run_cli(capsys, "train", "--store", url, "--name", "x", "--labels", ",")
+    assert refused.value.code == 2 and "',' names nothing" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(featurestore.open(url).tracks(), before)
+
+
 def test_cli_info(hand_store):
     res = subprocess.run(cli("info", "--store", hand_store[0], "--format", "json"),
                          capture_output=True, text=True, timeout=120)

@@ -255,6 +255,8 @@ def test_similar_command_by_track_and_by_reference_audio(scored, tmp_path):
     assert res.returncode == 2 and str(bad) in res.stderr and "not_audio" in res.stderr
     with pytest.raises(ValueError, match="no film to exclude"):
         similar(store, MODEL, audio=path, exclude_own_film=True)
+    with pytest.raises(ValueError, match="names the query track's catalog; a reference audio"):
+        similar(store, MODEL, audio=path, track_catalog="demo")
 
 
 def test_evaluate_reports_neighbour_figures_against_feature_statistics(scored):

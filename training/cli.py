@@ -15,7 +15,10 @@ from training.config import ARCHITECTURES, FIELD_CHOICES, FIELD_HELP, TrainConfi
 def _items(kind: type):
     """Parses ``a,b,c`` into a tuple of ``kind`` (empty items dropped)."""
     def parse(text: str) -> tuple:
-        return tuple(kind(x.strip()) for x in text.split(",") if x.strip())
+        items = tuple(kind(x.strip()) for x in text.split(",") if x.strip())
+        if not items:  # an empty list would silently mean the default (every label)
+            raise argparse.ArgumentTypeError(f"{text!r} names nothing")
+        return items
     parse.__name__ = f"comma-separated {kind.__name__}"  # named in argparse's errors
     return parse
 
