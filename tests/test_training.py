@@ -273,8 +273,10 @@ def test_short_training_improves_validation_loss_and_saves_everything(demo_store
               progress=False, overwrite=True)
     assert files.read_config()["complete"] and files.weights_digest(["model"]) == digest
     # so is one refused only once its tiles are counted, or its selection's folds cut
-    for refused, words in ((TrainConfig(arch="linear", memory_budget_mb=0.001, **FAST),
+    for refused, words in ((TrainConfig(arch="linear", memory_budget_mb=0.001, min_tracks=6),
                             "need .* MiB, above the memory budget of 0.001 MiB"),
+                           (TrainConfig(arch="kernel", **FAST), "optimizer, learning_rate do "
+                                                                "not apply to 'kernel'"),
                            (TrainConfig(candidates=("linear", "dnn"), **FAST),
                             "auto compares track-level models"),
                            (TrainConfig(folds=1000, **FAST), "cannot make 1000 folds")):

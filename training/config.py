@@ -27,8 +27,9 @@ ARCH_DEFAULTS = {
                "batch_size": 128, "weight_decay": 1e-2},
 }
 #: The statistics models, fitted by scikit-learn at once (no epochs): none of these settings
-#: apply to them.
+#: (:data:`LOOP_SETTINGS`) apply to them.
 STATISTICS_MODELS = ("linear", "kernel")
+LOOP_SETTINGS = tuple(_STUDY)
 ARCH_DEFAULTS.update({arch: {} for arch in STATISTICS_MODELS})
 #: Tiles per step of the study's models on a GPU when ``batch_size`` is unset: steps of 128
 #: leave the GPU waiting on kernel launches (benchmarks/gpu_training.py). The default learning

@@ -15,7 +15,7 @@ from featurestore.spec import FeatureSpec
 from featurestore.statuses import OK
 from featurestore.store import Store
 from featurestore.tile_arrays import TileSource, read_tiles
-from training.config import STATISTICS_MODELS, TrainConfig, TrainingError
+from training.config import LOOP_SETTINGS, STATISTICS_MODELS, TrainConfig, TrainingError
 from training.fused import train_ensemble
 from training.heap import heap_reuse
 from training.inference import resolve_device
@@ -174,6 +174,11 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
     """
     requested = config or TrainConfig()
     device = resolve_device(requested.device)  # before anything is read or removed
+    if requested.arch in STATISTICS_MODELS:
+        unused = [k for k in LOOP_SETTINGS if getattr(requested, k) is not None]
+        if unused:
+            raise TrainingError(f"{', '.join(unused)} do not apply to {requested.arch!r}: "
+                                "scikit-learn fits it at once, with no epochs or optimizer")
     log = log or (lambda msg: print(msg, file=sys.stderr))
     store = store if isinstance(store, Store) else Store(store, storage_options)
     store.check_layout()
