@@ -289,8 +289,8 @@ class Store:
                 unknown = sorted(set(columns) - set(catalog_columns) - set(BUILD_COLUMNS)
                                  - {"catalog"})
                 if unknown:
-                    raise QueryError(f"unknown column(s) {', '.join(map(repr, unknown))} "
-                                     f"(columns: {', '.join(catalog_columns + list(BUILD_COLUMNS))})")
+                    raise QueryError(self._unknown_columns(name, names, unknown,
+                                                           catalog_columns))
             query.check_columns(name, catalog_columns)
             scan_columns = query.scan_columns(catalog_columns, columns)
             part, stats = plan_scan(self.url, self.storage_options, name, fragment,
@@ -298,6 +298,21 @@ class Store:
                                     manifest)
             plans.append((part, catalog_columns, scan_columns, stats))
         return plans
+
+    def _unknown_columns(self, name: str, names: list[str], unknown: list[str],
+                         catalog_columns: list[str]) -> str:
+        """Why ``unknown`` columns cannot be read from catalog ``name``: no catalog has them,
+        or only other catalogs of the store do."""
+        holders = [other for other in names if other != name and set(unknown) <= set(
+            catalog_fragment(self.url, self.storage_options,
+                             layout.catalog_table(self.root, other)).physical_schema.names)]
+        listed = ", ".join(map(repr, unknown))
+        if holders:
+            return (f"catalog {name!r} has no column(s) {listed}; catalog(s) "
+                    f"{', '.join(map(repr, holders))} have them: choose one (--catalog, or "
+                    "catalog=)")
+        return (f"unknown column(s) {listed} (columns: "
+                f"{', '.join(catalog_columns + list(BUILD_COLUMNS))})")
 
     def explain(self, catalog: str | None = None, columns: list[str] | None = None,
                 **filters) -> ScanStats:

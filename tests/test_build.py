@@ -148,13 +148,18 @@ def test_two_catalogs_do_not_touch_each_other(tmp_path, dask_client):
     featurestore.build(a, url, client=dask_client, progress=False)
     featurestore.build(b, url, client=dask_client, progress=False)
     before = track_tiles(url, "alpha")
-    write_catalog(b, _catalog_rows(b)[:1])  # beta shrinks; same track ids as alpha's
+    # beta shrinks, same track ids as alpha's, and gains a column alpha has not
+    write_catalog(b, [{**row, "mood": "tense"} for row in _catalog_rows(b)[:1]])
     featurestore.build(b, url, client=dask_client, progress=False)
     store = featurestore.open(url)
     assert store.catalog_names() == ["alpha", "beta"]
     tracks = store.tracks()
     assert len(tracks[tracks["catalog"] == "alpha"]) == 3
     assert list(tracks[tracks["catalog"] == "beta"]["track_id"]) == ["s000"]
+    assert store.tracks(catalog="beta", columns=["mood"])["mood"].tolist() == ["tense"]
+    with pytest.raises(QueryError, match="catalog 'alpha' has no column.s. 'mood'; catalog.s. "
+                                         "'beta' have them: choose one"):
+        store.tracks(columns=["mood"])
     after = track_tiles(url, "alpha")
     assert before.keys() == after.keys()
     for key in before:
