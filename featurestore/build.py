@@ -217,7 +217,6 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
         catalog raises :class:`~catalogs.reader.CatalogError` before anything is written.
     """
     started = time.monotonic()
-    check_cluster_request("featurestore.build", client, scheduler, scheduler_file, n_workers)
     check_counts(n_workers=n_workers)  # before the store is touched
     log = log or (lambda msg: print(msg, file=sys.stderr))
     spec, encoding = spec or FeatureSpec(), encoding or TileEncoding()
@@ -226,6 +225,8 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
     _check_reserved(catalog)
     cat_name = layout.check_name("catalog", catalog.name if name is None else name)
     store = store if isinstance(store, Store) else Store(store, storage_options)
+    check_cluster_request("featurestore.build", store.url, client, scheduler, scheduler_file,
+                          n_workers)
     run_id = f"{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     report = BuildReport(cat_name, spec.hash, run_id, n_tracks=len(catalog))
 
@@ -329,7 +330,7 @@ def _check_not_all_gone(catalog: Catalog, cat_name: str, plan: BuildPlan,
 def _run_batches(committer, fset, cat_name, tracks, plan, stats, report, store,
                  options: _RunOptions) -> None:
     with cluster_for(store.url, options.client, options.scheduler, options.scheduler_file,
-                     options.n_workers, doing="built") as client:
+                     options.n_workers) as client:
         _submit_all(client, committer, fset, cat_name, tracks, plan, stats, report, store,
                     options)
 

@@ -214,45 +214,43 @@ def option_file(option: str, path: str | None):
 
 
 def write_frames(frames: Iterable, fmt: str, output: str | None) -> int:
-    """Write frames (an iterable, one after another) as one table; returns the rows written."""
-    with option_file("--output", output):
-        return _write_frames(frames, fmt, output)
-
-
-def _write_frames(frames: Iterable, fmt: str, output: str | None) -> int:
+    """Write frames (an iterable, one after another) as one table; returns the rows written.
+    Errors writing ``output`` are ``--output``'s; those reading the frames (a lazy frame
+    reads the store as it goes) stay the store's."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     binary = fmt == "parquet"
-    if output:
-        sink = open(output, "wb" if binary else "w", newline="" if not binary else None)
-    else:
-        sink = sys.stdout.buffer if binary else sys.stdout
+    with option_file("--output", output):
+        sink = (open(output, "wb" if binary else "w", newline="" if not binary else None)
+                if output else sys.stdout.buffer if binary else sys.stdout)
     rows, writer = 0, None
     try:
         for n, frame in enumerate(frames):
             rows += len(frame)
-            if fmt == "table":
-                if len(frame):
-                    sink.write(table_text(frame, header=n == 0) + "\n")
-                elif n == 0:  # the header alone, not pandas' "Empty DataFrame" note
-                    sink.write(" ".join(map(str, frame.columns)) + "\n")
-            elif fmt == "csv":
-                flat_lists(frame).to_csv(sink, index=False, header=n == 0)
-            elif fmt == "json":
-                if len(frame):
-                    text = frame.to_json(orient="records", lines=True, date_format="iso")
-                    sink.write(text if text.endswith("\n") else text + "\n")
-            else:
-                table = pa.Table.from_pandas(frame, preserve_index=False)
-                if writer is None:
-                    writer = pq.ParquetWriter(sink, table.schema, compression="zstd")
-                writer.write_table(table.cast(writer.schema))
+            with option_file("--output", output):
+                if fmt == "table":
+                    if len(frame):
+                        sink.write(table_text(frame, header=n == 0) + "\n")
+                    elif n == 0:  # the header alone, not pandas' "Empty DataFrame" note
+                        sink.write(" ".join(map(str, frame.columns)) + "\n")
+                elif fmt == "csv":
+                    flat_lists(frame).to_csv(sink, index=False, header=n == 0)
+                elif fmt == "json":
+                    if len(frame):
+                        text = frame.to_json(orient="records", lines=True, date_format="iso")
+                        sink.write(text if text.endswith("\n") else text + "\n")
+                else:
+                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    if writer is None:
+                        writer = pq.ParquetWriter(sink, table.schema, compression="zstd")
+                    writer.write_table(table.cast(writer.schema))
     finally:
-        if writer is not None:
-            writer.close()
-        if output:
-            sink.close()
+        with option_file("--output", output):
+            if writer is not None:
+                writer.close()
+            if output:
+                sink.close()
     return rows
 
 

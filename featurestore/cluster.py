@@ -73,8 +73,7 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None,
     this process, which ``memory://`` stores need; ``monitoring=True`` keeps Dask's profiler and
     monitors at their defaults (see :data:`QUIET_MONITORING`)."""
     check_counts(n_workers=n_workers)
-    if scheduler and scheduler_file:
-        raise ValueError("give --scheduler or --scheduler-file, not both")
+    _one_cluster(None, scheduler, scheduler_file)
     if scheduler_file:
         wait_for_scheduler_file(scheduler_file)
         with Client(scheduler_file=scheduler_file) as client:
@@ -97,43 +96,53 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None,
     # Only while the cluster starts: its scheduler, nannies and workers keep what they read
     # then (a restarted worker too), and the caller's configuration is left as it was.
     with dask.config.set(config):
-        try:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
-                                   processes=processes, memory_limit=memory_limit,
-                                   silence_logs=logging.ERROR, dashboard_address=":0")
-        except RuntimeError as exc:
-            script = _unguarded_script() if processes else None
-            if script is None:
-                raise
-            raise RuntimeError(
-                f"the LocalCluster's worker processes failed to start: each starts by running "
-                f"{script} again, which has no `if __name__ == \"__main__\":` guard; put the "
-                "build or scoring call under one (Python's multiprocessing guidelines)") from exc
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
+                               memory_limit=memory_limit, silence_logs=logging.ERROR,
+                               dashboard_address=":0")
     with cluster, Client(cluster) as client:
         yield client
 
 
-def check_cluster_request(doing: str, client: Client | None, scheduler: str | None,
-                          scheduler_file: str | None, n_workers: int | None) -> None:
-    """Refuse a run's cluster options before the run touches the store: both a scheduler and
-    a scheduler file, a worker count beside a cluster that has its own workers, a scheduler
-    file that does not appear. And refuse ``doing`` in a worker process that is still
-    starting: a LocalCluster's workers are spawned, each runs the main script again, and a
-    script that builds or scores outside ``if __name__ == "__main__":`` would start the same
-    run in every worker."""
+def check_cluster_request(doing: str, store_url: str, client: Client | None,
+                          scheduler: str | None, scheduler_file: str | None,
+                          n_workers: int | None) -> None:
+    """Refuse a run's cluster options before the run touches the store: more than one
+    cluster, a worker count beside a running cluster (which has its own workers), a
+    ``memory://`` store (which lives in this process) on a remote cluster, a scheduler file
+    that does not appear, and a LocalCluster started from a script without a ``__main__``
+    guard. A LocalCluster's workers are spawned and each runs the main script again as it
+    starts: unguarded, each would start the same run (a worker still starting refuses it)."""
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise RuntimeError(f"{doing} was called while a Dask worker process was starting, from "
                            "a script it runs again as it starts: put the call under "
                            "`if __name__ == \"__main__\":`")
-    given = [name for name, value in (("client", client), ("--scheduler", scheduler),
-                                      ("--scheduler-file", scheduler_file)) if value]
-    if len(given) > 1:
-        raise ValueError(f"give one of {' and '.join(given)}, not both")
-    if given and n_workers:
-        raise ValueError(f"--workers sizes the LocalCluster a run starts; the cluster of "
-                         f"{given[0]} has its own workers")
+    given = _one_cluster(client, scheduler, scheduler_file)
+    running = given or (["DASK_SCHEDULER_ADDRESS"] if scheduler_address() else [])
+    if running and n_workers:
+        raise ValueError(f"n_workers (--workers) sizes the LocalCluster a run starts; the "
+                         f"cluster of {running[0]} has its own workers")
+    in_process = store_url.startswith("memory://")
+    if in_process and (scheduler or scheduler_file or (client is None and running)):
+        raise StoreError(f"a memory:// store lives in this process only; {doing} cannot run "
+                         "on a remote cluster")
+    script = None if running or in_process else _unguarded_script()
+    if script:
+        raise RuntimeError(f"{doing} starts a LocalCluster, whose worker processes each run "
+                           f"{script} again as they start, and it has no `if __name__ == "
+                           "\"__main__\":` guard: put the call under one")
     if scheduler_file:
         wait_for_scheduler_file(scheduler_file)
+
+
+def _one_cluster(client: Client | None, scheduler: str | None,
+                 scheduler_file: str | None) -> list[str]:
+    """The names of the clusters given, refusing more than one."""
+    given = [name for name, value in (("client", client), ("scheduler (--scheduler)", scheduler),
+                                      ("scheduler_file (--scheduler-file)", scheduler_file))
+             if value]
+    if len(given) > 1:
+        raise ValueError(f"give one of {' and '.join(given)}, not both")
+    return given
 
 
 def wait_for_scheduler_file(path: str) -> None:
@@ -163,16 +172,11 @@ def _unguarded_script() -> str | None:
 
 
 def cluster_for(store_url: str, client: Client | None = None, scheduler: str | None = None,
-                scheduler_file: str | None = None, n_workers: int | None = None,
-                doing: str = "used"):
+                scheduler_file: str | None = None, n_workers: int | None = None):
     """The cluster a run over the store at ``store_url`` uses, as a context manager: the
-    ``client`` given, else :func:`connect`'s. A ``memory://`` store lives in this process
-    only: its LocalCluster runs threads, and a scheduler (given, or Dask's configured
-    address when no client is) is refused; ``doing`` (built, scored) names the run."""
-    local_only = store_url.startswith("memory://")
-    if local_only and (scheduler or scheduler_file or (client is None and scheduler_address())):
-        raise StoreError(f"a memory:// store lives in this process only; it cannot be {doing} "
-                         "on a remote cluster")
+    ``client`` given, else :func:`connect`'s (a ``memory://`` store's LocalCluster runs
+    threads of this process). :func:`check_cluster_request` has checked the options."""
     if client is not None:
         return contextlib.nullcontext(client)
-    return connect(scheduler, scheduler_file, n_workers, processes=not local_only)
+    return connect(scheduler, scheduler_file, n_workers,
+                   processes=not store_url.startswith("memory://"))

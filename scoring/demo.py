@@ -27,15 +27,17 @@ def _run(args: argparse.Namespace) -> int:
     second run does only what changed."""
     import featurestore
     from catalogs.demo import generate_demo_library
-    from featurestore.cluster import connect
+    from featurestore.cluster import check_cluster_request, connect
     from scoring import best_tracks, evaluate, score, track_rankings, write_report
     from training import TrainConfig, TrainingError, train
     from training.model_files import ModelFiles
 
+    store_url = os.path.join(args.dir, "store")
+    check_cluster_request("featurestore demo", store_url, None, args.scheduler,
+                          args.scheduler_file, args.workers)
     print(f"generating the demo library in {os.path.abspath(args.dir)} ...", file=sys.stderr)
     progress = not args.no_progress
     catalog = generate_demo_library(args.dir, n_tracks=args.tracks, progress=progress)
-    store_url = os.path.join(args.dir, "store")
     with connect(args.scheduler, args.scheduler_file, args.workers) as client:
         report = featurestore.build(catalog, store_url, name="demo", client=client,
                                     progress=progress)

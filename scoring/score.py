@@ -183,10 +183,11 @@ def score(store: Store | str, model: str, *, rescore: bool = False,
     """
     started = time.monotonic()
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    check_cluster_request("scoring.score", client, scheduler, scheduler_file, n_workers)
     check_counts(batch_size=batch_size, batch_tiles=batch_tiles, n_workers=n_workers)
     parse_device(device)  # its form here; whether a worker has it, on the worker
     store = store if isinstance(store, Store) else Store(store, storage_options)
+    check_cluster_request("scoring.score", store.url, client, scheduler, scheduler_file,
+                          n_workers)
     store.check_layout()
     files = ModelFiles(store, model)
     config = files.read_complete_config()
@@ -265,7 +266,7 @@ def _run(job: ScoreJob, todo: pd.DataFrame, batch_tiles: int | None, report: Sco
          store: Store, client, scheduler, scheduler_file, n_workers, progress, log) -> list[str]:
     """Submit the batches, wait for every one; returns the staged files written."""
     with cluster_for(store.url, client, scheduler, scheduler_file,
-                     n_workers or _local_workers(job.device), doing="scored") as client:
+                     n_workers or _local_workers(job.device)) as client:
         log(f"dask dashboard: {client.dashboard_link}")
         report.workers = max(len(client.scheduler_info(n_workers=-1)["workers"]), 1)
         total = int(todo["n_tiles"].sum())

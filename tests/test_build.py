@@ -220,22 +220,27 @@ def test_memory_store_builds_on_threads(tmp_path):
 
 def test_a_script_without_a_main_guard_is_told_to_add_one(tmp_path):
     # A LocalCluster spawns its workers, and each runs the script again: unguarded, each would
-    # start the same build. The workers refuse it, and the script's error says why.
-    lib = small_library(tmp_path / "lib", n=1, seconds=5.0)
-    url = str(tmp_path / "store")
-    script = tmp_path / "rebuild.py"
-    script.write_text("import featurestore\n"
-                      f"featurestore.build({str(lib)!r}, {url!r}, n_workers=1, progress=False)\n")
-    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=120, cwd=tmp_path)
-    assert res.returncode == 1
-    assert ("featurestore.build was called while a Dask worker process was starting"
-            in res.stderr)
-    assert (f"each starts by running {script} again, which has no `if __name__ == "
-            f"\"__main__\":` guard" in res.stderr.splitlines()[-1])
-    store = featurestore.open(url)
-    assert set(store.tracks()["status"]) == {"pending"}
-    assert not os.path.exists(layout.writer_lock(store.root))  # let go: the next run can start
+    # start the same build. A script with no guard is refused before anything is written; one
+    # that only seems guarded (the word in a comment) is refused by the workers as they start.
+    lib = small_library(tmp_path / "lib", n=1, seconds=12.0)
+    call = f"featurestore.build({str(lib)!r}, {{url!r}}, n_workers=1, progress=False)\n"
+    for name, head in (("rebuild.py", ""), ("seems_guarded.py", "# no __main__ guard here\n")):
+        url = str(tmp_path / name.replace(".py", ""))
+        script = tmp_path / name
+        script.write_text(head + "import featurestore\n" + call.format(url=url))
+        res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                             timeout=120, cwd=tmp_path)
+        assert res.returncode == 1
+        if not head:
+            assert res.stderr.splitlines()[-1] == (
+                f"RuntimeError: featurestore.build starts a LocalCluster, whose worker processes "
+                f"each run {script} again as they start, and it has no `if __name__ == "
+                f"\"__main__\":` guard: put the call under one")
+            assert not os.path.exists(url)
+        else:
+            assert ("featurestore.build was called while a Dask worker process was starting"
+                    in res.stderr)
+            assert not os.path.exists(layout.writer_lock(url))  # let go: the next run starts
 
 
 def test_cluster_options_that_conflict_or_point_nowhere_are_refused_before_the_store(tmp_path):
@@ -244,9 +249,11 @@ def test_cluster_options_that_conflict_or_point_nowhere_are_refused_before_the_s
     missing = str(tmp_path / "scheduler.json")
     for options, words in (
             (dict(scheduler="tcp://127.0.0.1:1", n_workers=2),
-             "--workers sizes the LocalCluster a run starts; the cluster of --scheduler has"),
+             r"n_workers \(--workers\) sizes the LocalCluster a run starts; the cluster of "
+             r"scheduler \(--scheduler\) has its own"),
             (dict(scheduler="tcp://127.0.0.1:1", scheduler_file=missing),
-             "give one of --scheduler and --scheduler-file, not both"),
+             r"give one of scheduler \(--scheduler\) and scheduler_file \(--scheduler-file\), "
+             "not both"),
             # Dask's client would wait for the file forever; a run waits as long as Dask waits
             # to connect
             (dict(scheduler_file=missing), f"--scheduler-file {missing}: no such file "
@@ -255,6 +262,10 @@ def test_cluster_options_that_conflict_or_point_nowhere_are_refused_before_the_s
                 ValueError, match=words):
             featurestore.build(lib, url, progress=False, **options)
         assert not os.path.exists(url)
+    with dask.config.set({"scheduler-address": "tcp://127.0.0.1:1"}), pytest.raises(
+            ValueError, match="the cluster of DASK_SCHEDULER_ADDRESS has its own workers"):
+        featurestore.build(lib, url, progress=False, n_workers=2)
+    assert not os.path.exists(url)
 
 
 def test_a_store_of_feature_sets_none_the_default_says_which_it_counts(tmp_path, dask_client,
