@@ -138,16 +138,18 @@ def _read_csv(text: str, sep: str, source: str) -> pd.DataFrame:
         if found is None:
             raise
         expected, line, saw = map(int, found.groups())
-        raise _too_wide(source, line, saw, expected) from None
+        raise _too_wide(source, line, saw, expected, sep) from None
     if not isinstance(frame.index, pd.RangeIndex):  # the first row had more fields
-        raise _too_wide(source, 2, len(header) + 1, len(header))
+        lines = text.splitlines()
+        width = len(next(csv.reader([lines[1] if len(lines) > 1 else ""], delimiter=sep)))
+        raise _too_wide(source, 2, width, len(header), sep)
     return frame
 
 
-def _too_wide(source: str, line: int, fields: int, expected: int) -> CatalogError:
-    separator_hint = "quote a value that holds the separator, as in \"Drama, Crime\""
-    return CatalogError(f"{fields} fields where the header has {expected}; {separator_hint}",
-                        source=source, row=line)
+def _too_wide(source: str, line: int, fields: int, expected: int, sep: str) -> CatalogError:
+    example = f"Drama{sep}Crime".replace("\t", "<tab>")
+    return CatalogError(f"{fields} fields where the header has {expected}; quote a value that "
+                        f"holds the separator, as in \"{example}\"", source=source, row=line)
 
 
 def _resolve_path(path: str, base_dir: str, base_protocol: str) -> str:

@@ -53,8 +53,6 @@ def _spec(args: argparse.Namespace) -> FeatureSpec:
     for name in ("kind", *_SPEC_OPTIONS):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
-    if fields.get("kind") == "logmel" and args.n_mfcc is not None:
-        raise ValueError("--n-mfcc shapes MFCC only: a logmel feature set has --n-mels bands")
     return FeatureSpec.from_dict(fields)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from featurestore import layout
 from featurestore.spec import FeatureSpec
 from featurestore.statuses import FAILURE_STATUSES, OK, PENDING
@@ -69,10 +71,14 @@ def store_info(store: Store, feature_set: str | None = None) -> dict:
 
 def _statuses_of(store: Store, feature_set: str | None, states: dict) -> str | None:
     """The feature set whose statuses ``info`` counts (None: the store has none yet)."""
-    if feature_set is not None or len(states) <= 1 or FeatureSpec().hash in states:
-        return store.feature_set(feature_set).hash if states or feature_set else None
-    # several, none the default: the one whose last commit is the newest
-    return max(states, key=lambda h: (states[h].frame["built_at"].max(), h))
+    if feature_set is not None:
+        return store.feature_set(feature_set).hash
+    if FeatureSpec().hash in states or len(states) <= 1:
+        return FeatureSpec().hash if FeatureSpec().hash in states else next(iter(states), None)
+    # several, none the default: the one whose last commit is the newest (empty ones last)
+    last = {h: s.frame["built_at"].max() for h, s in states.items()}
+    return max(states, key=lambda h: (pd.notna(last[h]), last[h] if pd.notna(last[h])
+                                      else pd.Timestamp(0, tz="UTC"), h))
 
 
 def _human(n: float) -> str:

@@ -65,6 +65,10 @@ class FeatureSpec:
             raise ValueError(f"FeatureSpec.drop_first must be in 0..{self.n_mfcc - 1}")
         if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
             raise ValueError("FeatureSpec.n_mfcc cannot exceed n_mels")
+        shaped = [name for name in _MFCC_ONLY if getattr(self, name) != getattr(FeatureSpec, name)]
+        if self.kind == "logmel" and shaped:  # ignored, and left out of the hash
+            raise ValueError(f"FeatureSpec.{' and '.join(shaped)} shape{'s' * (len(shaped) == 1)} "
+                             "MFCC only: a logmel set has n_mels bands")
         nyquist = self.sample_rate / 2
         # a band above the Nyquist frequency has no mel filter: every tile would be zeros
         if not isinstance(self.fmin, numbers.Real) or not 0 <= self.fmin < nyquist:

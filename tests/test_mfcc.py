@@ -84,8 +84,10 @@ def test_logmel_spec_is_its_own_feature_set():
     assert logmel.hash != mfcc.hash and logmel.tile_shape == (128, 100)
     assert list(logmel.coefficients) == list(range(128))
     assert list(mfcc.coefficients) == list(range(1, 41))
-    # MFCC-only fields do not name a log-mel set; its own parameters do.
-    assert FeatureSpec(kind="logmel", n_mfcc=20).hash == logmel.hash
+    # MFCC-only fields do not shape a log-mel set: setting one is refused, not ignored; its
+    # own parameters name it.
+    with pytest.raises(ValueError, match="FeatureSpec.n_mfcc shapes MFCC only"):
+        FeatureSpec(kind="logmel", n_mfcc=20)
     assert FeatureSpec(kind="logmel", n_mels=64).hash != logmel.hash
     assert FeatureSpec.from_dict(logmel.to_dict()) == logmel
     with pytest.raises(ValueError, match="kind"):

@@ -324,7 +324,7 @@ def test_cli_empty_or_inapplicable_values_are_refused_not_defaulted(hand_store, 
     for args, words in ((["tracks", "--columns", ""], "unknown column(s) ''"),
                         (["build", catalog, "--catalog", ""], "catalog name ''"),
                         (["build", catalog, "--kind", "logmel", "--n-mfcc", "20"],
-                         "--n-mfcc shapes MFCC only")):
+                         "FeatureSpec.n_mfcc shapes MFCC only: a logmel set has n_mels bands")):
         res = run_cli(capsys, *args, "--store", url)
         assert res.returncode == 2 and words in res.stderr, res.stderr
     with pytest.raises(SystemExit) as refused:  # not "every label"

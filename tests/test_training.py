@@ -93,9 +93,11 @@ def test_settings_out_of_range_are_refused_naming_them():
     assert {type(v) for v in (numpy_given.batch_size, numpy_given.learning_rate,
                               *numpy_given.dropout)} == {int, float}
     json.dumps(numpy_given.to_dict())
-    # a stored model's setting of another kind reads as unset, as one out of range does
-    stored = {**TrainConfig(batch_size=64).to_dict(), "batch_size": "64", "width": 0}
+    # a stored model's setting of another kind reads as unset, as one out of range does; a
+    # number saved as text (numpy scalars were saved with str) reads as the number
+    stored = {**TrainConfig(batch_size=64).to_dict(), "batch_size": "sixty-four", "width": 0}
     assert TrainConfig.from_dict(stored) == TrainConfig()
+    assert TrainConfig.from_dict({**stored, "width": "64"}) == TrainConfig(width=64)
 
 
 def test_training_keeps_freed_buffers_for_reuse_and_then_gives_them_back(tmp_path):

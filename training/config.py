@@ -71,6 +71,17 @@ _KINDS = {
 _WRONG = object()
 
 
+def _number_of(f, value):
+    """``value`` as field ``f``'s number where it is one written as text, else as it is."""
+    kind = f.type.replace(" | None", "")
+    if isinstance(value, str) and kind in ("int", "float"):
+        try:
+            return _KINDS[kind][2](value)
+        except ValueError:
+            return value
+    return value
+
+
 def _as_declared(f, value):
     """``value`` as field ``f`` keeps it (plain Python values, a tuple for a sequence), or
     :data:`_WRONG` where it is not of the field's kind."""
@@ -254,11 +265,12 @@ class TrainConfig:
         version changed, so that stored models keep scoring: a setting it no longer has is
         left out, and a choice it no longer offers (an optimizer, say) reads as unset; neither
         shapes a trained model's forward pass. A number outside today's range (``_BOUNDS``), or
-        a value not of the field's kind, reads as unset too."""
+        a value not of the field's kind, reads as unset too; a number saved as text (a numpy
+        scalar, which earlier versions saved with ``str``) reads as the number."""
         known = {f.name: f for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known and _as_declared(
-            known[k], v) is not _WRONG and not (
-            k in _BOUNDS and v is not None and not _BOUNDS[k][0](v))}
+        data = {k: _number_of(known[k], v) for k, v in data.items() if k in known}
+        data = {k: v for k, v in data.items() if _as_declared(known[k], v) is not _WRONG
+                and not (k in _BOUNDS and v is not None and not _BOUNDS[k][0](v))}
         for name, choices in FIELD_CHOICES.items():
             # a retired architecture stays an error: no model of it can be built
             if name != "arch" and data.get(name) not in (None, *choices):

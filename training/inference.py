@@ -19,10 +19,13 @@ def parse_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):  # what training and scoring run on
         raise ValueError(f"device {name!r}: use auto (CUDA when present), cpu, cuda or "
-                         "cuda:N") from None
+                         "cuda:N")
+    return device
 
 
 def resolve_device(name: str) -> torch.device:
