@@ -219,7 +219,8 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
     started = time.monotonic()
     check_counts(n_workers=n_workers)  # before the store is touched
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    spec, encoding = spec or FeatureSpec(), encoding or TileEncoding()
+    spec, asked_encoding = spec or FeatureSpec(), encoding
+    encoding = encoding or TileEncoding()
     if not isinstance(catalog, Catalog):
         catalog = read_catalog(catalog, name, storage_options=storage_options)
     _check_reserved(catalog)
@@ -233,6 +234,11 @@ def build(catalog: str | Catalog, store: str | Store, *, name: str | None = None
     store.initialize()
     with WriterLock(store.fs, layout.writer_lock(store.root), purpose="build"):
         fset = store.create_feature_set(spec, encoding)
+        if asked_encoding is not None and fset.encoding != asked_encoding:
+            kept = fset.encoding
+            log(f"note: feature set {fset.hash} keeps the encoding it was made with "
+                f"({kept.chunk_tiles} tiles a chunk, {kept.codec} level {kept.clevel}, "
+                f"{kept.shuffle}); an encoding applies to a new feature set")
         state = fset.state()
         tracks = catalog.frame
         stats = stat_files(tracks["path"].tolist(), storage_options)

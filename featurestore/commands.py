@@ -37,9 +37,9 @@ def _build_arguments(p: argparse.ArgumentParser) -> None:
                    help="features: mfcc (default, the study's) or logmel (--n-mels bands)")
     for name in _SPEC_OPTIONS:
         g.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name, metavar="N")
-    g.add_argument("--chunk-tiles", type=positive_int, default=TileEncoding.chunk_tiles,
-                   metavar="N",
-                   help="tiles per Zarr chunk for a new feature set (default %(default)s)")
+    g.add_argument("--chunk-tiles", type=positive_int, metavar="N",
+                   help=f"tiles per Zarr chunk for a new feature set (default "
+                        f"{TileEncoding.chunk_tiles}; an existing set keeps its own)")
 
 
 def _spec(args: argparse.Namespace) -> FeatureSpec:
@@ -60,7 +60,8 @@ def _build(args: argparse.Namespace) -> int:
     from featurestore.build import build
 
     report = build(args.catalog, args.store, name=args.name, spec=_spec(args),
-                   encoding=TileEncoding(chunk_tiles=args.chunk_tiles),
+                   encoding=(TileEncoding(chunk_tiles=args.chunk_tiles) if args.chunk_tiles
+                             else None),
                    scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                    n_workers=args.workers,
                    storage_options=storage_options(args.storage_option) or None,

@@ -296,7 +296,14 @@ def test_specs_never_mix_and_chunks_are_task_owned(tmp_path, dask_client):
                        encoding=TileEncoding(chunk_tiles=4), batch_seconds=1.0)
     other = FeatureSpec(hop_length=1024, tile_frames=50, tile_hop=50)
     featurestore.build(lib, url, client=dask_client, progress=False, spec=other)
+    said = []  # another encoding for an existing set: kept as made, and said so
+    featurestore.build(lib, url, client=dask_client, progress=False, log=said.append,
+                       encoding=TileEncoding(chunk_tiles=8))
+    assert (f"note: feature set {FeatureSpec().hash} keeps the encoding it was made with (4 "
+            "tiles a chunk, zstd level 3, shuffle); an encoding applies to a new feature set"
+            in said)
     store = featurestore.open(url)
+    assert store.feature_set().encoding.chunk_tiles == 4
     assert set(store.feature_set_hashes()) == {FeatureSpec().hash, other.hash}
     assert store.tiles(feature_set=other).shape[1:] == (40, 50)
     assert store.tiles(feature_set=FeatureSpec()).shape[1:] == (40, 100)
