@@ -121,6 +121,9 @@ def folds_of(rows: np.ndarray, groups: np.ndarray | None, k: int,
              seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """``k`` (fit, held-out) pairs of ``rows``, by track or by group, seeded."""
     if groups is None:
+        if len(rows) < k:
+            raise TrainingError(f"{len(rows)} tracks on the training side cannot make {k} "
+                                "folds; lower --folds")
         splitter = KFold(k, shuffle=True, random_state=seed).split(rows)
     else:
         n_groups = len(np.unique(groups))
@@ -146,9 +149,6 @@ def check_selection(config: TrainConfig, rows: np.ndarray, groups: np.ndarray | 
         if arch not in TRACK_LEVEL:
             raise TrainingError(f"auto compares track-level models ({', '.join(TRACK_LEVEL)});"
                                 f" train {arch!r} with --arch {arch}")
-    if groups is None and len(rows) < config.folds:
-        raise TrainingError(f"{len(rows)} tracks on the training side cannot make "
-                            f"{config.folds} folds; lower --folds")
     return folds_of(rows, groups, config.folds, config.seed)
 
 
