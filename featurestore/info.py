@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from featurestore import layout
-from featurestore.spec import FeatureSpec
+from featurestore.errors import StoreLookupError
 from featurestore.statuses import FAILURE_STATUSES, OK, PENDING
 from featurestore.store import Store
 
@@ -71,14 +71,17 @@ def store_info(store: Store, feature_set: str | None = None) -> dict:
 
 def _statuses_of(store: Store, feature_set: str | None, states: dict) -> str | None:
     """The feature set whose statuses ``info`` counts (None: the store has none yet)."""
-    if feature_set is not None:
-        return store.feature_set(feature_set).hash
-    if FeatureSpec().hash in states or len(states) <= 1:
-        return FeatureSpec().hash if FeatureSpec().hash in states else next(iter(states), None)
+    if feature_set is None and not states:
+        return None
+    try:
+        return store.feature_set(feature_set).hash  # the one readers pick
+    except StoreLookupError:
+        if feature_set is not None:
+            raise
     # several, none the default: the one whose last commit is the newest (empty ones last)
     last = {h: s.frame["built_at"].max() for h, s in states.items()}
-    return max(states, key=lambda h: (pd.notna(last[h]), last[h] if pd.notna(last[h])
-                                      else pd.Timestamp(0, tz="UTC"), h))
+    return max(states, key=lambda h: (pd.Timestamp(0, tz="UTC") if pd.isna(last[h])
+                                      else last[h], h))
 
 
 def _human(n: float) -> str:
