@@ -15,8 +15,8 @@ from featurestore.lazy import export_lazily
 from featurestore.spec import FeatureSpec, TileEncoding
 
 __all__ = ["BuildReport", "FeatureSet", "FeatureSpec", "Store", "StoreBusyError", "StoreError",
-           "StoreLookupError",
-           "TileEncoding", "TrackFailure", "UnheldLabelWarning", "build", "open"]
+           "StoreLookupError", "TileEncoding", "TrackFailure", "UnheldLabelWarning", "build",
+           "open"]
 __version__ = "0.1.0"
 
 export_lazily(__name__, {"BuildReport": "featurestore.build", "build": "featurestore.build",

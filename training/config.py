@@ -47,53 +47,6 @@ def _at_least(n: int) -> tuple:
 _NOT_NEGATIVE = (lambda v: v >= 0, "must not be negative")
 _FRACTION = (lambda v: 0 <= v < 1, "must be in [0, 1)")
 
-def _boolean(value) -> bool:
-    # numpy's booleans without importing numpy: `featurestore --help` reads this module
-    return isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
-
-
-def _integral(value) -> bool:
-    return isinstance(value, numbers.Integral) and not _boolean(value)
-
-
-def _real(value) -> bool:
-    return isinstance(value, numbers.Real) and not _boolean(value)
-
-
-_KINDS = {
-    "int": (_integral, "must be a whole number", int),
-    "float": (_real, "must be a number", float),
-    "bool": (_boolean, "must be True or False", bool),
-    "str": (lambda v: isinstance(v, str), "must be a string", str),
-    "tuple[str, ...]": (lambda v: isinstance(v, str), "must be strings", str),
-    "tuple[float, ...]": (_real, "must be numbers", float),
-}
-_WRONG = object()
-
-
-def _number_of(f, value):
-    """``value`` as field ``f``'s number where it is one written as text, else as it is."""
-    kind = f.type.replace(" | None", "")
-    if isinstance(value, str) and kind in ("int", "float"):
-        try:
-            return _KINDS[kind][2](value)
-        except ValueError:
-            return value
-    return value
-
-
-def _as_declared(f, value):
-    """``value`` as field ``f`` keeps it (plain Python values, a tuple for a sequence), or
-    :data:`_WRONG` where it is not of the field's kind."""
-    kind = _KINDS.get(f.type.replace(" | None", ""))
-    if kind is None or (value is None and f.type.endswith("| None")):
-        return value
-    fits, _, plain = kind
-    if not f.type.startswith("tuple"):
-        return plain(value) if fits(value) else _WRONG
-    if isinstance(value, (tuple, list)) and all(fits(v) for v in value):
-        return tuple(plain(v) for v in value)
-    return _WRONG
 
 #: Ranges of numeric settings, refused outside them (a saved config's value outside them
 #: reads as unset: see :meth:`TrainConfig.from_dict`).
@@ -118,6 +71,60 @@ _BOUNDS = {
     "mixup": _NOT_NEGATIVE,
     "checkpoint_seconds": _NOT_NEGATIVE,
 }
+
+
+def _boolean(value) -> bool:
+    # numpy's booleans without importing numpy: `featurestore --help` reads this module
+    return isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
+
+
+def _integral(value) -> bool:
+    return isinstance(value, numbers.Integral) and not _boolean(value)
+
+
+def _real(value) -> bool:
+    return isinstance(value, numbers.Real) and not _boolean(value)
+
+
+_KINDS = {
+    "int": (_integral, "must be a whole number", int),
+    "float": (_real, "must be a number", float),
+    "bool": (_boolean, "must be True or False", bool),
+    "str": (lambda v: isinstance(v, str), "must be a string", str),
+    "tuple[str, ...]": (lambda v: isinstance(v, str), "must be strings", str),
+    "tuple[float, ...]": (_real, "must be numbers", float),
+}
+_WRONG = object()
+
+
+def _kind_of(f) -> tuple | None:
+    """Field ``f``'s entry of :data:`_KINDS` (its annotation, optional or not)."""
+    return _KINDS.get(f.type.removesuffix(" | None"))
+
+
+def _number_of(f, value):
+    """``value`` as field ``f``'s number where it is one written as text, else as it is."""
+    kind = _kind_of(f)
+    if isinstance(value, str) and kind in (_KINDS["int"], _KINDS["float"]):
+        try:
+            return kind[2](value)
+        except ValueError:
+            return value
+    return value
+
+
+def _as_declared(f, value):
+    """``value`` as field ``f`` keeps it (plain Python values, a tuple for a sequence), or
+    :data:`_WRONG` where it is not of the field's kind."""
+    kind = _kind_of(f)
+    if kind is None or (value is None and f.type.endswith("| None")):
+        return value
+    fits, _, plain = kind
+    if not f.type.startswith("tuple"):
+        return plain(value) if fits(value) else _WRONG
+    if isinstance(value, (tuple, list)) and all(fits(v) for v in value):
+        return tuple(plain(v) for v in value)
+    return _WRONG
 
 
 class TrainingError(ValueError):
@@ -203,8 +210,7 @@ class TrainConfig:
         for f in fields(self):
             value = _as_declared(f, getattr(self, f.name))
             if value is _WRONG:
-                wrong.append(f"{f.name} {getattr(self, f.name)!r}: "
-                             f"{_KINDS[f.type.replace(' | None', '')][1]}")
+                wrong.append(f"{f.name} {getattr(self, f.name)!r}: {_kind_of(f)[1]}")
             else:
                 object.__setattr__(self, f.name, value)
         if wrong:
