@@ -38,6 +38,7 @@ from catalogs.demo import generate_demo_library
 from featurestore.statuses import OK
 from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
 from training import TrainConfig, train
+from training.config import STATISTICS_MODELS
 from training.linear import statistics_of
 from training.selection import folds_of, inner_split
 from training.targets import multi_hot, select_classes
@@ -161,9 +162,10 @@ def main() -> None:
                      "coverage": coverage_error(y[test], p), "seconds": 0.0})
         for j, name in enumerate(archs):
             arch, settings = variant(name)
+            # --epochs is the networks': a statistics model refuses a setting it has no use for
+            epochs = {} if arch in STATISTICS_MODELS else {"epochs": args.epochs}
             config = TrainConfig(**{"arch": arch, "labels": tuple(classes), "seed": args.seed,
-                                    "feature_set": fset.hash, "epochs": args.epochs,
-                                    **settings})
+                                    "feature_set": fset.hash, **epochs, **settings})
             started = time.perf_counter()
             report = train(store, f"q-{arch}-{j}-{k}", config, split=split, overwrite=True,
                            progress=False, log=lambda msg: None)

@@ -238,6 +238,9 @@ def test_auto_picks_the_candidate_with_the_best_validation_score(demo_store):
     assert scores["linear"]["mean"] > scores["pooled"]["mean"]
     assert "linear has the best mean validation LRAP" in report.summary()
     assert "epochs" not in report.summary()  # scikit-learn fits it at once
+    # the epochs were the network candidate's: the fitted model's settings do not claim them
+    assert config["train_config"]["epochs"] is None
+    assert config["requested_config"]["epochs"] == 1
     with pytest.raises(TrainingError, match="track-level"):
         train(demo_store, "auto-cnn", TrainConfig(candidates=("linear", "cnn"), **QUICK),
               progress=False)

@@ -100,6 +100,29 @@ def test_settings_out_of_range_are_refused_naming_them():
     assert TrainConfig.from_dict({**stored, "width": "64"}) == TrainConfig(width=64)
 
 
+def test_settings_the_architecture_would_ignore_are_named():
+    """A setting given for a model that does not use it would pass silently and the user would
+    believe it was applied; `train` refuses it (see the refusals in the multilabel test)."""
+    assert TrainConfig(arch="linear", mixup=0.5, epochs=3).unused_settings() == ["epochs",
+                                                                                 "mixup"]
+    assert TrainConfig(arch="dnn", width=64, compile=True).unused_settings() == ["width",
+                                                                                 "compile"]
+    assert TrainConfig(arch="pooled", folds=5).unused_settings() == ["folds"]
+    # auto takes what any of its candidates uses, and its own settings
+    assert TrainConfig(mixup=0.5, epochs=3, folds=5).unused_settings() == []
+    assert TrainConfig(dense_units=10).unused_settings() == ["dense_units"]
+    assert TrainConfig(candidates=("linear", "kernel"), mixup=0.5).unused_settings() == ["mixup"]
+    # a default given again, or a model's own settings, are not refused
+    assert TrainConfig(arch="linear", mixup=0.2).unused_settings() == []
+    assert TrainConfig(arch="ensemble", compile=True, dense_units=10, dropout=(0.1,),
+                       epochs=3).unused_settings() == []
+    # the model auto picks keeps only its own settings: the others' are back at their defaults
+    picked = TrainConfig(epochs=3, mixup=0.5, folds=5).resolved("kernel")
+    assert picked == TrainConfig(arch="kernel")
+    assert TrainConfig(epochs=3, mixup=0.5, folds=5).resolved("pooled") == TrainConfig(
+        arch="pooled", epochs=3, mixup=0.5).resolved()
+
+
 def test_training_keeps_freed_buffers_for_reuse_and_then_gives_them_back(tmp_path):
     """Inside heap_reuse (around every train() run) a freed 48 MiB buffer is reused without
     faulting its pages in again, where glibc's defaults map it afresh each time; afterwards
@@ -277,8 +300,10 @@ def test_short_training_improves_validation_loss_and_saves_everything(demo_store
     # so is one refused only once its tiles are counted, or its selection's folds cut
     for refused, words in ((TrainConfig(arch="linear", memory_budget_mb=0.001, min_tracks=6),
                             "need .* MiB, above the memory budget of 0.001 MiB"),
-                           (TrainConfig(arch="kernel", **FAST), "optimizer, learning_rate do "
-                                                                "not apply to 'kernel'"),
+                           (TrainConfig(arch="kernel", mixup=0.5, **FAST),
+                            "optimizer, learning_rate, mixup do not apply to 'kernel': "
+                            "optimizer, learning_rate are used only by pooled, dnn, cnn, "
+                            "ensemble, multilabel; mixup is used only by pooled; leave them out"),
                            (TrainConfig(candidates=("linear", "dnn"), **FAST),
                             "auto compares track-level models"),
                            (TrainConfig(folds=1000, **FAST), "cannot make 1000 folds")):

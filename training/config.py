@@ -31,6 +31,17 @@ ARCH_DEFAULTS = {
 STATISTICS_MODELS = ("linear", "kernel")
 LOOP_SETTINGS = tuple(_STUDY)
 ARCH_DEFAULTS.update({arch: {} for arch in STATISTICS_MODELS})
+_NETWORKS = ("pooled", "dnn", "cnn", "ensemble", "multilabel")
+_TILE_MODELS = ("dnn", "cnn", "ensemble", "multilabel")
+#: Settings that only some architectures use, and which (every other setting applies to all).
+USED_BY = {
+    **dict.fromkeys((*LOOP_SETTINGS, "momentum", "lr_decay", "mixed_precision"), _NETWORKS),
+    **dict.fromkeys(("dense_units", "dropout", "loader_workers", "buffer_chunks"), _TILE_MODELS),
+    **dict.fromkeys(("crop_tiles", "tracks_per_batch", "spec_augment", "mixup", "width"),
+                    ("pooled",)),
+    **dict.fromkeys(("tile_dtype", "compile"), ("ensemble",)),
+    **dict.fromkeys(("folds", "candidates"), ("auto",)),
+}
 #: Tiles per step of the study's models on a GPU when ``batch_size`` is unset: steps of 128
 #: leave the GPU waiting on kernel launches (benchmarks/gpu_training.py). The default learning
 #: rate grows with the square root of the batch (docs/training.md measures both).
@@ -239,13 +250,26 @@ class TrainConfig:
         arch = arch or self.arch
         if arch == "auto":
             return replace(self, candidates=self.candidates or CANDIDATES)
+        # An `auto` run's settings for its other candidates are back at their defaults: the
+        # model that won did not use them, and its saved config must not say it did.
+        unused = {f.name: f.default for f in fields(self)
+                  if arch not in USED_BY.get(f.name, (arch,))}
+        if arch in STATISTICS_MODELS:
+            return replace(self, arch=arch, **unused)
         fill = {k: v for k, v in ARCH_DEFAULTS[arch].items() if getattr(self, k) is None}
         if ARCH_DEFAULTS[arch] is _STUDY and self.batch_size is None and self.on_gpu:
             fill["batch_size"] = GPU_BATCH
             if self.learning_rate is None:
                 fill["learning_rate"] = _STUDY["learning_rate"] * (
                     GPU_BATCH / _STUDY["batch_size"]) ** 0.5
-        return replace(self, arch=arch, **fill)
+        return replace(self, arch=arch, **{**unused, **fill})
+
+    def unused_settings(self) -> list[str]:
+        """The settings given a value other than their default that ``arch`` does not use
+        (for ``auto``: that none of its candidates uses), in field order."""
+        archs = {"auto", *(self.candidates or CANDIDATES)} if self.arch == "auto" else {self.arch}
+        return [f.name for f in fields(self) if f.name in USED_BY
+                and getattr(self, f.name) != f.default and not archs & set(USED_BY[f.name])]
 
     @property
     def on_gpu(self) -> bool:

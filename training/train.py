@@ -15,7 +15,8 @@ from featurestore.spec import FeatureSpec
 from featurestore.statuses import OK
 from featurestore.store import Store
 from featurestore.tile_arrays import TileSource, read_tiles
-from training.config import LOOP_SETTINGS, STATISTICS_MODELS, TrainConfig, TrainingError
+from training.config import (CANDIDATES, LOOP_SETTINGS, STATISTICS_MODELS, USED_BY, TrainConfig,
+                             TrainingError)
 from training.fused import train_ensemble
 from training.heap import heap_reuse
 from training.inference import resolve_device
@@ -62,6 +63,20 @@ class TrainReport:
                 f"{m.get('tile_lrap', float('nan')):.3f}")
 
 
+def _unused_message(config: TrainConfig, unused: list[str]) -> str:
+    """Why ``unused`` settings are refused: which architectures they are for."""
+    what = (f"auto's candidates ({', '.join(config.candidates or CANDIDATES)})"
+            if config.arch == "auto" else repr(config.arch))
+    groups: dict[tuple, list[str]] = {}
+    for name in unused:
+        groups.setdefault(USED_BY[name], []).append(name)
+    uses = "; ".join(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} used only by "
+                     f"{', '.join(archs)}" for archs, names in groups.items())
+    one = len(unused) == 1
+    return (f"{', '.join(unused)} do{'es' * one} not apply to {what}: {uses}; leave "
+            f"{'it' if one else 'them'} out")
+
+
 #: Where ``auto`` keeps the folds it has measured, with a digest of the tracks and labels
 #: they were cut from: an interrupted selection goes on from them.
 SELECTION_FOLDS = "selection_folds.json"
@@ -94,7 +109,7 @@ def _prepare(files: ModelFiles, config: TrainConfig, fset_hash: str, overwrite: 
     if saved.get("arch") != "auto":
         began = saved.get("train_config", {})
         now = config.resolved(saved["arch"]).to_dict()
-        changed = sorted(k for k, v in began.items() if v is not None and now.get(k) != v)
+        changed = [k for k in LOOP_SETTINGS if began.get(k) is not None and now[k] != began[k]]
         if changed:
             then = ", ".join(f"{k} {began[k]} there, {now.get(k)} here" for k in changed)
             raise TrainingError(f"model {files.name!r} is an interrupted run begun on another "
@@ -174,11 +189,9 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
     """
     requested = config or TrainConfig()
     device = resolve_device(requested.device)  # before anything is read or removed
-    if requested.arch in STATISTICS_MODELS:
-        unused = [k for k in LOOP_SETTINGS if getattr(requested, k) is not None]
-        if unused:
-            raise TrainingError(f"{', '.join(unused)} do not apply to {requested.arch!r}: "
-                                "scikit-learn fits it at once, with no epochs or optimizer")
+    unused = requested.unused_settings()
+    if unused:
+        raise TrainingError(_unused_message(requested, unused))
     log = log or (lambda msg: print(msg, file=sys.stderr))
     store = store if isinstance(store, Store) else Store(store, storage_options)
     store.check_layout()
