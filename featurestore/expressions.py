@@ -5,7 +5,9 @@ same object prunes Parquet row groups by their statistics, filters rows while sc
 filters a joined table afterwards. The grammar is a safe subset of Python, parsed with
 :mod:`ast` and never evaluated:
 
-- column names and literals (strings, numbers, ``True``/``False``/``None``);
+- column names and literals (strings, numbers, ``True``/``False``/``None``); a column whose
+  name is not a Python name goes in backticks, as in pandas' ``query``
+  (`` `cue type` == "main title" ``);
 - comparisons ``== != < <= > >=``, chained (``1960 <= year < 1970``), ``in`` / ``not in`` a
   list of literals;
 - ``and`` ``or`` ``not`` (and ``&`` ``|`` ``~``), arithmetic ``+ - * / //`` (``year // 10 == 196``);
@@ -16,6 +18,7 @@ filters a joined table afterwards. The grammar is a safe subset of Python, parse
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -40,19 +43,49 @@ _COMPARE = {ast.Eq: "__eq__", ast.NotEq: "__ne__", ast.Lt: "__lt__", ast.LtE: "_
 _ARITH = {ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply"}
 
 
+# a string literal (left as it is) or a backticked column name
+_QUOTED = re.compile(r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")|`([^`]*)`""")
+
+
+def quote_names(text: str) -> tuple[str, dict[str, str]]:
+    """``text`` with each backticked column name replaced by a Python name that :mod:`ast`
+    parses, and those names' columns."""
+    names: dict[str, str] = {}
+
+    def swap(match: re.Match) -> str:
+        if match.group(2) is None:
+            return match.group(1)
+        stand_in = f"__quoted_{len(names)}__"
+        names[stand_in] = match.group(2)
+        return stand_in
+
+    return _QUOTED.sub(swap, text), names
+
+
+def unquote_names(text: str, names: dict[str, str]) -> str:
+    """:func:`quote_names` undone: the stand-ins in ``text`` back in backticks."""
+    for stand_in, name in names.items():
+        text = text.replace(stand_in, f"`{name}`")
+    return text
+
+
 def parse_where(text: str, columns: list[str]) -> Predicate:
     """Parse ``text`` over the given column names; raise :class:`QueryError` naming what is
     wrong (the unknown column with the known ones, or the unsupported construct)."""
+    source, quoted = quote_names(text.strip())
+    spaced = [c for c in columns if not c.isidentifier()]
+    hint = (f"; a column name such as {spaced[0]!r} goes in backticks: `{spaced[0]}`"
+            if spaced and not quoted else "")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
-        raise QueryError(f"--where {text!r}: not a valid expression ({exc.msg})") from None
+        raise QueryError(f"--where {text!r}: not a valid expression ({exc.msg}){hint}") from None
     used: set[str] = set()
     known = set(columns)
 
     def fail(node: ast.AST, why: str):
-        snippet = ast.get_source_segment(text.strip(), node) or type(node).__name__
-        raise QueryError(f"--where {text!r}: {why}: {snippet}")
+        snippet = ast.get_source_segment(source, node) or type(node).__name__
+        raise QueryError(f"--where {text!r}: {why}: {unquote_names(snippet, quoted)}")
 
     def literal(node: ast.AST):
         if isinstance(node, ast.Constant) and (node.value is None or isinstance(
@@ -66,11 +99,12 @@ def parse_where(text: str, columns: list[str]) -> Predicate:
     def column(node: ast.AST) -> pc.Expression:
         if not isinstance(node, ast.Name):
             fail(node, "expected a column name")
-        if node.id not in known:
-            raise QueryError(f"--where {text!r}: unknown column {node.id!r} (columns: "
-                             f"{', '.join(sorted(known))})")
-        used.add(node.id)
-        return pc.field(node.id)
+        name = quoted.get(node.id, node.id)
+        if name not in known:
+            raise QueryError(f"--where {text!r}: unknown column {name!r} (columns: "
+                             f"{', '.join(sorted(known))}){hint}")
+        used.add(name)
+        return pc.field(name)
 
     def value(node: ast.AST):
         if isinstance(node, ast.Constant):

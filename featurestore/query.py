@@ -29,7 +29,7 @@ import pyarrow.fs as pafs
 
 from catalogs.genres import normalize_genre
 from catalogs.labels import DEFAULT_LABELS, label_lists
-from featurestore.expressions import QueryError, parse_where
+from featurestore.expressions import QueryError, parse_where, quote_names, unquote_names
 from featurestore.manifest import KEY, SCHEMA, ManifestLog
 from featurestore.statuses import FAILURE_STATUSES, OK, PENDING, REMOVED
 from featurestore.urls import filesystem
@@ -198,8 +198,9 @@ class TrackQuery:
                            ("year", self.year)):
             if used and name not in catalog_columns:
                 raise QueryError(f"catalog {catalog!r} has no column {name!r}")
-        if (self.genres or self.all_genres or self.exclude_genres) and (
-                self.labels not in catalog_columns):
+        # a label column named without a label filter is checked too: it would do nothing
+        if (self.genres or self.all_genres or self.exclude_genres
+                or self.labels != DEFAULT_LABELS) and self.labels not in catalog_columns:
             raise QueryError(f"catalog {catalog!r} has no label column {self.labels!r} "
                              f"(columns: {', '.join(catalog_columns)})")
         self._where_parts(catalog_columns)  # parses: unknown columns raise here
@@ -207,9 +208,9 @@ class TrackQuery:
 
 def _conjuncts(text: str) -> list[str]:
     """Top-level ``and`` / ``&`` terms of a where clause, as source texts."""
-    text = text.strip()
+    source, quoted = quote_names(text.strip())
     try:
-        tree = ast.parse(text, mode="eval").body
+        tree = ast.parse(source, mode="eval").body
     except SyntaxError:
         return [text]  # parse_where reports it
     terms: list[ast.AST] = []
@@ -225,7 +226,7 @@ def _conjuncts(text: str) -> list[str]:
             terms.append(node)
 
     walk(tree)
-    return [ast.get_source_segment(text, t) for t in terms]
+    return [unquote_names(ast.get_source_segment(source, t), quoted) for t in terms]
 
 
 def _all(expressions) -> pc.Expression | None:

@@ -49,7 +49,9 @@ def hand_store(tmp_path_factory, dask_client):
         if seconds:
             write_audio(root / path, seconds, seed=i)
         rows.append({"track_id": tid, "path": path, "film": film, "composer": composer,
-                     "year": year, "genres": genres, "mood": mood})
+                     "year": year, "genres": genres, "mood": mood,
+                     # a header as spreadsheets write them, not a Python name
+                     "cue type": "main title" if tid in ("a1", "a6", "a8") else "underscore"})
     catalog = write_catalog(root / "films.csv", rows)
     url = str(root / "store")
     report = featurestore.build(catalog, url, client=dask_client, progress=False,
@@ -78,6 +80,8 @@ CASES = [
     (dict(where="contains(composer, 'williams') and year > 1976"), {"a6", "a7"}),
     (dict(where="year // 10 == 196 and status == 'ok'"), {"a1", "a2", "a3", "a8"}),
     (dict(where="film in ['Jaws', 'Vertigo'] or isnull(mood)"), {"a5", "a9", "a10"}),
+    (dict(where="`cue type` == 'main title' and year < 1970"), {"a1", "a8"}),
+    (dict(where="`cue type` != 'main title' and n_tiles >= 2"), {"a7"}),
     (dict(labels="mood", genres="tense"), {"a1", "a2", "a5", "a8"}),
     (dict(labels="mood", all_genres=["tender", "epic"]), {"a7"}),
     (dict(labels="mood", exclude_genres=["tense", "dark"], composer="John Williams"),
@@ -162,6 +166,8 @@ def test_clear_errors_for_unknown_columns_and_bad_expressions(hand_store):
         store.tracks(where="tempo > 120")
     with pytest.raises(QueryError, match="not a valid expression"):
         store.tracks(where="year >")
+    with pytest.raises(QueryError, match="goes in backticks: `cue type`"):
+        store.tracks(where="cue type == 'main title'")
     with pytest.raises(QueryError, match="unknown function"):
         store.tracks(where="__import__('os').system('true')")
     with pytest.raises(QueryError, match="'tempo'"):
@@ -176,6 +182,8 @@ def test_clear_errors_for_unknown_columns_and_bad_expressions(hand_store):
         featurestore.open(os.path.join(hand_store[0], "featurestore.json"))  # a file
     with pytest.raises(QueryError, match="no label column 'tempo'"):
         store.tracks(labels="tempo", genres="fast")
+    with pytest.raises(QueryError, match="no label column 'tempo'"):  # not silently ignored
+        store.tracks(labels="tempo")
     with pytest.raises(QueryError, match="1969:1960"):
         store.tracks(year="1969:1960")
     with pytest.raises(featurestore.StoreError, match="no catalog 'nope'"):
