@@ -71,7 +71,7 @@ def _rankings_arguments(p: argparse.ArgumentParser) -> None:
 
 def _rankings(args: argparse.Namespace) -> int:
     from catalogs.labels import DEFAULT_LABELS
-    from scoring.rankings import DEFAULT_COMBINE, best_tracks, track_rankings
+    from scoring.rankings import DEFAULT_COMBINE, best_tracks, ranking_quality, track_rankings
 
     store = open_store(args)
     if bool(args.track) == bool(args.label):
@@ -90,10 +90,15 @@ def _rankings(args: argparse.Namespace) -> int:
         frame = track_rankings(store, args.model, args.track, args.catalog, args.version)
         if args.top:
             frame = frame[frame["rank"] <= args.top].reset_index(drop=True)
-    else:
-        frame = best_tracks(store, args.model, args.label, args.top or _TOP,
-                            args.combine or DEFAULT_COMBINE, args.version, **chosen)
+        write_frames([frame], args.format, args.output)
+        return 0
+    combine = args.combine or DEFAULT_COMBINE
+    frame = best_tracks(store, args.model, args.label, args.top or _TOP, combine, args.version,
+                        **chosen)
     write_frames([frame], args.format, args.output)
+    # how far to trust the answer, beside it (stderr: the table may be piped as data)
+    quality = ranking_quality(store, args.model, args.label, combine, args.version, **chosen)
+    print(quality.summary(), file=sys.stderr)
     return 0
 
 

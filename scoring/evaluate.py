@@ -16,7 +16,7 @@ from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
 from scoring.rankings import model_scores
 from scoring.score_tables import KEY, ScoreTable, scores_matrix
 from scoring.similarity import neighbour_figures
-from training.metrics import DEFAULT_TOP_K, per_class, ranking_metrics
+from training.metrics import DEFAULT_TOP_K, label_precision, per_class, ranking_metrics
 from training.model_files import CROSS_FITTED, ModelFiles
 from training.targets import multi_hot
 
@@ -69,6 +69,12 @@ class Evaluation:
                          f"{m['coverage_lower_bound']:.2f}), ranking loss "
                          f"{m['label_ranking_loss']:.3f}, top-{self.k} micro F1 "
                          f"{m['per_class']['micro']['f1']:.3f}")
+        ranked = self.track["label_precision"]
+        if ranked["mean"] is not None:
+            each = ", ".join(f"{c} {format_figure(r['average_precision'])}"
+                             for c, r in ranked["classes"].items())
+            lines.append(f"  labels   tracks ranked for each label: mean average precision "
+                         f"{ranked['mean']:.3f} (chance {ranked['chance']:.3f}); {each}")
         if self.similarity is not None:
             ours, base = self.similarity["embedding"], self.similarity["statistics"]
             lines.append(f"  similar  {ours['k']} nearest of {ours['library']} tracks for "
@@ -176,7 +182,8 @@ def evaluate(store: Store | str, model: str, split: str = "test", k: int = DEFAU
                          "`featurestore score` first")
     tracks = keys.merge(tracks, on=KEY, how="left")
     truth = multi_hot(tracks, classes, config["label_column"])
-    track = {**ranking_metrics(truth, scores), "per_class": per_class(truth, scores, classes, k)}
+    track = {**ranking_metrics(truth, scores), "per_class": per_class(truth, scores, classes, k),
+             "label_precision": label_precision(truth, scores, classes)}
 
     tiles = table.tiles(rankings.drop_duplicates(KEY))
     tile_scores = np.stack(tiles["scores"].to_numpy()).astype(np.float32)

@@ -8,15 +8,20 @@ longer built, drops out until the next scoring run.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import pandas as pd
 
 from catalogs.genres import normalize_genre
+from catalogs.labels import label_lists
 from featurestore.errors import check_counts
 from featurestore.statuses import OK
 from featurestore.store import Store
 from scoring.score_tables import KEY, ScoreTable, score_table, scores, scores_matrix
+from training.metrics import ranking_precision
 from training.model_files import ModelFiles
+from training.targets import multi_hot
 
 #: Ways to combine several labels' scores into one: ``geomean`` (their geometric mean, the
 #: default); ``mean``; ``min`` (the track must fit every label: its weakest score counts).
@@ -98,6 +103,21 @@ def combine_scores(matrix: np.ndarray, combine: str) -> np.ndarray:
     return np.exp(np.log(np.clip(matrix, 1e-12, None)).mean(1))
 
 
+def _model_labels(table: ScoreTable, model: str, fit: list[str] | str) -> list[str]:
+    """``fit`` as the labels the model scores ("sci-fi", "Science Fiction": the IMDB name,
+    when that is what it scores), each once; an error naming the ones it does not score."""
+    labels = list(dict.fromkeys([fit] if isinstance(fit, str) else fit))
+    if not labels:
+        raise ValueError("name at least one label")
+    classes = list(table.info().classes)
+    labels = [label if label in classes else normalize_genre(label)[0] for label in labels]
+    unknown = [label for label in labels if label not in classes]
+    if unknown:
+        raise ValueError(f"model {model!r} does not score {', '.join(unknown)} (its labels: "
+                         f"{', '.join(classes)})")
+    return list(dict.fromkeys(labels))
+
+
 def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
                 combine: str = DEFAULT_COMBINE, version: str | None = None,
                 **filters) -> pd.DataFrame:
@@ -108,17 +128,8 @@ def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
     ``composer``, ``year``, ``where`` ...)."""
     _check_combine(combine)  # before any read
     check_counts(top=top)
-    labels = list(dict.fromkeys([fit] if isinstance(fit, str) else fit))
-    if not labels:
-        raise ValueError("name at least one label")
     table = model_scores(store, model, version)
-    classes = list(table.info().classes)
-    # "sci-fi", "Science Fiction": the IMDB name, when that is what the model scores
-    labels = [label if label in classes else normalize_genre(label)[0] for label in labels]
-    unknown = [label for label in labels if label not in classes]
-    if unknown:
-        raise ValueError(f"model {model!r} does not score {', '.join(unknown)} (its labels: "
-                         f"{', '.join(classes)})")
+    labels = _model_labels(table, model, fit)
     rankings = scores(store, model, table.version, labels=labels,
                       columns=[*KEY, "label", "score", "cross_fitted", "content_hash"])
     rankings = _current(store, table, rankings, filters)
@@ -135,3 +146,68 @@ def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
     out = out.head(top).reset_index(drop=True)
     out.insert(0, "rank", np.arange(1, len(out) + 1))
     return out
+
+
+@dataclass
+class RankingQuality:
+    """What a ranking of tracks for ``labels`` (their scores combined as ``combine``) is worth:
+    the same ranking of the labelled ``tracks`` whose scores come from a model not fitted on
+    them (:func:`ranking_quality`), of which ``positives`` have every label.
+    ``average_precision`` (``None`` when none or all of them have every label) is 1 when those
+    come first, and ``chance`` (their share) for a random order."""
+
+    model: str
+    labels: list[str]
+    combine: str
+    tracks: int
+    positives: int
+    average_precision: float | None
+    chance: float | None
+    cross_fitted: int  # of the tracks, those ranked by cross-fitted scores
+
+    def summary(self) -> str:
+        which = " and ".join(self.labels)
+        where = (f"{self.tracks} labelled tracks scored by a model not fitted on them"
+                 + (f" ({self.cross_fitted} by cross-fitting)" if self.cross_fitted else ""))
+        if self.average_precision is None:
+            return (f"held out: {where}, {self.positives} of them with {which}: nothing to "
+                    "measure this ranking by")
+        return (f"held out: {where}, {self.positives} of them with {which}: this ranking's "
+                f"average precision there is {self.average_precision:.3f} (a random order: "
+                f"{self.chance:.3f})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def ranking_quality(store: Store, model: str, fit: list[str] | str,
+                    combine: str = DEFAULT_COMBINE, version: str | None = None,
+                    **filters) -> RankingQuality:
+    """How well :func:`best_tracks` ranks the tracks that have every label of ``fit`` first,
+    measured where the truth is known and the model did not learn it: on the labelled tracks
+    (any label in the model's label column) among those ``filters`` leave that the model was
+    not fitted on (its test split, tracks added since, tracks with none of its classes) or
+    ranks by cross-fitted scores, against the catalog's labels."""
+    _check_combine(combine)
+    table = model_scores(store, model, version)
+    labels = _model_labels(table, model, fit)
+    files = ModelFiles(store, model)
+    label_column = files.read_complete_config()["label_column"]
+    sides = files.read_frame("split.parquet")
+    rankings = scores(store, model, table.version, labels=labels,
+                      columns=[*KEY, "label", "score", "cross_fitted", "content_hash"])
+    side = rankings[KEY].merge(sides, on=KEY, how="left")["side"]
+    learned = side.isin(["train", "val"]).to_numpy() & ~rankings["cross_fitted"].fillna(
+        False).to_numpy(bool)
+    tracks = scored_tracks(store, table.info().feature_set, filters,
+                           columns=[label_column, "content_hash"])
+    # a track without any label is unlabelled, not a track without these
+    tracks = tracks[label_lists(tracks, label_column).map(len).to_numpy() > 0]
+    rankings = rankings[~learned].merge(tracks[[*KEY, "content_hash"]],
+                                        on=[*KEY, "content_hash"])
+    keys, matrix = scores_matrix(rankings, labels)
+    truth = multi_hot(keys.merge(tracks, on=KEY, how="left"), labels, label_column).all(1)
+    measured = ranking_precision(truth, combine_scores(matrix, combine))
+    crossed = rankings.drop_duplicates(KEY)["cross_fitted"].fillna(False).sum()
+    return RankingQuality(model, labels, combine, measured["samples"], measured["positives"],
+                          measured["average_precision"], measured["chance"], int(crossed))

@@ -97,11 +97,17 @@ def markdown(ev: Evaluation) -> str:
                      f"{m['per_class']['micro']['f1']:.3f} | "
                      f"{m['per_class']['macro']['f1']:.3f} |")
     lines += ["", f"## Per class (tracks, top {ev.k})", "",
-              "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+              "Precision, recall and F1 take each track's top labels as its predictions. "
+              "Average precision ranks the tracks by the label's score, as `rankings --label` "
+              "does: 1 puts every track that has the label first; chance is the share of "
+              "tracks that have it (a random order's average precision).", "",
+              "| label | precision | recall | F1 | support | average precision | chance |",
+              "|---|---|---|---|---|---|---|"]
     for c in ev.classes:
-        r = ev.track["per_class"]["classes"][c]
+        r, ranked = ev.track["per_class"]["classes"][c], ev.track["label_precision"]["classes"][c]
         lines.append(f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
-                     f"{r['support']} |")
+                     f"{r['support']} | {format_figure(ranked['average_precision'])} | "
+                     f"{format_figure(ranked['chance'])} |")
     lines += similarity_section(ev)
     lines += ["", "![per-class precision, recall and F1](per_class_f1.png)", "",
               "![score distributions](score_distributions.png)", "",

@@ -16,15 +16,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import (coverage_error, label_ranking_average_precision_score,
-                             label_ranking_loss)
+from sklearn.metrics import (average_precision_score, coverage_error,
+                             label_ranking_average_precision_score, label_ranking_loss)
 
 import featurestore
 from catalogs.writer import write_catalog
 from featurestore.parquet_files import parquet_bytes
 from featurestore.urls import atomic_write
-from scoring import best_tracks, evaluate, score, track_rankings
+from scoring import best_tracks, evaluate, ranking_quality, score, track_rankings
 from scoring.aggregate import aggregate, ranking_rows, ranks
+from scoring.evaluate import format_figure
 from scoring.score_tables import KEY, score_table, scores, tile_scores
 from training import TrainConfig, TrainingError, train
 from training.metrics import per_class, ranking_metrics
@@ -544,6 +545,27 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     for bad in (2.5, True, "5"):
         with pytest.raises(ValueError, match=f"top {bad!r}: must be a whole number"):
             best_tracks(store, MODEL, ["Drama"], top=bad)
+    # how far to trust that answer: the same ranking of the labelled tracks the model did not
+    # learn from (here its test split: an ensemble has no cross-fitted scores)
+    sides = ModelFiles(store, MODEL).read_frame("split.parquet")
+    learned = set(sides.loc[sides["side"] != "test", "track_id"])
+    genres = store.tracks(columns=["genres"]).set_index("track_id")["genres"].map(set)
+    drama = scores(store, MODEL, labels="Drama").set_index("track_id")["score"]
+    unseen = [t for t in drama.index if t not in learned and genres[t]]
+    has_drama = [t for t in unseen if "Drama" in genres[t]]
+    quality = ranking_quality(store, MODEL, "drama")
+    assert quality.labels == ["Drama"] and quality.cross_fitted == 0
+    assert (quality.tracks, quality.positives) == (len(unseen), len(has_drama))
+    assert 0 < len(has_drama) < len(unseen)
+    assert quality.average_precision == pytest.approx(average_precision_score(
+        [t in has_drama for t in unseen], drama[unseen]), rel=1e-6)
+    assert quality.chance == pytest.approx(len(has_drama) / len(unseen))
+    assert f"average precision there is {quality.average_precision:.3f}" in quality.summary()
+    assert ranking_quality(store, MODEL, "Drama", year="1970:1979").tracks < quality.tracks
+    # no held-out track has both: nothing to measure, and it says so
+    pair = ranking_quality(store, MODEL, ["thriller", "science fiction"], combine="min")
+    assert (pair.tracks, pair.positives, pair.average_precision) == (len(unseen), 0, None)
+    assert "nothing to measure this ranking by" in pair.summary()
 
     res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--label",
                   "Thriller", "--label", "Sci-Fi", "--top", "5", "--format", "json")
@@ -552,6 +574,7 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     assert [r["track_id"] for r in rows] == best["track_id"].tolist()
     assert [r["score"] for r in rows] == pytest.approx(best["score"].tolist(), rel=1e-6)
     assert {"film", "composer", "year", "Thriller", "Sci-Fi"} <= set(rows[0])
+    assert res.stderr.strip() == pair.summary()  # beside the answer, out of its data
     res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--track",
                   "t00003")
     assert res.returncode == 0 and res.stdout.count("t00003") == 10, res.stderr
@@ -601,7 +624,18 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
         assert {"lrap", "coverage_error", "coverage_lower_bound", "label_ranking_loss",
                 "per_class"} <= set(figures[level])
     assert figures["k"] == 5 and len(figures["track"]["per_class"]["classes"]) == 10
-    assert figures == json.loads(evaluate(store, MODEL, "test").to_json())  # the model's own
+    ev = evaluate(store, MODEL, "test")
+    assert figures == json.loads(ev.to_json())  # the model's own
+    # each label's ranking of the tracks, as `rankings --label` ranks them
+    ranked = figures["track"]["label_precision"]
+    measured = [c for i, c in enumerate(ev.classes) if 0 < ev.truth[:, i].sum() < len(ev.truth)]
+    assert measured and ranked["mean"] == pytest.approx(np.mean(
+        [ranked["classes"][c]["average_precision"] for c in measured]))
+    for i, c in enumerate(ev.classes):
+        expected = (average_precision_score(ev.truth[:, i], ev.scores[:, i]) if c in measured
+                    else None)
+        assert ranked["classes"][c]["average_precision"] == pytest.approx(expected)
+    assert "tracks ranked for each label: mean average precision" in ev.summary()
     assert sorted(os.listdir(report_dir)) == ["cooccurrence.png", "metrics.json",
                                               "per_class_f1.png", "report.md",
                                               "score_distributions.png"]
@@ -613,6 +647,10 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     assert (f"| model embeddings | {near['same_film_precision']:.3f} | "
             f"{near['label_jaccard']:.3f} |") in page
     assert "A track's scores are the mean of its tiles' scores." in page  # the ensemble
+    drama = ranked["classes"]["Drama"]  # the per-class table's last two columns
+    row = next(line for line in page.splitlines() if line.startswith("| Drama |"))
+    assert row.endswith(f"| {format_figure(drama['average_precision'])} | "
+                        f"{drama['chance']:.3f} |")
     # by default the report goes into the store, beside the scores
     res = run_cli(capsys, "evaluate", "--store", store_copy, "--model", MODEL, "--split",
                   "val", "--top-k", "3")

@@ -13,13 +13,15 @@ import pytest
 import scipy.fft
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
 from sklearn.model_selection import KFold
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import featurestore
-from scoring import best_tracks, evaluate, score, scores, track_rankings
+from catalogs.labels import label_lists
+from scoring import best_tracks, evaluate, ranking_quality, score, scores, track_rankings
 from scoring.report import markdown
 from scoring.score_tables import ScoreTable
 from tests.helpers import copy_demo_library, small_library
@@ -394,6 +396,15 @@ def test_track_level_model_scores_ranks_and_rescores_nightly(demo_store, dask_cl
     best = best_tracks(store, "nightly", classes[:2], top=len(ok)).merge(
         ok.reset_index()[["catalog", "track_id", "index"]])
     assert best["cross_fitted"].tolist() == [i not in sides["test"] for i in best["index"]]
+    # so what that answer is worth is measured on the whole labelled library: the fitted
+    # tracks by their cross-fitted scores, the test tracks by the model's own
+    quality = ranking_quality(store, "nightly", classes[0])
+    answer = best_tracks(store, "nightly", classes[0], top=len(ok))
+    has = label_lists(answer, "genres").map(lambda names: classes[0] in names)
+    assert (quality.tracks, quality.cross_fitted, quality.positives) == (
+        len(answer), fitted, has.sum()) and 0 < has.sum() < len(answer)
+    assert quality.average_precision == pytest.approx(
+        average_precision_score(has, answer["score"]), rel=1e-6)
     # an evaluation of the fitted tracks says their track figures are cross-fitted
     on_train = evaluate(store, "nightly", "train", similarity=False)
     assert on_train.cross_fitted and "cross-fitted scores" in markdown(on_train)

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (coverage_error, label_ranking_average_precision_score,
-                             label_ranking_loss, precision_recall_fscore_support)
+from sklearn.metrics import (average_precision_score, coverage_error,
+                             label_ranking_average_precision_score, label_ranking_loss,
+                             precision_recall_fscore_support)
 
 if TYPE_CHECKING:
     from training.samplers import TileTable
@@ -29,6 +30,30 @@ def ranking_metrics(truth: np.ndarray, scores: np.ndarray) -> dict:
             "coverage_lower_bound": float(truth.sum(1).mean()),
             "label_ranking_loss": float(label_ranking_loss(truth, scores)),
             "samples": int(len(truth))}
+
+
+def ranking_precision(relevant: np.ndarray, scores: np.ndarray) -> dict:
+    """How well ``scores`` rank the ``relevant`` samples above the rest: ``average_precision``
+    (scikit-learn's; ``None`` unless some samples are relevant and some not), ``positives``,
+    ``samples`` and ``chance`` (the share relevant: the expected average precision of a
+    random order)."""
+    relevant = np.asarray(relevant) > 0
+    n, positives = len(relevant), int(relevant.sum())
+    ap = (float(average_precision_score(relevant, scores)) if 0 < positives < n else None)
+    return {"average_precision": ap, "positives": positives, "samples": int(n),
+            "chance": positives / n if n else None}
+
+
+def label_precision(truth: np.ndarray, scores: np.ndarray, classes: list[str]) -> dict:
+    """Per class, how well its column of ``scores`` ranks the samples that have it first
+    (:func:`ranking_precision`): what a ranking of tracks for one label is worth. ``mean``:
+    the mean average precision over the classes that have one, and ``chance``: theirs."""
+    out = {c: ranking_precision(truth[:, i], scores[:, i]) for i, c in enumerate(classes)}
+    measured = [r for r in out.values() if r["average_precision"] is not None]
+    return {"classes": out,
+            "mean": float(np.mean([r["average_precision"] for r in measured])) if measured
+            else None,
+            "chance": float(np.mean([r["chance"] for r in measured])) if measured else None}
 
 
 def held_out_metrics(scores: np.ndarray, table: TileTable,
