@@ -73,9 +73,12 @@ def parse_where(text: str, columns: list[str]) -> Predicate:
     """Parse ``text`` over the given column names; raise :class:`QueryError` naming what is
     wrong (the unknown column with the known ones, or the unsupported construct)."""
     source, quoted = quote_names(text.strip())
-    spaced = [c for c in columns if not c.isidentifier()]
-    hint = (f"; a column name such as {spaced[0]!r} goes in backticks: `{spaced[0]}`"
-            if spaced and not quoted else "")
+    # a column whose name is not a Python name, written bare: its first word is in the text
+    words = set(re.findall(r"\w+", source))
+    bare = [c for c in columns if not c.isidentifier() and c.split()[:1] and
+            c.split()[0] in words]
+    hint = (f"; a column name such as {bare[0]!r} goes in backticks, `{bare[0]}` (in a shell, "
+            "put the whole expression in single quotes)" if bare else "")
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
@@ -101,7 +104,8 @@ def parse_where(text: str, columns: list[str]) -> Predicate:
             fail(node, "expected a column name")
         name = quoted.get(node.id, node.id)
         if name not in known:
-            raise QueryError(f"--where {text!r}: unknown column {name!r} (columns: "
+            raise QueryError(f"--where {text!r}: unknown column "
+                             f"{unquote_names(name, quoted)!r} (columns: "
                              f"{', '.join(sorted(known))}){hint}")
         used.add(name)
         return pc.field(name)

@@ -72,6 +72,7 @@ def _rankings_arguments(p: argparse.ArgumentParser) -> None:
 def _rankings(args: argparse.Namespace) -> int:
     from catalogs.labels import DEFAULT_LABELS
     from scoring.rankings import DEFAULT_COMBINE, best_tracks, ranking_quality, track_rankings
+    from training.model_files import ModelFiles
 
     store = open_store(args)
     if bool(args.track) == bool(args.label):
@@ -96,9 +97,11 @@ def _rankings(args: argparse.Namespace) -> int:
     frame = best_tracks(store, args.model, args.label, args.top or _TOP, combine, args.version,
                         **chosen)
     write_frames([frame], args.format, args.output)
-    # how far to trust the answer, beside it (stderr: the table may be piped as data)
-    quality = ranking_quality(store, args.model, args.label, combine, args.version, **chosen)
-    print(quality.summary(), file=sys.stderr)
+    # how far to trust the answer, beside it (stderr: the table may be piped as data); the
+    # model's files say which tracks it learned, for its current version only
+    if args.version in (None, ModelFiles(store, args.model).version()):
+        quality = ranking_quality(store, args.model, args.label, combine, **chosen)
+        print(quality.summary(), file=sys.stderr)
     return 0
 
 

@@ -192,15 +192,23 @@ def ranking_quality(store: Store, model: str, fit: list[str] | str,
     table = model_scores(store, model, version)
     labels = _model_labels(table, model, fit)
     files = ModelFiles(store, model)
+    if table.version != files.version():  # its split is the current model's
+        raise ValueError(f"version {table.version} of model {model!r} is not its current one "
+                         f"({files.version()}): what its rankings are worth is measured for "
+                         "the current version only")
     label_column = files.read_complete_config()["label_column"]
     sides = files.read_frame("split.parquet")
     rankings = scores(store, model, table.version, labels=labels,
                       columns=[*KEY, "label", "score", "cross_fitted", "content_hash"])
-    side = rankings[KEY].merge(sides, on=KEY, how="left")["side"]
-    learned = side.isin(["train", "val"]).to_numpy() & ~rankings["cross_fitted"].fillna(
-        False).to_numpy(bool)
-    tracks = scored_tracks(store, table.info().feature_set, filters,
-                           columns=[label_column, "content_hash"])
+    fitted = rankings[KEY].merge(sides, on=KEY, how="left")["side"].isin(["train", "val"])
+    # the model's own score of audio it learned, under this key or as a copy in another catalog
+    learned = (fitted.to_numpy() | rankings["content_hash"].isin(
+        rankings.loc[fitted.to_numpy(), "content_hash"]).to_numpy()) & ~rankings[
+        "cross_fitted"].fillna(False).to_numpy(bool)
+    # every column, as best_tracks reads them: a catalog without the label column is allowed
+    tracks = scored_tracks(store, table.info().feature_set, filters)
+    if label_column not in tracks:  # the filters left only catalogs without it
+        tracks = tracks.assign(**{label_column: None})
     # a track without any label is unlabelled, not a track without these
     tracks = tracks[label_lists(tracks, label_column).map(len).to_numpy() > 0]
     rankings = rankings[~learned].merge(tracks[[*KEY, "content_hash"]],

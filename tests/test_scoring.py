@@ -378,6 +378,21 @@ def two_catalogs_copy(two_catalogs, tmp_path):
     return _copy_store(two_catalogs["store"], tmp_path)
 
 
+def test_copies_of_learned_audio_do_not_measure_the_rankings(two_catalogs):
+    """Catalog ``more`` holds the same recordings again: a copy of one the model learned is
+    scored by the model that learned it, so what a ranking is worth is measured on the copies
+    of the tracks it did not learn only, in both catalogs."""
+    store = featurestore.open(two_catalogs["reference"])
+    sides = ModelFiles(store, MODEL).read_frame("split.parquet")
+    learned = set(sides.loc[sides["side"] != "test", "track_id"])
+    first = store.tracks(status="ok", columns=["genres"])
+    first = first[(first["catalog"] != "more") & (first["genres"].map(len) > 0)]
+    unseen = set(first["track_id"]) - learned
+    assert 0 < len(unseen) < len(first)
+    assert ranking_quality(store, MODEL, "Drama").tracks == 2 * len(unseen)
+    assert ranking_quality(store, MODEL, "Drama", catalog="more").tracks == len(unseen)
+
+
 @pytest.mark.parametrize("point", ["lock", "staged"])
 def test_killed_run_keeps_old_results_and_rerun_completes_it(two_catalogs, two_catalogs_copy,
                                                             dask_client, capsys, point):

@@ -108,6 +108,9 @@ def test_settings_the_architecture_would_ignore_are_named():
     assert TrainConfig(arch="dnn", width=64, compile=True).unused_settings() == ["width",
                                                                                  "compile"]
     assert TrainConfig(arch="pooled", folds=5).unused_settings() == ["folds"]
+    # pooled's batches are tracks (tracks_per_batch); the statistics models weigh no classes
+    assert TrainConfig(arch="pooled", batch_size=64).unused_settings() == ["batch_size"]
+    assert TrainConfig(arch="kernel", balance="weights").unused_settings() == ["balance"]
     # auto takes what any of its candidates uses, and its own settings
     assert TrainConfig(mixup=0.5, epochs=3, folds=5).unused_settings() == []
     assert TrainConfig(dense_units=10).unused_settings() == ["dense_units"]

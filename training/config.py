@@ -24,7 +24,7 @@ _STUDY = {"optimizer": "sgd", "learning_rate": 0.01, "epochs": 200, "patience": 
 ARCH_DEFAULTS = {
     "dnn": _STUDY, "cnn": _STUDY, "ensemble": _STUDY, "multilabel": _STUDY,
     "pooled": {"optimizer": "adamw", "learning_rate": 3e-3, "epochs": 60, "patience": 15,
-               "batch_size": 128, "weight_decay": 1e-2},
+               "weight_decay": 1e-2},  # its batches are tracks: tracks_per_batch
 }
 #: The statistics models, fitted by scikit-learn at once (no epochs): none of these settings
 #: (:data:`LOOP_SETTINGS`) apply to them.
@@ -35,8 +35,10 @@ _NETWORKS = ("pooled", "dnn", "cnn", "ensemble", "multilabel")
 _TILE_MODELS = ("dnn", "cnn", "ensemble", "multilabel")
 #: Settings that only some architectures use, and which (every other setting applies to all).
 USED_BY = {
-    **dict.fromkeys((*LOOP_SETTINGS, "momentum", "lr_decay", "mixed_precision"), _NETWORKS),
-    **dict.fromkeys(("dense_units", "dropout", "loader_workers", "buffer_chunks"), _TILE_MODELS),
+    **dict.fromkeys((*(k for k in LOOP_SETTINGS if k != "batch_size"), "momentum", "lr_decay",
+                     "mixed_precision", "balance"), _NETWORKS),
+    **dict.fromkeys(("batch_size", "dense_units", "dropout", "loader_workers", "buffer_chunks"),
+                    _TILE_MODELS),
     **dict.fromkeys(("crop_tiles", "tracks_per_batch", "spec_augment", "mixup", "width"),
                     ("pooled",)),
     **dict.fromkeys(("tile_dtype", "compile"), ("ensemble",)),

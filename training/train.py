@@ -109,7 +109,8 @@ def _prepare(files: ModelFiles, config: TrainConfig, fset_hash: str, overwrite: 
     if saved.get("arch") != "auto":
         began = saved.get("train_config", {})
         now = config.resolved(saved["arch"]).to_dict()
-        changed = [k for k in LOOP_SETTINGS if began.get(k) is not None and now[k] != began[k]]
+        changed = [k for k in LOOP_SETTINGS if saved["arch"] in USED_BY[k]
+                   and began.get(k) is not None and now[k] != began[k]]
         if changed:
             then = ", ".join(f"{k} {began[k]} there, {now.get(k)} here" for k in changed)
             raise TrainingError(f"model {files.name!r} is an interrupted run begun on another "
