@@ -261,6 +261,8 @@ def test_scores_are_the_models_and_rankings_follow_them(store_copy, dask_client)
     assert ev.tile["lrap"] == pytest.approx(config["metrics"]["tile_lrap"], abs=1e-5)
     assert ev.track["coverage_error"] == pytest.approx(
         config["metrics"]["track_coverage_error"], abs=1e-5)
+    assert ev.track["label_precision"]["mean"] == pytest.approx(
+        config["metrics"]["track_label_ap"], abs=1e-5)
     # ... and equal scikit-learn on the stored scores and the catalog's labels.
     test = files.read_frame("split.parquet").query("side == 'test'")
     wide = rankings.pivot_table(index=KEY, columns="label", values="score")[classes]

@@ -60,14 +60,17 @@ def held_out_metrics(scores: np.ndarray, table: TileTable,
                      track_scores: np.ndarray | None = None) -> dict:
     """Tile- and track-level LRAP and coverage error of a model's tile ``scores`` on the
     held-out tiles of ``table`` (a track's score: ``track_scores``, one row per track of the
-    table in order, from a track-level model; else the mean of its tiles)."""
+    table in order, from a track-level model; else the mean of its tiles), and the mean over
+    labels of each label's ranking of the tracks (:func:`label_precision`) with its chance."""
     tracks = (pd.DataFrame(scores).groupby(table.track).mean() if track_scores is None
               else pd.DataFrame(track_scores, index=np.unique(table.track)))
     track_truth = table.targets[tracks.index.to_numpy()]
     tile = ranking_metrics(table.labels, scores)
     track = ranking_metrics(track_truth, tracks.to_numpy())
+    ranked = label_precision(track_truth, tracks.to_numpy(), list(range(track_truth.shape[1])))
     return {"tile_lrap": tile["lrap"], "tile_coverage_error": tile["coverage_error"],
             "track_lrap": track["lrap"], "track_coverage_error": track["coverage_error"],
+            "track_label_ap": ranked["mean"], "track_label_ap_chance": ranked["chance"],
             "mean_labels": float(track_truth.sum(1).mean()),
             "test_tracks": len(tracks), "test_tiles": len(table)}
 

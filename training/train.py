@@ -60,7 +60,15 @@ class TrainReport:
                 f"{m.get('track_lrap', float('nan')):.3f}, coverage error "
                 f"{m.get('track_coverage_error', float('nan')):.2f} (best "
                 f"{m.get('mean_labels', float('nan')):.2f}), tile LRAP "
-                f"{m.get('tile_lrap', float('nan')):.3f}")
+                f"{m.get('tile_lrap', float('nan')):.3f}{_label_ap(m)}")
+
+
+def _label_ap(metrics: dict) -> str:
+    """The summary's words for the test tracks' mean label average precision, if measured."""
+    if metrics.get("track_label_ap") is None:
+        return ""
+    return (f", label AP {metrics['track_label_ap']:.3f} (chance "
+            f"{metrics['track_label_ap_chance']:.3f})")
 
 
 def _unused_message(config: TrainConfig, unused: list[str]) -> str:
