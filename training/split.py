@@ -17,6 +17,14 @@ def group_keys(tracks: pd.DataFrame, group_by: str) -> np.ndarray:
     return tracks[group_by].astype("string").fillna("<missing>").to_numpy()
 
 
+def _last_for_training(carries: np.ndarray, side: np.ndarray, i: int) -> bool:
+    """Whether group ``i`` is the last group that could still give one of its classes
+    training tracks (no group of the class is in training, and no other is unassigned)."""
+    others = carries & ((side == "") | (side == "train"))[:, None]
+    others[i] = False
+    return bool((carries[i] & ~others.any(0)).any())
+
+
 def split_tracks(tracks: pd.DataFrame, test_size: float = 0.1, val_size: float = 0.2,
                  seed: int = 0, group_by: str | None = None,
                  targets: np.ndarray | None = None) -> pd.Series:
@@ -26,7 +34,8 @@ def split_tracks(tracks: pd.DataFrame, test_size: float = 0.1, val_size: float =
     to test until ``test_size`` of the tiles are there, then to validation until ``val_size`` of
     the rest, the others to training. With ``targets`` (multi-hot per track), test and
     validation first take one group of each class, rarest first, where the class has groups
-    enough to leave some to training, so small classes are seen on every side.
+    enough to leave some to the sides after them, so small classes are seen on every side; and
+    the last group that could give a class training tracks goes to training.
     """
     if group_by is not None and group_by not in tracks.columns:
         raise TrainingError(f"--group-by {group_by!r}: no such column (columns: "
@@ -42,18 +51,24 @@ def split_tracks(tracks: pd.DataFrame, test_size: float = 0.1, val_size: float =
     quota["val"] = val_size * (tiles.sum() - quota["test"])
     taken = {"test": 0.0, "val": 0.0}
     side = np.full(len(groups), "", dtype=object)
+    carries = None
     if targets is not None and len(targets):
         carries = pd.DataFrame(targets > 0).groupby(keys).max().loc[groups].to_numpy()
-        for name in ("test", "val"):
+        # test takes a group where it leaves one for validation and one for training,
+        # validation where it leaves one for training
+        for name, leaves in (("test", 2), ("val", 1)):
             if quota[name] <= 0:
                 continue
             for c in np.argsort(carries.sum(0), kind="stable"):
                 free = np.flatnonzero(carries[:, c] & (side == ""))
                 has = (carries[:, c] & (side == name)).any()
-                if not has and len(free) >= 3:
+                if not has and len(free) > leaves:
                     side[free[0]] = name
                     taken[name] += tiles[free[0]]
     for i in np.flatnonzero(side == ""):  # whole groups, test first, then validation
+        if carries is not None and _last_for_training(carries, side, i):
+            side[i] = "train"
+            continue
         for name in ("test", "val"):
             if taken[name] < quota[name]:
                 taken[name] += tiles[i]
