@@ -18,6 +18,7 @@ filters a joined table afterwards. The grammar is a safe subset of Python, parse
 from __future__ import annotations
 
 import ast
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -79,6 +80,11 @@ def parse_where(text: str, columns: list[str]) -> Predicate:
             c.split()[0] in words]
     hint = (f"; a column name such as {bare[0]!r} goes in backticks, `{bare[0]}` (in a shell, "
             "put the whole expression in single quotes)" if bare else "")
+    if not hint and re.match(r"(==|!=|<|>|in\b|not\b)", source) and not source.startswith(
+            "not "):
+        # what a shell leaves of "`cue type` == 'x'": it ran the backticks as a command
+        hint = ("; it starts with a comparison: if a backticked name was there, the shell ran "
+                "it as a command; put the whole expression in single quotes")
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
@@ -104,9 +110,15 @@ def parse_where(text: str, columns: list[str]) -> Predicate:
             fail(node, "expected a column name")
         name = quoted.get(node.id, node.id)
         if name not in known:
+            close = difflib.get_close_matches(name.replace("_", " "), [
+                c.replace("_", " ") for c in columns], n=1)
+            near = [c for c in columns if close and c.replace("_", " ") == close[0]]
+            guess = (f"; did you mean {near[0]!r}"
+                     f"{f' (in backticks, `{near[0]}`)' if not near[0].isidentifier() else ''}?"
+                     if near and not hint else "")
             raise QueryError(f"--where {text!r}: unknown column "
                              f"{unquote_names(name, quoted)!r} (columns: "
-                             f"{', '.join(sorted(known))}){hint}")
+                             f"{', '.join(sorted(known))}){hint}{guess}")
         used.add(name)
         return pc.field(name)
 

@@ -102,6 +102,9 @@ def _rankings(args: argparse.Namespace) -> int:
     if args.version in (None, ModelFiles(store, args.model).version()):
         quality = ranking_quality(store, args.model, args.label, combine, **chosen)
         print(quality.summary(), file=sys.stderr)
+    else:
+        print(f"held out: not measured for version {args.version}, which a retrain has "
+              "replaced (the model's split is its current version's)", file=sys.stderr)
     return 0
 
 

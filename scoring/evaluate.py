@@ -160,13 +160,18 @@ def evaluate(store: Store | str, model: str, split: str = "test", k: int = DEFAU
     """Evaluate the committed scores of ``model`` on its ``split`` tracks (the split saved with
     the model: test, val, train or all). Track truth is the catalog's label column; a tile's
     truth is its track's. Every track of the split needs a current score: run ``score``
-    first. With ``similarity``, also the neighbours the track embeddings find
+    first. ``version`` must be the model's current one (default): the split is the current
+    model's. With ``similarity``, also the neighbours the track embeddings find
     (:func:`similarity_figures`: the whole library is read once for the baseline)."""
     check_counts(k=k)
     store = store if isinstance(store, Store) else Store(store, storage_options)
     files = ModelFiles(store, model)
     config = files.read_complete_config()
     table = model_scores(store, model, version)
+    if table.version != files.version():  # the split read below is the current model's
+        raise ValueError(f"version {table.version} of model {model!r} is not its current one "
+                         f"({files.version()}): its split is gone with it, so it cannot be "
+                         "evaluated on its own test tracks")
     classes = list(table.info().classes)
     wanted = split_tracks_of(files, split)
     tracks = store.tracks(feature_set=table.info().feature_set,

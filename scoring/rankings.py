@@ -148,6 +148,11 @@ def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
     return out
 
 
+#: Fewer held-out tracks than this with (or without) the labels, and the summary calls the
+#: figure rough: it would move a lot with which tracks happened to be held out.
+ROUGH = 10
+
+
 @dataclass
 class RankingQuality:
     """What a ranking of tracks for ``labels`` (their scores combined as ``combine``) is worth:
@@ -167,14 +172,17 @@ class RankingQuality:
 
     def summary(self) -> str:
         which = " and ".join(self.labels)
-        where = (f"{self.tracks} labelled tracks scored by a model not fitted on them"
+        where = (f"{self.tracks} labelled track{'s' * (self.tracks != 1)} scored by a model "
+                 f"not fitted on {'them' if self.tracks != 1 else 'it'}"
                  + (f" ({self.cross_fitted} by cross-fitting)" if self.cross_fitted else ""))
         if self.average_precision is None:
             return (f"held out: {where}, {self.positives} of them with {which}: nothing to "
                     "measure this ranking by")
+        rough = (f"; a rough figure: only {self.positives} with and {self.tracks - self.positives}"
+                 " without" if min(self.positives, self.tracks - self.positives) < ROUGH else "")
         return (f"held out: {where}, {self.positives} of them with {which}: this ranking's "
                 f"average precision there is {self.average_precision:.3f} (a random order: "
-                f"{self.chance:.3f})")
+                f"{self.chance:.3f}){rough}")
 
     def to_dict(self) -> dict:
         return asdict(self)

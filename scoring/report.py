@@ -80,6 +80,14 @@ def _how_tracks_are_scored(aggregate: str) -> str:
     return f"A track's scores are the {aggregate} of its tiles' scores."
 
 
+def _mean_precision(ranked: dict) -> str:
+    """The report's words for the mean label average precision, when any label has one."""
+    if ranked["mean"] is None:
+        return ""
+    return (f"; over the labels, mean average precision **{ranked['mean']:.3f}**, against "
+            f"{ranked['chance']:.3f} for random orders")
+
+
 def markdown(ev: Evaluation) -> str:
     """The report page."""
     lines = [f"# Evaluation of `{ev.model}` (version {ev.version})", "",
@@ -100,7 +108,8 @@ def markdown(ev: Evaluation) -> str:
               "Precision, recall and F1 take each track's top labels as its predictions. "
               "Average precision ranks the tracks by the label's score, as `rankings --label` "
               "does: 1 puts every track that has the label first; chance is the share of "
-              "tracks that have it (a random order's average precision).", "",
+              "tracks that have it (a random order's average precision)"
+              + _mean_precision(ev.track["label_precision"]) + ".", "",
               "| label | precision | recall | F1 | support | average precision | chance |",
               "|---|---|---|---|---|---|---|"]
     for c in ev.classes:

@@ -337,6 +337,17 @@ def versions(store: Store, model: str) -> list[VersionInfo]:
     return [info for _, info in sorted(found, key=lambda x: x[0])]
 
 
+def _current_version(store: Store, model: str) -> str | None:
+    """The model's current version, or ``None`` when the store has no such model."""
+    from training.config import TrainingError
+    from training.model_files import ModelFiles
+
+    try:
+        return ModelFiles(store, model).version()
+    except TrainingError:
+        return None
+
+
 def score_table(store: Store, model: str, version: str | None = None) -> ScoreTable:
     """The committed scores of ``model`` in ``store`` (``version``: default the most recently
     committed one)."""
@@ -345,9 +356,12 @@ def score_table(store: Store, model: str, version: str | None = None) -> ScoreTa
     if version is None and scored:
         version = scored[-1]
     if version is None or version not in scored:
+        # scoring makes the model's current version only: an older one is gone for good
+        current = version is None or version == _current_version(store, model)
         raise StoreLookupError(f"{store.url} has no scores of model {model!r}"
                                f"{f' version {version}' if version else ''} (scored versions: "
-                               f"{', '.join(scored) or 'none'}); run `featurestore score`")
+                               f"{', '.join(scored) or 'none'})"
+                               f"{'; run `featurestore score`' if current else ''}")
     return ScoreTable(store, model, version)
 
 

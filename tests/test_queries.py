@@ -168,6 +168,13 @@ def test_clear_errors_for_unknown_columns_and_bad_expressions(hand_store):
         store.tracks(where="year >")
     with pytest.raises(QueryError, match="goes in backticks, `cue type` .in a shell, put"):
         store.tracks(where="cue type == 'main title'")
+    # what bash leaves of --where "`cue type` == ...", having run the backticks as a command
+    with pytest.raises(QueryError, match="the shell ran it as a command; put the whole"):
+        store.tracks(where=" == 'main title'")
+    with pytest.raises(QueryError, match=r"did you mean 'cue type' \(in backticks, `cue type`"):
+        store.tracks(where="cue_type == 'main title'")
+    with pytest.raises(QueryError, match="did you mean 'composer'"):
+        store.tracks(where="compser == 'x'")
     with pytest.raises(QueryError, match="unknown function"):
         store.tracks(where="__import__('os').system('true')")
     with pytest.raises(QueryError, match="'tempo'"):

@@ -499,6 +499,15 @@ def test_versions_aggregation_and_refusals(store_copy, dask_client):
     assert set(scores(store, MODEL)["version"]) == {report.version}
     lazy = scores(store, MODEL, lazy=True)
     assert len(lazy.compute()) == 480
+    # the old version's split is gone: it is neither evaluated nor measured on the new one's
+    with pytest.raises(ValueError, match=f"version {first_version} .* is not its current"):
+        evaluate(store, MODEL, version=first_version, similarity=False)
+    with pytest.raises(ValueError, match="measured for the current version only"):
+        ranking_quality(store, MODEL, "Drama", version=first_version)
+    assert len(best_tracks(store, MODEL, "Drama", version=first_version)) == 20
+    with pytest.raises(featurestore.StoreError, match=r"version 0123456789abcdef \(scored "
+                                                      r"versions: [0-9a-f, ]+\)$"):
+        score_table(store, MODEL, "0123456789abcdef")  # no "run score": it cannot make that
 
     with pytest.raises(TrainingError, match="no model 'nope'"):
         score(store_copy, "nope", progress=False)
@@ -665,6 +674,7 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
             f"{near['label_jaccard']:.3f} |") in page
     assert "A track's scores are the mean of its tiles' scores." in page  # the ensemble
     drama = ranked["classes"]["Drama"]  # the per-class table's last two columns
+    assert f"mean average precision **{ranked['mean']:.3f}**, against" in page
     row = next(line for line in page.splitlines() if line.startswith("| Drama |"))
     assert row.endswith(f"| {format_figure(drama['average_precision'])} | "
                         f"{drama['chance']:.3f} |")

@@ -22,7 +22,8 @@ from training.loader import BlockShuffleTiles, make_loader
 from training.model_files import ModelFiles
 from training.models import build_model
 from training.samplers import MultiClassSampler, MultiLabelSampler, OneVsRestSampler, TileTable
-from training.split import split_tracks
+from training.selection import folds_of
+from training.split import holdout_groups, split_tracks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,6 +61,29 @@ def test_split_by_track_and_by_film():
         assert set(side[targets[:, 1] > 0]) == {"train", "val", "test"}, seed
     with pytest.raises(TrainingError, match="no such column"):
         split_tracks(frame, group_by="studio")
+
+
+def test_copies_of_a_recording_are_held_out_together():
+    """The same audio in a second catalog is one recording: the split and cross-validation
+    keep its copies on one side, or a model would be tested on audio it learned. Without
+    copies, the split is the one by track (keys catalog/track_id)."""
+    frame = _frame().assign(content_hash=lambda f: "h-" + f["track_id"])
+    plain = split_tracks(frame, 0.1, 0.2, seed=3)
+    assert split_tracks(frame.drop(columns="content_hash"), 0.1, 0.2, seed=3).equals(plain)
+    assert holdout_groups(frame, None) is None  # every track stands alone: folds by track
+    copies = frame.assign(catalog="more")
+    both = pd.concat([frame, copies], ignore_index=True)
+    for seed in range(10):
+        side = split_tracks(both, 0.1, 0.2, seed=seed)
+        assert (side[: len(frame)].to_numpy() == side[len(frame):].to_numpy()).all(), seed
+        assert set(side) == {"train", "val", "test"}
+    groups = holdout_groups(both, None)
+    assert (groups[: len(frame)] == groups[len(frame):]).all()
+    assert len(set(groups)) == len(frame)
+    for fit, held in folds_of(np.arange(len(both)), groups, 5, seed=0):
+        assert not set(groups[fit]) & set(groups[held])
+    by_film = holdout_groups(both, "film")  # a group_by column decides alone
+    assert list(by_film) == list(both["film"])
 
 
 def test_settings_out_of_range_are_refused_naming_them():

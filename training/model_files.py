@@ -159,7 +159,8 @@ def list_models(store: Store) -> pd.DataFrame:
     """Every model in ``store``, one row each, settings and test metrics side by side:
     name, arch (and what ``auto`` chose it over), feature set and kind, classes, the split's
     track counts, test track LRAP and coverage error (with its bound), tile LRAP, the mean over
-    labels of each label's average precision ranking the test tracks, the epoch limit,
+    labels of each label's average precision ranking the test tracks (and a random order's),
+    the epoch limit,
     the settings that differ between architectures, and whether training finished."""
     root = layout.models_dir(store.root)
     names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(root, detail=False)) \
@@ -187,6 +188,7 @@ def list_models(store: Store) -> pd.DataFrame:
             "coverage_bound": metrics.get("mean_labels"),
             "tile_lrap": metrics.get("tile_lrap"),
             "label_ap": metrics.get("track_label_ap"),
+            "label_ap_chance": metrics.get("track_label_ap_chance"),
             "optimizer": settings.get("optimizer"), "learning_rate": settings.get("learning_rate"),
             "epochs": settings.get("epochs"), "seed": settings.get("seed"),
             "group_by": settings.get("group_by"), "device": config.get("device"),
@@ -195,5 +197,5 @@ def list_models(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "arch", "selected_by", "feature_set", "kind",
                                        "classes", "test_tracks", "track_lrap",
                                        "track_coverage", "coverage_bound", "tile_lrap",
-                                       "label_ap", "optimizer", "learning_rate", "epochs", "seed",
+                                       "label_ap", "label_ap_chance", "optimizer", "learning_rate", "epochs", "seed",
                                        "group_by", "device", "complete"])

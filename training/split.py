@@ -17,6 +17,28 @@ def group_keys(tracks: pd.DataFrame, group_by: str) -> np.ndarray:
     return tracks[group_by].astype("string").fillna("<missing>").to_numpy()
 
 
+def track_keys(tracks: pd.DataFrame) -> np.ndarray:
+    """Each track's ``catalog/track_id``, except that copies of one recording (the same
+    ``content_hash``, in another catalog say) all take the first copy's: held out together, a
+    model never learns a recording it is then tested or cross-fitted on."""
+    own = (tracks["catalog"].astype(str) + "/" + tracks["track_id"].astype(str)).reset_index(
+        drop=True)
+    if "content_hash" not in tracks:
+        return own.to_numpy()
+    audio = tracks["content_hash"].astype("string").reset_index(drop=True)
+    first = own.groupby(audio.fillna(own)).transform("first")
+    return first.to_numpy()
+
+
+def holdout_groups(tracks: pd.DataFrame, group_by: str | None) -> np.ndarray | None:
+    """What cross-validation holds out together: the ``group_by`` values, else copies of one
+    recording (:func:`track_keys`); ``None`` when every track stands alone."""
+    if group_by:
+        return group_keys(tracks, group_by)
+    keys = track_keys(tracks)
+    return keys if len(set(keys)) < len(keys) else None
+
+
 def _last_for_training(carries: np.ndarray, side: np.ndarray, i: int) -> bool:
     """Whether group ``i`` is the last group that could still give one of its classes
     training tracks (no group of the class is in training, and no other is unassigned)."""
@@ -30,7 +52,8 @@ def split_tracks(tracks: pd.DataFrame, test_size: float = 0.1, val_size: float =
                  targets: np.ndarray | None = None) -> pd.Series:
     """``train``/``val``/``test`` per row of ``tracks`` (index kept).
 
-    Groups (tracks, or the values of ``group_by``) are shuffled with ``seed``; whole groups go
+    Groups (tracks, copies of one recording together, or the values of ``group_by``) are
+    shuffled with ``seed``; whole groups go
     to test until ``test_size`` of the tiles are there, then to validation until ``val_size`` of
     the rest, the others to training. With ``targets`` (multi-hot per track), test and
     validation first take one group of each class, rarest first, where the class has groups
@@ -40,9 +63,7 @@ def split_tracks(tracks: pd.DataFrame, test_size: float = 0.1, val_size: float =
     if group_by is not None and group_by not in tracks.columns:
         raise TrainingError(f"--group-by {group_by!r}: no such column (columns: "
                             f"{', '.join(map(str, tracks.columns))})")
-    keys = (group_keys(tracks, group_by) if group_by
-            else (tracks["catalog"].astype(str) + "/" + tracks["track_id"].astype(str))
-            .to_numpy())
+    keys = group_keys(tracks, group_by) if group_by else track_keys(tracks)
     frame = pd.DataFrame({"key": keys, "tiles": tracks["n_tiles"].clip(lower=1).to_numpy()})
     weight = frame.groupby("key", sort=True)["tiles"].sum()
     order = np.random.default_rng(seed).permutation(len(weight))

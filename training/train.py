@@ -30,7 +30,7 @@ from training.samplers import (MultiClassSampler, MultiLabelSampler, OneVsRestSa
                                TileTable)
 from training.selection import (TrackData, check_selection, cross_fitted_scores,
                                 fit_track_model, select, track_scores)
-from training.split import SIDES, group_keys, split_tracks
+from training.split import SIDES, holdout_groups, split_tracks
 from training.targets import multi_hot, select_classes
 from training.track_models import TrackKernel
 
@@ -245,7 +245,7 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
             "softmax": False, "complete": False}
     # the training side: what auto cross-validates, and what a statistics model is fitted on
     fitted = np.flatnonzero(side.to_numpy() != "test")
-    groups = group_keys(tracks, requested.group_by)[fitted] if requested.group_by else None
+    groups = holdout_groups(tracks.iloc[fitted], requested.group_by)
     takes_tracks = requested.arch == "auto" or requested.track_level
     if takes_tracks:
         _check_track_memory(tracks, requested, fset.spec, device)
