@@ -112,7 +112,9 @@ def test_study_models_take_large_batches_and_a_scaled_rate_on_a_gpu_unless_set()
     assert (mine.batch_size, mine.learning_rate) == (256, 0.01)
     rate = TrainConfig(arch="cnn", device="cuda", learning_rate=0.05).resolved()
     assert (rate.batch_size, rate.learning_rate) == (GPU_BATCH, 0.05)
-    assert TrainConfig(arch="pooled", device="cuda").resolved().batch_size == 128
+    # pooled's batches are tracks (tracks_per_batch): on a GPU too, no tile batch and its rate
+    pooled = TrainConfig(arch="pooled", device="cuda").resolved()
+    assert (pooled.batch_size, pooled.learning_rate) == (None, 3e-3)
 
 
 def test_memory_budget_is_the_setting_or_a_share_of_free_memory():
