@@ -59,6 +59,14 @@ def test_split_by_track_and_by_film():
     for seed in range(20):
         side = split_tracks(frame, 0.1, 0.2, seed=seed, group_by="film", targets=targets)
         assert set(side[targets[:, 1] > 0]) == {"train", "val", "test"}, seed
+    # One track carries both classes: taking it for class 0's validation must not take class
+    # 1's last training track (seed 0 shuffles the tracks to 2, 4, 3, 0, 1).
+    few = pd.DataFrame({"catalog": "c", "track_id": [f"t{i}" for i in range(5)],
+                        "n_tiles": [1, 1, 1, 2, 3]})
+    both = np.array([[1, 0], [1, 0], [1, 1], [1, 1], [0, 1]], dtype=np.float32)
+    for seed in range(10):
+        side = split_tracks(few, 0.1, 0.2, seed=seed, targets=both).to_numpy()
+        assert both[side == "train"].sum(0).all(), seed  # every class has a training track
     with pytest.raises(TrainingError, match="no such column"):
         split_tracks(frame, group_by="studio")
 

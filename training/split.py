@@ -83,9 +83,11 @@ def split_tracks(tracks: pd.DataFrame, test_size: float = 0.1, val_size: float =
             for c in np.argsort(carries.sum(0), kind="stable"):
                 free = np.flatnonzero(carries[:, c] & (side == ""))
                 has = (carries[:, c] & (side == name)).any()
-                if not has and len(free) > leaves:
-                    side[free[0]] = name
-                    taken[name] += tiles[free[0]]
+                # not another class's last group that could still train it
+                pick = next((g for g in free if not _last_for_training(carries, side, g)), None)
+                if not has and len(free) > leaves and pick is not None:
+                    side[pick] = name
+                    taken[name] += tiles[pick]
     for i in np.flatnonzero(side == ""):  # whole groups, test first, then validation
         if carries is not None and _last_for_training(carries, side, i):
             side[i] = "train"

@@ -267,9 +267,11 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
         if selection is None:
             # Each fold's result is kept as it comes, a rerun after a kill goes on from there;
             # only for the same tracks and labels (the folds are cut from them).
+            # the groups too: folds cut by other groups (copies of a recording) are others
             same = hashlib.sha256(pd.util.hash_pandas_object(
                 tracks.iloc[fitted][["catalog", "track_id"]], index=False).to_numpy().tobytes()
-                + targets[fitted].tobytes()).hexdigest()
+                + targets[fitted].tobytes()
+                + ("\n".join(groups).encode() if groups is not None else b"")).hexdigest()
             kept = files.read_json(SELECTION_FOLDS) if files.has(SELECTION_FOLDS) else {}
             selection = select(
                 config, data, fitted, groups, log,
