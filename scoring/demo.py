@@ -28,7 +28,8 @@ def _run(args: argparse.Namespace) -> int:
     import featurestore
     from catalogs.demo import generate_demo_library
     from featurestore.cluster import check_cluster_request, connect
-    from scoring import best_tracks, evaluate, score, track_rankings, write_report
+    from scoring import (best_tracks, evaluate, ranking_quality, score, track_rankings,
+                         write_report)
     from training import TrainConfig, TrainingError, train
     from training.model_files import ModelFiles
 
@@ -75,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     best = best_tracks(store, model, wanted, top=5)
     print(f"\nbest fits for {' + '.join(wanted)}:")
     print(table_text(best.drop(columns=["catalog"])))
+    print(ranking_quality(store, model, wanted).summary())  # how far to trust that answer
     return report.exit_code
 
 
