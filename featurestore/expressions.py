@@ -70,25 +70,31 @@ def unquote_names(text: str, names: dict[str, str]) -> str:
     return text
 
 
-def parse_where(text: str, columns: list[str]) -> Predicate:
-    """Parse ``text`` over the given column names; raise :class:`QueryError` naming what is
-    wrong (the unknown column with the known ones, or the unsupported construct)."""
-    source, quoted = quote_names(text.strip())
+def _quoting_hint(source: str, columns: list[str]) -> str:
+    """For an error message: how a column name may have lost its backticks, if it may have."""
     # a column whose name is not a Python name, written bare: its first word is in the text
     words = set(re.findall(r"\w+", source))
     bare = [c for c in columns if not c.isidentifier() and c.split()[:1] and
             c.split()[0] in words]
-    hint = (f"; a column name such as {bare[0]!r} goes in backticks, `{bare[0]}` (in a shell, "
-            "put the whole expression in single quotes)" if bare else "")
-    if not hint and re.match(r"(==|!=|<|>|in\b|not\b)", source) and not source.startswith(
-            "not "):
+    if bare:
+        return (f"; a column name such as {bare[0]!r} goes in backticks, `{bare[0]}` (in a "
+                "shell, put the whole expression in single quotes)")
+    if re.match(r"(==|!=|<|>|in\b|not\b)", source) and not source.startswith("not "):
         # what a shell leaves of "`cue type` == 'x'": it ran the backticks as a command
-        hint = ("; it starts with a comparison: if a backticked name was there, the shell ran "
+        return ("; it starts with a comparison: if a backticked name was there, the shell ran "
                 "it as a command; put the whole expression in single quotes")
+    return ""
+
+
+def parse_where(text: str, columns: list[str]) -> Predicate:
+    """Parse ``text`` over the given column names; raise :class:`QueryError` naming what is
+    wrong (the unknown column with the known ones, or the unsupported construct)."""
+    source, quoted = quote_names(text.strip())
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
-        raise QueryError(f"--where {text!r}: not a valid expression ({exc.msg}){hint}") from None
+        raise QueryError(f"--where {text!r}: not a valid expression ({exc.msg})"
+                         f"{_quoting_hint(source, columns)}") from None
     used: set[str] = set()
     known = set(columns)
 
@@ -110,6 +116,7 @@ def parse_where(text: str, columns: list[str]) -> Predicate:
             fail(node, "expected a column name")
         name = quoted.get(node.id, node.id)
         if name not in known:
+            hint = _quoting_hint(source, columns)
             close = difflib.get_close_matches(name.replace("_", " "), [
                 c.replace("_", " ") for c in columns], n=1)
             near = [c for c in columns if close and c.replace("_", " ") == close[0]]

@@ -13,7 +13,7 @@ from featurestore.errors import check_counts
 from featurestore.statuses import OK
 from featurestore.store import Store
 from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
-from scoring.rankings import model_scores
+from scoring.rankings import check_current, model_scores
 from scoring.score_tables import KEY, ScoreTable, scores_matrix
 from scoring.similarity import neighbour_figures
 from training.metrics import DEFAULT_TOP_K, label_precision, per_class, ranking_metrics
@@ -168,10 +168,8 @@ def evaluate(store: Store | str, model: str, split: str = "test", k: int = DEFAU
     files = ModelFiles(store, model)
     config = files.read_complete_config()
     table = model_scores(store, model, version)
-    if table.version != files.version():  # the split read below is the current model's
-        raise ValueError(f"version {table.version} of model {model!r} is not its current one "
-                         f"({files.version()}): its split is gone with it, so it cannot be "
-                         "evaluated on its own test tracks")
+    check_current(table, files, "its split is gone with it, so it cannot be evaluated on its "
+                                "own test tracks")
     classes = list(table.info().classes)
     wanted = split_tracks_of(files, split)
     tracks = store.tracks(feature_set=table.info().feature_set,

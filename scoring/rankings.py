@@ -103,19 +103,34 @@ def combine_scores(matrix: np.ndarray, combine: str) -> np.ndarray:
     return np.exp(np.log(np.clip(matrix, 1e-12, None)).mean(1))
 
 
-def _model_labels(table: ScoreTable, model: str, fit: list[str] | str) -> list[str]:
-    """``fit`` as the labels the model scores ("sci-fi", "Science Fiction": the IMDB name,
-    when that is what it scores), each once; an error naming the ones it does not score."""
+def check_current(table: ScoreTable, files: ModelFiles, why: str) -> None:
+    """Refuse ``table`` unless it holds the scores of the model's current version: the model's
+    files (its split among them) are that version's. ``why``: what an older one cannot do."""
+    current = files.version()
+    if table.version != current:
+        raise ValueError(f"version {table.version} of model {files.name!r} is not its current "
+                         f"one ({current}): {why}")
+
+
+def _label_scores(store: Store, model: str, fit: list[str] | str,
+                  version: str | None) -> tuple[ScoreTable, list[str], pd.DataFrame]:
+    """The version's score table, ``fit`` as the labels the model scores ("sci-fi", "Science
+    Fiction": the IMDB name, when that is what it scores; each once; an error naming the ones
+    it does not score), and those labels' committed rankings."""
     labels = list(dict.fromkeys([fit] if isinstance(fit, str) else fit))
     if not labels:
         raise ValueError("name at least one label")
+    table = model_scores(store, model, version)
     classes = list(table.info().classes)
     labels = [label if label in classes else normalize_genre(label)[0] for label in labels]
     unknown = [label for label in labels if label not in classes]
     if unknown:
         raise ValueError(f"model {model!r} does not score {', '.join(unknown)} (its labels: "
                          f"{', '.join(classes)})")
-    return list(dict.fromkeys(labels))
+    labels = list(dict.fromkeys(labels))
+    rankings = scores(store, model, table.version, labels=labels,
+                      columns=[*KEY, "label", "score", "cross_fitted", "content_hash"])
+    return table, labels, rankings
 
 
 def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
@@ -128,10 +143,7 @@ def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
     ``composer``, ``year``, ``where`` ...)."""
     _check_combine(combine)  # before any read
     check_counts(top=top)
-    table = model_scores(store, model, version)
-    labels = _model_labels(table, model, fit)
-    rankings = scores(store, model, table.version, labels=labels,
-                      columns=[*KEY, "label", "score", "cross_fitted", "content_hash"])
+    table, labels, rankings = _label_scores(store, model, fit, version)
     rankings = _current(store, table, rankings, filters)
     if not len(rankings):
         return pd.DataFrame(columns=["rank", *KEY, "score", *labels, "cross_fitted"])
@@ -197,17 +209,12 @@ def ranking_quality(store: Store, model: str, fit: list[str] | str,
     not fitted on (its test split, tracks added since, tracks with none of its classes) or
     ranks by cross-fitted scores, against the catalog's labels."""
     _check_combine(combine)
-    table = model_scores(store, model, version)
-    labels = _model_labels(table, model, fit)
+    table, labels, rankings = _label_scores(store, model, fit, version)
     files = ModelFiles(store, model)
-    if table.version != files.version():  # its split is the current model's
-        raise ValueError(f"version {table.version} of model {model!r} is not its current one "
-                         f"({files.version()}): what its rankings are worth is measured for "
-                         "the current version only")
+    check_current(table, files, "what its rankings are worth is measured for the current "
+                                "version only")
     label_column = files.read_complete_config()["label_column"]
     sides = files.read_frame("split.parquet")
-    rankings = scores(store, model, table.version, labels=labels,
-                      columns=[*KEY, "label", "score", "cross_fitted", "content_hash"])
     fitted = rankings[KEY].merge(sides, on=KEY, how="left")["side"].isin(["train", "val"])
     # the model's own score of audio it learned, under this key or as a copy in another catalog
     learned = (fitted.to_numpy() | rankings["content_hash"].isin(

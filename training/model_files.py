@@ -160,8 +160,8 @@ def list_models(store: Store) -> pd.DataFrame:
     name, arch (and what ``auto`` chose it over), feature set and kind, classes, the split's
     track counts, test track LRAP and coverage error (with its bound), tile LRAP, the mean over
     labels of each label's average precision ranking the test tracks (and a random order's),
-    the epoch limit,
-    the settings that differ between architectures, and whether training finished."""
+    the epoch limit, the settings that differ between architectures, and whether training
+    finished."""
     root = layout.models_dir(store.root)
     names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in store.fs.ls(root, detail=False)) \
         if store.fs.exists(root) else []
@@ -197,5 +197,6 @@ def list_models(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["name", "arch", "selected_by", "feature_set", "kind",
                                        "classes", "test_tracks", "track_lrap",
                                        "track_coverage", "coverage_bound", "tile_lrap",
-                                       "label_ap", "label_ap_chance", "optimizer", "learning_rate", "epochs", "seed",
-                                       "group_by", "device", "complete"])
+                                       "label_ap", "label_ap_chance", "optimizer",
+                                       "learning_rate", "epochs", "seed", "group_by", "device",
+                                       "complete"])
