@@ -15,7 +15,6 @@ import functools
 
 import numpy as np
 import scipy.fft
-import scipy.signal
 
 from featurestore.spec import FeatureSpec
 
@@ -24,7 +23,9 @@ _AMIN = 1e-10
 
 @functools.lru_cache(maxsize=8)
 def _kernels(spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
-    import librosa  # imported here: it is slow to import and only the filterbank is needed
+    # imported here: both are slow to import, and a build's driver never makes the kernels
+    import librosa
+    import scipy.signal
 
     window = scipy.signal.get_window(spec.window, spec.n_fft, fftbins=True).astype(np.float32)
     mel = librosa.filters.mel(sr=spec.sample_rate, n_fft=spec.n_fft, n_mels=spec.n_mels,

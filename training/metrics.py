@@ -7,9 +7,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (average_precision_score, coverage_error,
-                             label_ranking_average_precision_score, label_ranking_loss,
-                             precision_recall_fscore_support)
 
 if TYPE_CHECKING:
     from training.samplers import TileTable
@@ -21,6 +18,11 @@ DEFAULT_TOP_K = 5
 def ranking_metrics(truth: np.ndarray, scores: np.ndarray) -> dict:
     """LRAP, coverage error with its lower bound (the mean number of true labels: a perfect
     ranking's coverage) and label ranking loss, over the rows with at least one true label."""
+    # scikit-learn is imported by the functions that use it: scoring and the rankings
+    # queries import this module, and most of their runs compute no metric
+    from sklearn.metrics import (coverage_error, label_ranking_average_precision_score,
+                                 label_ranking_loss)
+
     keep = truth.sum(1) > 0
     truth, scores = truth[keep], scores[keep]
     if not len(truth):
@@ -37,6 +39,8 @@ def ranking_precision(relevant: np.ndarray, scores: np.ndarray) -> dict:
     (scikit-learn's; ``None`` unless some samples are relevant and some not), ``positives``,
     ``samples`` and ``chance`` (the share relevant: the expected average precision of a
     random order)."""
+    from sklearn.metrics import average_precision_score
+
     relevant = np.asarray(relevant) > 0
     n, positives = len(relevant), int(relevant.sum())
     ap = (float(average_precision_score(relevant, scores)) if 0 < positives < n else None)
@@ -88,6 +92,8 @@ def per_class(truth: np.ndarray, scores: np.ndarray, classes: list[str],
               k: int = DEFAULT_TOP_K) -> dict:
     """Precision, recall, F1 and support of each class with the top ``k`` labels taken as
     predictions, and their micro, macro and weighted averages."""
+    from sklearn.metrics import precision_recall_fscore_support
+
     predicted = top_k(scores, k)
     truth = (truth > 0).astype(np.int8)
     p, r, f, s = precision_recall_fscore_support(truth, predicted, zero_division=0)
