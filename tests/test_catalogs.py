@@ -11,6 +11,7 @@ import warnings
 import pandas as pd
 import pytest
 
+import featurestore
 from catalogs import CatalogError, UnknownGenreWarning, normalize_genres, read_catalog
 from catalogs.reader import catalog_name
 from catalogs.writer import write_catalog
@@ -180,12 +181,10 @@ def test_catalog_name_is_the_file_stem():
     assert catalog_name("s3://b/x/lib.v2.parquet") == "lib.v2"
 
 
-def test_cli_invalid_catalog_exits_3_and_changes_nothing(tmp_path):
+def test_cli_invalid_catalog_exits_3_and_changes_nothing(tmp_path, dask_client):
     lib = small_library(tmp_path / "lib", n=2)
     store = tmp_path / "store"
-    ok = subprocess.run(cli("build", lib, "--store", str(store), "--workers", "1",
-                            "--no-progress"), capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
+    featurestore.build(lib, str(store), client=dask_client, progress=False)
     before = {os.path.join(d, p): os.path.getmtime(os.path.join(d, p))
               for d, _, files in os.walk(store) for p in files}
     bad = write_catalog(tmp_path / "lib" / "catalog.csv",

@@ -9,7 +9,6 @@ import dataclasses
 import io
 import json
 import os
-import subprocess
 
 import numpy as np
 import pandas as pd
@@ -22,7 +21,7 @@ from scoring.embeddings import CODEBOOK, EMBEDDINGS
 from scoring.report import markdown
 from scoring.score_tables import KEY, score_table
 from scoring.similarity import ExactIndex, neighbour_figures
-from tests.helpers import cli, cli_modules, codebook_by_hand
+from tests.helpers import cli_modules, codebook_by_hand, run_cli
 from training import TrainConfig, train
 from training.model_files import ModelFiles
 
@@ -225,7 +224,7 @@ def test_similar_tracks_follow_cosine_and_filters(scored):
         similar(store, MODEL, "t00003", audio="cue.wav")
 
 
-def test_similar_command_by_track_and_by_reference_audio(scored, tmp_path):
+def test_similar_command_by_track_and_by_reference_audio(scored, tmp_path, capsys):
     url = scored["url"]
     store = featurestore.open(url)
     res, modules = cli_modules("similar", "--store", url, "--model", MODEL, "--track",
@@ -240,9 +239,8 @@ def test_similar_command_by_track_and_by_reference_audio(scored, tmp_path):
 
     # a library file given as a reference finds itself first, with similarity 1
     path = store.tracks(where="track_id == 't00007'")["path"].iloc[0]
-    res = subprocess.run(cli("similar", "--store", url, "--model", MODEL, "--audio", path,
-                             "--top", "3", "--format", "csv"), capture_output=True, text=True,
-                         timeout=120)
+    res = run_cli(capsys, "similar", "--store", url, "--model", MODEL, "--audio", path,
+                  "--top", "3", "--format", "csv")
     assert res.returncode == 0, res.stderr
     found = pd.read_csv(io.StringIO(res.stdout))
     assert found["track_id"].iloc[0] == "t00007" and found["similarity"].iloc[0] > 0.9999
@@ -251,8 +249,7 @@ def test_similar_command_by_track_and_by_reference_audio(scored, tmp_path):
 
     bad = tmp_path / "notes.wav"
     bad.write_text("not audio at all")
-    res = subprocess.run(cli("similar", "--store", url, "--model", MODEL, "--audio", str(bad)),
-                         capture_output=True, text=True, timeout=120)
+    res = run_cli(capsys, "similar", "--store", url, "--model", MODEL, "--audio", str(bad))
     assert res.returncode == 2 and str(bad) in res.stderr and "not_audio" in res.stderr
     with pytest.raises(ValueError, match="no film to exclude"):
         similar(store, MODEL, audio=path, exclude_own_film=True)

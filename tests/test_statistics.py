@@ -13,7 +13,7 @@ import pytest
 from catalogs import statistics
 from catalogs.labels import LabelColumnError, label_lists
 from catalogs.plots import write_plots
-from tests.helpers import cli, copy_demo_library
+from tests.helpers import cli, copy_demo_library, run_cli
 
 # t4 is not built yet: it counts as a track, with no tiles and no hours.
 FRAME = pd.DataFrame({
@@ -83,7 +83,7 @@ def test_plots_are_written(tmp_path):
         assert head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 5000
 
 
-def test_cli_stats_on_the_demo_library(tmp_path, demo_library):
+def test_cli_stats_on_the_demo_library(tmp_path, demo_library, capsys):
     """The demo library's statistics through the command line, checked against the tracks."""
     lib = str(tmp_path / "demo")
     # the session's cues copied in: the demo command keeps them and writes its catalog
@@ -92,9 +92,8 @@ def test_cli_stats_on_the_demo_library(tmp_path, demo_library):
                              "--workers", "1"), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     store = os.path.join(lib, "store")
-    res = subprocess.run(cli("stats", "--store", store, "--min-tracks", "4", "--format", "json",
-                             "--plots", str(tmp_path / "plots")),
-                         capture_output=True, text=True, timeout=120)
+    res = run_cli(capsys, "stats", "--store", store, "--min-tracks", "4", "--format", "json",
+                  "--plots", str(tmp_path / "plots"))
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     catalog = pd.read_csv(os.path.join(lib, "catalog.csv"))
@@ -107,19 +106,17 @@ def test_cli_stats_on_the_demo_library(tmp_path, demo_library):
     assert {r["genres"] for r in out["selection"] if r["kept"]} == kept
     assert len(os.listdir(tmp_path / "plots")) == 3
     # A selection: statistics of the tracks without Drama.
-    res = subprocess.run(cli("stats", "--store", store, "--exclude-genre", "Drama",
-                             "--format", "json"), capture_output=True, text=True, timeout=120)
+    res = run_cli(capsys, "stats", "--store", store, "--exclude-genre", "Drama", "--format",
+                  "json")
     out = json.loads(res.stdout)
     assert out["tracks"] == int((~genres.map(lambda g: "Drama" in g)).sum())
     assert "Drama" not in {r["genres"] for r in out["membership"]}
     # the text form: the label column heads each table; labels per track in words
-    res = subprocess.run(cli("stats", "--store", store), capture_output=True, text=True,
-                         timeout=120)
+    res = run_cli(capsys, "stats", "--store", store)
     lines = res.stdout.splitlines()
     assert lines[1].split()[:2] == ["genres", "tracks"], lines[:3]
     sizes = genres.map(len).value_counts().sort_index()
     assert (f"labels per track (mean {genres.map(len).mean():.2f}): "
             + ", ".join(f"{n} on {k}" for n, k in sizes.items()) + " tracks") in lines
-    res = subprocess.run(cli("stats", "--store", store, "--labels", "nope"),
-                         capture_output=True, text=True, timeout=120)
+    res = run_cli(capsys, "stats", "--store", store, "--labels", "nope")
     assert res.returncode == 2 and "label column 'nope'" in res.stderr
