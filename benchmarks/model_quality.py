@@ -152,7 +152,7 @@ def main() -> None:
           f"chance LRAP {label_ranking_average_precision_score(y, np.random.default_rng(0).random(y.shape)):.3f}")
     rows = []
     for k, (fit, test) in enumerate(folds):
-        tr, va = inner_split(fit, 0.2, args.seed + k)
+        tr, va = inner_split(fit, 0.2, args.seed + k, None if groups is None else groups[fit])
         side = np.full(len(tracks), "test", dtype=object)
         side[tr], side[va] = "train", "val"
         split = tracks[["catalog", "track_id"]].assign(side=side)
@@ -164,8 +164,10 @@ def main() -> None:
             arch, settings = variant(name)
             # --epochs is the networks': a statistics model refuses a setting it has no use for
             epochs = {} if arch in STATISTICS_MODELS else {"epochs": args.epochs}
+            # by film: the models' own inner validation holds out whole films too
+            by = {} if groups is None else {"group_by": args.by}
             config = TrainConfig(**{"arch": arch, "labels": tuple(classes), "seed": args.seed,
-                                    "feature_set": fset.hash, **epochs, **settings})
+                                    "feature_set": fset.hash, **epochs, **by, **settings})
             started = time.perf_counter()
             report = train(store, f"q-{arch}-{j}-{k}", config, split=split, overwrite=True,
                            progress=False, log=lambda msg: None)

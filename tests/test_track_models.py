@@ -27,8 +27,10 @@ from scoring.score_tables import ScoreTable
 from tests.helpers import copy_demo_library, small_library
 from training import TrainConfig, TrainingError, train
 from training.augment import crop_windows, mixup, spec_augment
-from training.linear import ESTIMATORS, cross_fitted, kernel_svm, one_blas_thread, to_module
+from training.linear import (ESTIMATORS, choose_c, cross_fitted, fold_splits, kernel_svm,
+                             one_blas_thread, to_module)
 from training.model_files import ModelFiles
+from training.selection import inner_split
 from training.targets import multi_hot
 from training.track_models import (QUANTILES, PooledCNN, StatisticsLayout, TrackKernel,
                                    TrackLinear, track_statistics)
@@ -282,6 +284,34 @@ def test_cross_fitted_scores_come_from_models_that_did_not_see_the_track():
     everything = ESTIMATORS["linear"](1.0).fit(x, almost).decision_function(x)
     fold = next(h for _, h in KFold(5, shuffle=True, random_state=0).split(x) if 5 in h)
     np.testing.assert_allclose(held[fold, 0], everything[fold, 0])
+
+
+def test_copies_of_a_recording_do_not_flatter_the_inner_validation():
+    """Every track twice (a recording in two catalogs) with labels that nothing predicts: split
+    by row, a weakly regularized model meets each held-out track's twin in its fit and looks
+    nearly perfect; held out by recording, it scores what noise scores. The pooled CNN's
+    early-stopping split keeps copies on one side too."""
+    rng = np.random.default_rng(1)
+    x = np.repeat(rng.normal(size=(40, 12)), 2, axis=0)
+    y = np.repeat((rng.random((40, 3)) < 0.4).astype(int), 2, axis=0)
+    y[y.sum(1) == 0, 0] = 1
+    recording = np.repeat(np.arange(40), 2).astype(str)
+    by_row = choose_c("kernel", x, y)[1]
+    by_recording = choose_c("kernel", x, y, groups=recording)[1]
+    # random scores give about 0.7 on these labels
+    assert max(by_row.values()) > 0.85 and max(by_recording.values()) < 0.75
+    for fit, held in fold_splits(len(x), 3, 0, recording):
+        assert not set(recording[fit]) & set(recording[held])
+
+    rows = np.arange(100, 180)
+    train_rows, val_rows = inner_split(rows, 0.2, 5, recording)
+    assert sorted([*train_rows, *val_rows]) == rows.tolist()
+    assert not set(recording[train_rows - 100]) & set(recording[val_rows - 100])
+    assert len(val_rows) == 16
+    # one recording only: there is nothing to hold out by, so rows are split as without groups
+    alone = np.zeros(80, dtype=int)
+    np.testing.assert_array_equal(inner_split(rows, 0.2, 5, alone)[1],
+                                  inner_split(rows, 0.2, 5)[1])
 
 
 def test_auto_killed_during_its_selection_goes_on_from_the_folds_it_measured(demo_store):

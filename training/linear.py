@@ -61,12 +61,26 @@ def kernel_svm(c: float = 3.0) -> Pipeline:
 ESTIMATORS = {"linear": logistic, "kernel": kernel_svm}
 
 
+def fold_splits(n: int, folds: int, seed: int = 0,
+                groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Seeded ``(fit, held)`` row indices of ``folds`` folds over ``n`` rows. With ``groups``
+    (a film, or a recording's copies, per row), whole groups are held out together; by row
+    when there are fewer groups than folds."""
+    if groups is not None and len(np.unique(groups)) >= folds:
+        return list(GroupKFold(folds, shuffle=True, random_state=seed).split(
+            np.zeros(n), groups=groups))
+    return list(KFold(min(folds, n), shuffle=True, random_state=seed).split(np.zeros(n)))
+
+
 def choose_c(arch: str, x: np.ndarray, y: np.ndarray, folds: int = 3,
-             seed: int = 0) -> tuple[float, dict[float, float]]:
+             seed: int = 0, groups: np.ndarray | None = None
+             ) -> tuple[float, dict[float, float]]:
     """The ``C`` of ``C_GRID[arch]`` with the best mean LRAP over ``folds``-fold
     cross-validation on ``x``, ``y`` (the smaller ``C`` on ties), and every candidate's mean:
-    on small libraries one validation split is too few tracks to choose by."""
-    splits = list(KFold(folds, shuffle=True, random_state=seed).split(x))
+    on small libraries one validation split is too few tracks to choose by. ``groups``: held
+    out together (:func:`fold_splits`), so that copies of a recording do not make a weakly
+    regularized model look better than it is."""
+    splits = fold_splits(len(x), folds, seed, groups)
     scores = {}
     for c in C_GRID[arch]:
         per_fold = []
@@ -83,11 +97,13 @@ def choose_c(arch: str, x: np.ndarray, y: np.ndarray, folds: int = 3,
     return min(c for c, s in scores.items() if s == best), scores
 
 
-def fit_statistics_model(arch: str, x: np.ndarray, y: np.ndarray,
-                         seed: int = 0) -> tuple[Pipeline, float, dict[float, float]]:
+def fit_statistics_model(arch: str, x: np.ndarray, y: np.ndarray, seed: int = 0,
+                         groups: np.ndarray | None = None
+                         ) -> tuple[Pipeline, float, dict[float, float]]:
     """The ``arch`` estimator fitted on ``x``, ``y`` with its ``C`` chosen by
-    :func:`choose_c`: ``(pipeline, C, every candidate's mean LRAP)``."""
-    c, tried = choose_c(arch, x, y, seed=seed)
+    :func:`choose_c` (``groups`` held out together): ``(pipeline, C, every candidate's mean
+    LRAP)``."""
+    c, tried = choose_c(arch, x, y, seed=seed, groups=groups)
     with one_blas_thread():
         return ESTIMATORS[arch](c).fit(x, y), c, tried
 
@@ -106,14 +122,9 @@ def cross_fitted(arch: str, x: np.ndarray, y: np.ndarray, c: float,
     folds). A class that a fold's rest has on no row or on every row (nothing to learn from)
     is scored by the model fitted on every row, the only one that knows it."""
     out = np.zeros(y.shape, dtype=np.float64)
-    n_groups = len(np.unique(groups)) if groups is not None else 0
-    if n_groups >= folds:
-        splits = GroupKFold(folds, shuffle=True, random_state=seed).split(x, groups=groups)
-    else:
-        splits = KFold(min(folds, len(x)), shuffle=True, random_state=seed).split(x)
     everything = None
     with one_blas_thread():
-        for fit, held in splits:
+        for fit, held in fold_splits(len(x), folds, seed, groups):
             positives = y[fit].sum(0)
             learnable = (positives > 0) & (positives < len(fit))
             if learnable.any():

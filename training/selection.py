@@ -32,13 +32,20 @@ class TrackData:
     """Every usable track's tiles as one tensor ``(n, rows, frames)`` on the training device,
     track after track (``starts``, ``counts``), with the tracks' multi-hot ``targets`` and the
     feature set's ``kind`` (``mfcc`` or ``logmel``: the statistics models' choice of
-    statistics)."""
+    statistics) and the ``groups`` that inner validation holds out together (each track's
+    ``group_by`` value, or its recording's copies: :func:`training.split.holdout_groups`;
+    ``None``: every track alone)."""
 
     tiles: torch.Tensor
     starts: np.ndarray
     counts: np.ndarray
     targets: np.ndarray
     kind: str = "mfcc"
+    groups: np.ndarray | None = None
+
+    def groups_of(self, rows: np.ndarray) -> np.ndarray | None:
+        """The groups of the tracks at ``rows`` (``None`` when tracks stand alone)."""
+        return None if self.groups is None else self.groups[rows]
 
     def subset(self, rows: np.ndarray):
         """The tracks at ``rows`` as a track set (starts, counts, targets)."""
@@ -79,7 +86,7 @@ def fit_track_model(config: TrainConfig, data: TrackData, train: np.ndarray, val
         layout = StatisticsLayout.for_model(config.arch, data.kind, tile_shape[0])
         x = data.statistics(both, layout)
         pipeline, c, tried = fit_statistics_model(config.arch, x, data.targets[both],
-                                                  config.seed)
+                                                  config.seed, data.groups_of(both))
         row = {"member": label or config.arch, "epoch": 0, "train_loss": float("nan"),
                "val_loss": float("nan"), "val_lrap": tried[c], "C": c,
                "seconds": time.perf_counter() - started}
@@ -134,11 +141,25 @@ def folds_of(rows: np.ndarray, groups: np.ndarray | None, k: int,
     return [(rows[a], rows[b]) for a, b in splitter]
 
 
-def inner_split(rows: np.ndarray, val_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded (train, val) split of ``rows`` for a fold's early stopping."""
-    order = np.random.default_rng(seed).permutation(rows)
-    n_val = max(1, int(round(val_size * len(order))))
-    return order[n_val:], order[:n_val]
+def inner_split(rows: np.ndarray, val_size: float, seed: int,
+                groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded (train, val) split of ``rows`` for a fold's early stopping. With ``groups``
+    (one per row), whole groups go to validation, shuffled, until it holds ``val_size`` of the
+    rows, and at least one group stays for training (by row when all are one group)."""
+    n_val = max(1, int(round(val_size * len(rows))))
+    rng = np.random.default_rng(seed)
+    if groups is None or len(np.unique(groups)) < 2:
+        order = rng.permutation(rows)
+        return order[n_val:], order[:n_val]
+    names, group_of = np.unique(groups, return_inverse=True)
+    taken = np.zeros(len(names), dtype=bool)
+    sizes = np.bincount(group_of)
+    for g in rng.permutation(len(names))[:-1]:  # the last stays for training
+        if sizes[taken].sum() >= n_val:
+            break
+        taken[g] = True
+    val = taken[group_of]
+    return rng.permutation(rows[~val]), rng.permutation(rows[val])
 
 
 def check_selection(config: TrainConfig, rows: np.ndarray, groups: np.ndarray | None
@@ -203,7 +224,8 @@ def _cross_validate(cfg: TrainConfig, data: TrackData, folds: list, measured: di
     not yet in ``measured`` (which gains each result); its folds' LRAP and total seconds."""
     for k, (fit_rows, held) in enumerate(folds[len(measured["lrap"]):], len(measured["lrap"])):
         started = time.perf_counter()
-        train, val = inner_split(fit_rows, cfg.val_size, cfg.seed + k)
+        train, val = inner_split(fit_rows, cfg.val_size, cfg.seed + k,
+                                 data.groups_of(fit_rows))
         model, _ = fit_track_model(cfg, data, train, val, label=f"{cfg.arch} fold {k + 1}")
         truth = data.targets[held]
         keep = truth.sum(1) > 0

@@ -173,12 +173,14 @@ def _mib(size: float) -> str:
 
 
 def _track_data(source: TileSource, tracks: pd.DataFrame, targets: np.ndarray,
-                spec: FeatureSpec, device) -> TrackData:
-    """Every usable track's tiles, read once (chunk by chunk) onto the training device."""
+                spec: FeatureSpec, device, group_by: str | None) -> TrackData:
+    """Every usable track's tiles, read once (chunk by chunk) onto the training device, with
+    what inner validation holds out together (``group_by``, else copies of a recording)."""
     counts = tracks["n_tiles"].to_numpy(np.int64)
     table = TileTable.of(tracks, targets)
     tiles = torch.from_numpy(read_tiles(source, table.index)).to(device)
-    return TrackData(tiles, np.cumsum(counts) - counts, counts, targets, spec.kind)
+    return TrackData(tiles, np.cumsum(counts) - counts, counts, targets, spec.kind,
+                     holdout_groups(tracks, group_by))
 
 
 @heap_reuse()  # the whole run: reading tiles, model selection's fits, training
@@ -261,7 +263,7 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
     data, selection = None, None
     config = requested.resolved()
     if takes_tracks:
-        data = _track_data(source, tracks, targets, fset.spec, device)
+        data = _track_data(source, tracks, targets, fset.spec, device, requested.group_by)
     if requested.arch == "auto":
         selection = files.read_json("selection.json") if files.has("selection.json") else None
         if selection is None:
