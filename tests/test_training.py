@@ -95,28 +95,34 @@ def test_copies_of_a_recording_are_held_out_together():
 
 
 def test_settings_out_of_range_are_refused_naming_them():
-    with pytest.raises(TrainingError, match=r"dropout rates must be in \[0, 1\): got 0.1, 1.0"):
+    with pytest.raises(TrainingError, match=r"dropout \(--dropout\) rates must be in \[0, 1\): "
+                                            "got 0.1, 1.0"):
         TrainConfig(dropout=(0.1, 1.0))
-    with pytest.raises(TrainingError, match="dropout rates"):
+    with pytest.raises(TrainingError, match=r"dropout \(--dropout\) rates"):
         TrainConfig(dropout=(-0.1,))
-    with pytest.raises(TrainingError, match="folds must be at least 2"):
+    with pytest.raises(TrainingError, match=r"folds \(--folds\) must be at least 2"):
         TrainConfig(folds=1)
-    with pytest.raises(TrainingError, match=r"^min_tracks must not be negative; learning_rate "
-                                            r"must be positive; momentum must be in \[0, 1\); "
-                                            "checkpoint_seconds must not be negative$"):
+    with pytest.raises(TrainingError, match=r"^min_tracks \(--min-tracks\) must not be negative; "
+                                            r"learning_rate \(--learning-rate\) must be positive; "
+                                            r"momentum \(--momentum\) must be in \[0, 1\); "
+                                            r"checkpoint_seconds \(--checkpoint-seconds\) must "
+                                            "not be negative$"):
         TrainConfig(min_tracks=-1, learning_rate=0.0, momentum=1.0, checkpoint_seconds=-1)
-    with pytest.raises(TrainingError, match="lr_decay 'cosine': choose one of linear, constant"):
+    with pytest.raises(TrainingError, match=r"lr_decay \(--lr-decay\) 'cosine': choose one "
+                                            "of linear, constant"):
         TrainConfig(lr_decay="cosine")  # not silently constant
     assert TrainConfig(dropout=(0.0, 0.5)).dropout == (0.0, 0.5)
     # one name given alone is that name, not its letters
     assert TrainConfig(labels="Thriller", candidates="linear").labels == ("Thriller",)
     assert TrainConfig(candidates="linear").candidates == ("linear",)
     # a value of another kind is named, not compared (a string) or taken as true ("false")
-    with pytest.raises(TrainingError, match="^batch_size '64': must be a whole number; "
-                                            "spec_augment 'false': must be True or False$"):
+    with pytest.raises(TrainingError, match=r"^batch_size \(--batch-size\) '64': must be a "
+                                            r"whole number; spec_augment \(--spec-augment\) "
+                                            "'false': must be True or False$"):
         TrainConfig(batch_size="64", spec_augment="false")
-    with pytest.raises(TrainingError, match=r"^epochs 2.5: must be a whole number; dropout "
-                                            r"\(0.1, '0.2'\): must be numbers$"):
+    with pytest.raises(TrainingError, match=r"^epochs \(--epochs\) 2.5: must be a whole "
+                                            r"number; dropout \(--dropout\) \(0.1, '0.2'\): must "
+                                            "be numbers$"):
         TrainConfig(epochs=2.5, dropout=(0.1, "0.2"))
     # numpy scalars (from a sweep's grid, say) are kept as the plain values a model saves
     numpy_given = TrainConfig(batch_size=np.int64(64), learning_rate=np.float32(0.5),
@@ -338,7 +344,8 @@ def test_short_training_improves_validation_loss_and_saves_everything(demo_store
     for refused, words in ((TrainConfig(arch="linear", memory_budget_mb=0.001, min_tracks=6),
                             "need .* MiB, above the memory budget of 0.001 MiB"),
                            (TrainConfig(arch="kernel", mixup=0.5, **FAST),
-                            "optimizer, learning_rate, mixup do not apply to 'kernel': "
+                            r"optimizer \(--optimizer\), learning_rate \(--learning-rate\), "
+                            r"mixup \(--mixup\) do not apply to 'kernel': "
                             "optimizer, learning_rate are used only by pooled, dnn, cnn, "
                             "ensemble, multilabel; mixup is used only by pooled; leave them out"),
                            (TrainConfig(candidates=("linear", "dnn"), **FAST),

@@ -110,6 +110,11 @@ _KINDS = {
 _WRONG = object()
 
 
+def setting_name(name: str) -> str:
+    """A setting as errors name it: the field, and the ``train`` option that sets it."""
+    return f"{name} (--{name.replace('_', '-')})"
+
+
 def _kind_of(f) -> tuple | None:
     """Field ``f``'s entry of :data:`_KINDS` (its annotation, optional or not)."""
     return _KINDS.get(f.type.removesuffix(" | None"))
@@ -223,7 +228,8 @@ class TrainConfig:
         for f in fields(self):
             value = _as_declared(f, getattr(self, f.name))
             if value is _WRONG:
-                wrong.append(f"{f.name} {getattr(self, f.name)!r}: {_kind_of(f)[1]}")
+                wrong.append(f"{setting_name(f.name)} {getattr(self, f.name)!r}: "
+                             f"{_kind_of(f)[1]}")
             else:
                 object.__setattr__(self, f.name, value)
         if wrong:
@@ -232,19 +238,20 @@ class TrainConfig:
         for name, choices in FIELD_CHOICES.items():
             value = getattr(self, name)
             if value not in choices and not (value is None and name in unset):
-                raise TrainingError(f"{name} {value!r}: choose one of {', '.join(choices)}")
-        out = [f"{name} {rule}" for name, (fits, rule) in _BOUNDS.items()
+                raise TrainingError(f"{setting_name(name)} {value!r}: choose one of "
+                                    f"{', '.join(choices)}")
+        out = [f"{setting_name(name)} {rule}" for name, (fits, rule) in _BOUNDS.items()
                if getattr(self, name) is not None and not fits(getattr(self, name))]
         if out:
             raise TrainingError("; ".join(out))
         if any(not 0 <= p < 1 for p in self.dropout):
             # a rate of 1 would drop every value: the layer would pass nothing on
-            raise TrainingError(f"dropout rates must be in [0, 1): got "
+            raise TrainingError(f"{setting_name('dropout')} rates must be in [0, 1): got "
                                 f"{', '.join(map(str, self.dropout))}")
         unknown = [c for c in self.candidates if c not in ARCHITECTURES or c == "auto"]
         if unknown:
-            raise TrainingError(f"candidates {', '.join(unknown)}: choose among "
-                                f"{', '.join(a for a in ARCHITECTURES if a != 'auto')}")
+            raise TrainingError(f"{setting_name('candidates')} {', '.join(unknown)}: choose "
+                                f"among {', '.join(a for a in ARCHITECTURES if a != 'auto')}")
 
     def resolved(self, arch: str | None = None) -> TrainConfig:
         """This config for ``arch`` (default its own), every unset setting filled with that

@@ -16,7 +16,7 @@ from featurestore.statuses import OK
 from featurestore.store import Store
 from featurestore.tile_arrays import TileSource, read_tiles
 from training.config import (CANDIDATES, LOOP_SETTINGS, STATISTICS_MODELS, USED_BY, TrainConfig,
-                             TrainingError)
+                             TrainingError, setting_name)
 from training.fused import train_ensemble
 from training.heap import heap_reuse
 from training.inference import resolve_device
@@ -81,8 +81,8 @@ def _unused_message(config: TrainConfig, unused: list[str]) -> str:
     uses = "; ".join(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} used only by "
                      f"{', '.join(archs)}" for archs, names in groups.items())
     one = len(unused) == 1
-    return (f"{', '.join(unused)} do{'es' * one} not apply to {what}: {uses}; leave "
-            f"{'it' if one else 'them'} out")
+    return (f"{', '.join(map(setting_name, unused))} do{'es' * one} not apply to {what}: "
+            f"{uses}; leave {'it' if one else 'them'} out")
 
 
 #: Where ``auto`` keeps the folds it has measured, with a digest of the tracks and labels
