@@ -113,6 +113,7 @@ def test_linear_model_equals_scikit_learn_fitted_by_hand(demo_store):
     assert config["metrics"]["track_lrap"] > 0.5
 
 
+@pytest.mark.filterwarnings("ignore:Label .* is present in all training examples")
 def test_kernel_model_equals_the_svms_decision_function():
     rng = np.random.default_rng(0)
     tiles = rng.normal(size=(60, 5, 7)).astype(np.float32)
@@ -139,6 +140,21 @@ def test_kernel_model_equals_the_svms_decision_function():
         assert loaded.layout == layout
         torch.testing.assert_close(loaded.forward_tracks(torch.from_numpy(tiles)[:, None],
                                                          torch.from_numpy(counts)), got)
+    # A class on every training track (a fold of a few films can have one) or on none:
+    # scikit-learn predicts it as a constant, and the module scores it nearly certain, with
+    # the other classes' machines unchanged.
+    for constant in (1, 0):
+        labels = np.column_stack([y[:, 0], np.full(30, constant)])
+        pipeline = kernel_svm(3.0).fit(x, labels)
+        module = to_module(pipeline, (5, 7), layout)
+        got = module.forward_tracks(torch.from_numpy(tiles)[:, None], torch.from_numpy(counts))
+        np.testing.assert_allclose(got[:, 0].numpy(), pipeline.decision_function(x)[:, 0],
+                                   atol=1e-5)
+        assert ((torch.sigmoid(got[:, 1]) > 0.99) == bool(constant)).all()
+    pipeline = kernel_svm(3.0).fit(x, np.ones((30, 2), dtype=int))  # no machine at all
+    got = to_module(pipeline, (5, 7), layout).forward_tracks(
+        torch.from_numpy(tiles)[:, None], torch.from_numpy(counts))
+    assert (torch.sigmoid(got) > 0.99).all()
 
 
 def test_pooled_cnn_pools_every_tile_of_a_track_once():

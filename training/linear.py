@@ -8,6 +8,9 @@ so the model is saved, scored, ranked and rescored like every other one.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -26,12 +29,18 @@ from training.track_models import StatisticsLayout, TrackKernel, TrackLinear
 C_GRID = {"linear": (0.01, 0.1, 1.0, 10.0), "kernel": (1.0, 3.0, 10.0, 30.0)}
 
 
+@contextlib.contextmanager
 def one_blas_thread():
-    """A context in which BLAS runs on one thread, for the scikit-learn fits: their products
-    are tiny (tracks x 80 statistics), and handing them to OpenBLAS threads costs far more than
-    it computes. :func:`choose_c` on 60 tracks took 91 s with 2 OpenBLAS threads on a busy
-    2-core machine, 7 s with one."""
-    return threadpool_limits(limits=1, user_api="blas")
+    """The context of the scikit-learn fits. BLAS runs on one thread: their products are tiny
+    (tracks x 80 statistics), and handing them to OpenBLAS threads costs far more than it
+    computes (:func:`choose_c` on 60 tracks took 91 s with 2 OpenBLAS threads on a busy 2-core
+    machine, 7 s with one). scikit-learn's warning about a class on every track or on none
+    (a fold of a few films can have one) is silenced: such a class is scored as a constant
+    (:func:`_constant_logit`)."""
+    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Label .* is present in all training examples",
+                                UserWarning)
+        yield
 
 
 def statistics_of(tiles: np.ndarray, counts: np.ndarray,
@@ -144,7 +153,8 @@ def to_module(pipeline: Pipeline, tile_shape: tuple[int, int],
               layout: StatisticsLayout) -> nn.Module:
     """The pipeline, fitted on statistics of ``layout``, as a torch module whose logits equal
     its ``decision_function`` (for ``linear``, whose sigmoid equals ``predict_proba``)."""
-    if isinstance(pipeline.steps[1][1].estimators_[0], SVC):
+    # the template, not a fitted class: one constant on the training side is no SVC
+    if isinstance(pipeline.steps[1][1].estimator, SVC):
         return kernel_module(pipeline, tile_shape, layout)
     scaler, ovr = pipeline.steps[0][1], pipeline.steps[1][1]
     estimators = ovr.estimators_
@@ -155,10 +165,16 @@ def to_module(pipeline: Pipeline, tile_shape: tuple[int, int],
         if hasattr(est, "coef_"):
             module.coef[k] = torch.from_numpy(est.coef_[0])
             module.bias[k] = float(est.intercept_[0])
-        else:  # a class constant on the training side: sklearn predicts it as a constant
-            p = float(np.clip(est.y_[0] if hasattr(est, "y_") else 0.5, 1e-6, 1 - 1e-6))
-            module.bias[k] = float(np.log(p / (1 - p)))
+        else:
+            module.bias[k] = _constant_logit(est)
     return module.eval()
+
+
+def _constant_logit(estimator) -> float:
+    """The logit of a class on every training track or on none, which scikit-learn predicts as
+    a constant (its ``decision_function`` gives 0 or 1): nearly certain, not a coin toss."""
+    p = float(np.clip(estimator.y_[0] if hasattr(estimator, "y_") else 0.5, 1e-6, 1 - 1e-6))
+    return float(np.log(p / (1 - p)))
 
 
 def kernel_module(pipeline: Pipeline, tile_shape: tuple[int, int],
@@ -167,13 +183,18 @@ def kernel_module(pipeline: Pipeline, tile_shape: tuple[int, int],
     support vectors, each class's dual coefficients on it (zero where not its own)."""
     scaler, ovr = pipeline.steps[0][1], pipeline.steps[1][1]
     machines = ovr.estimators_
-    vectors = np.unique(np.concatenate([m.support_vectors_ for m in machines]), axis=0)
+    fitted = [m for m in machines if hasattr(m, "support_vectors_")]
+    vectors = (np.unique(np.concatenate([m.support_vectors_ for m in fitted]), axis=0)
+               if fitted else np.zeros((0, len(scaler.mean_))))
     module = TrackKernel(tile_shape, len(machines), len(vectors), layout)
     module.center.copy_(torch.from_numpy(scaler.mean_))
     module.scale.copy_(torch.from_numpy(scaler.scale_))
     module.support.copy_(torch.from_numpy(vectors))
-    module.gamma.fill_(1.0 / vectors.shape[1])  # gamma="auto"
+    module.gamma.fill_(1.0 / len(scaler.mean_))  # gamma="auto"
     for k, m in enumerate(machines):
+        if not hasattr(m, "support_vectors_"):
+            module.bias[k] = _constant_logit(m)
+            continue
         rows = [np.flatnonzero((vectors == v).all(1))[0] for v in m.support_vectors_]
         # SVC's decision function is positive for its second class (our positive label)
         module.coef[k, rows] = torch.from_numpy(m.dual_coef_[0])
