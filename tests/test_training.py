@@ -67,6 +67,17 @@ def test_split_by_track_and_by_film():
     for seed in range(10):
         side = split_tracks(few, 0.1, 0.2, seed=seed, targets=both).to_numpy()
         assert both[side == "train"].sum(0).all(), seed  # every class has a training track
+    # A film that test takes for one class must not take another class's second-to-last film:
+    # War's films and Comedy's overlap in one (as in the game-score store), and each class
+    # still gets a film on validation and one on training, whatever the seed.
+    films = pd.DataFrame({"catalog": "c", "track_id": [f"t{i}" for i in range(5)],
+                          "film": ["a", "b", "c", "d", "e"], "n_tiles": 2})
+    genres = np.array([[1, 0], [1, 1], [1, 0], [0, 1], [0, 1]], dtype=np.float32)
+    for seed in range(30):
+        side = split_tracks(films, 0.1, 0.2, seed=seed, group_by="film",
+                            targets=genres).to_numpy()
+        for name in ("train", "val"):
+            assert genres[side == name].sum(0).all(), (seed, name, side)
     with pytest.raises(TrainingError, match="no such column"):
         split_tracks(frame, group_by="studio")
 

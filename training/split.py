@@ -39,6 +39,19 @@ def holdout_groups(tracks: pd.DataFrame, group_by: str | None) -> np.ndarray | N
     return keys if len(set(keys)) < len(keys) else None
 
 
+def _keeps_later_sides(carries: np.ndarray, side: np.ndarray, i: int,
+                       later: tuple[str, ...]) -> bool:
+    """Whether group ``i`` can be taken and still leave each class it carries a free group for
+    every one of the ``later`` sides that has none of that class yet."""
+    rest = side == ""
+    rest[i] = False
+    for c in np.flatnonzero(carries[i]):
+        lacking = sum(not (carries[:, c] & (side == s)).any() for s in later)
+        if carries[rest, c].sum() < lacking:
+            return False
+    return True
+
+
 def _last_for_training(carries: np.ndarray, side: np.ndarray, i: int) -> bool:
     """Whether group ``i`` is the last group that could still give one of its classes
     training tracks (no group of the class is in training, and no other is unassigned)."""
@@ -75,17 +88,19 @@ def split_tracks(tracks: pd.DataFrame, test_size: float = 0.1, val_size: float =
     carries = None
     if targets is not None and len(targets):
         carries = pd.DataFrame(targets > 0).groupby(keys).max().loc[groups].to_numpy()
-        # test takes a group where it leaves one for validation and one for training,
-        # validation where it leaves one for training
-        for name, leaves in (("test", 2), ("val", 1)):
+        # test takes a group where it leaves every class of the group one for validation and
+        # one for training, validation where it leaves one for training: a side that lacks a
+        # class is refused by training, a test side without it only measures it less
+        for name, later in (("test", ("val", "train")), ("val", ("train",))):
             if quota[name] <= 0:
                 continue
             for c in np.argsort(carries.sum(0), kind="stable"):
+                if (carries[:, c] & (side == name)).any():
+                    continue
                 free = np.flatnonzero(carries[:, c] & (side == ""))
-                has = (carries[:, c] & (side == name)).any()
-                # not another class's last group that could still train it
-                pick = next((g for g in free if not _last_for_training(carries, side, g)), None)
-                if not has and len(free) > leaves and pick is not None:
+                pick = next((g for g in free if _keeps_later_sides(carries, side, g, later)),
+                            None)
+                if pick is not None:
                     side[pick] = name
                     taken[name] += tiles[pick]
     for i in np.flatnonzero(side == ""):  # whole groups, test first, then validation

@@ -85,6 +85,21 @@ def _unused_message(config: TrainConfig, unused: list[str]) -> str:
             f"{uses}; leave {'it' if one else 'them'} out")
 
 
+def _unsplittable(side: str, labels: list[str], tracks: pd.DataFrame, targets: np.ndarray,
+                  config: TrainConfig) -> str:
+    """Why ``side`` has no tiles of ``labels`` (``targets``: their columns), and what to do."""
+    unit = f"values of {config.group_by!r}" if config.group_by else "recordings"
+    keys = holdout_groups(tracks, config.group_by)
+    keys = keys if keys is not None else np.arange(len(tracks))
+    counts = ", ".join(f"{label} {len(np.unique(keys[targets[:, i] > 0]))}"
+                       for i, label in enumerate(labels))
+    leave = ("leave them out of --labels" if config.labels
+             else "raise --min-tracks to leave them out, or name --labels")
+    return (f"no {side} tiles of {', '.join(labels)}: the split needs a label's tracks in at "
+            f"least 2 {unit} (one for training, one for validation) and gets them on every "
+            f"side from 3; {unit} with the label: {counts}; {leave}")
+
+
 #: Where ``auto`` keeps the folds it has measured, with a digest of the tracks and labels
 #: they were cut from: an interrupted selection goes on from them.
 SELECTION_FOLDS = "selection_folds.json"
@@ -233,11 +248,10 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
     tables = {s: TileTable.of(tracks[side.to_numpy() == s], targets[side.to_numpy() == s])
               for s in SIDES}
     for s in ("train", "val"):
-        missing = [c for c, n in zip(classes, tables[s].labels.sum(0)) if n == 0]
+        missing = [i for i, n in enumerate(tables[s].labels.sum(0)) if n == 0]
         if missing:
-            raise TrainingError(f"no {s} tiles of {', '.join(missing)}: too few tracks (or "
-                                "groups) of that class to split; raise --min-tracks or name "
-                                "--labels")
+            raise TrainingError(_unsplittable(s, [classes[i] for i in missing], tracks,
+                                              targets[:, missing], requested))
 
     source = TileSource(fset.tiles_url, store.storage_options)
     base = {"name": name, "arch": requested.arch, "classes": classes,
