@@ -286,7 +286,8 @@ def _explain(exc: BaseException, code: ExitCode, store: str | None) -> str:
     """The message for a command that failed with ``exc``."""
     refusal = storage_refusal(exc)
     if code == ExitCode.INTERRUPTED:
-        return "interrupted: committed tracks are kept; run the same command again to finish"
+        return ("interrupted: what was committed is kept (built tracks, scored batches, a "
+                "model's last checkpoint); run the same command again to go on from there")
     if code == ExitCode.CATALOG:
         return f"error: invalid catalog: {exc}"
     if code == ExitCode.STORE and refusal is not None:

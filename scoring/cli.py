@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from featurestore.cli import (Command, add_cluster_args, add_filter_args, add_output_args,
                               add_store_args, filters, open_store, option_file, positive_int,
@@ -100,7 +101,9 @@ def _rankings(args: argparse.Namespace) -> int:
     # how far to trust the answer, beside it (stderr: the table may be piped as data); the
     # model's files say which tracks it learned, for its current version only
     if args.version in (None, ModelFiles(store, args.model).version()):
-        quality = ranking_quality(store, args.model, args.label, combine, **chosen)
+        with warnings.catch_warnings():  # the same filters: their warnings are out already
+            warnings.simplefilter("ignore")
+            quality = ranking_quality(store, args.model, args.label, combine, **chosen)
         print(quality.summary(), file=sys.stderr)
     else:
         print(f"held out: not measured for version {args.version}, which a retrain has "

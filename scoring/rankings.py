@@ -146,7 +146,7 @@ def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
     table, labels, rankings = _label_scores(store, model, fit, version)
     rankings = _current(store, table, rankings, filters)
     if not len(rankings):
-        return pd.DataFrame(columns=["rank", *KEY, "score", *labels, "cross_fitted"])
+        return pd.DataFrame(columns=["rank", *KEY, "score", *labels, "cross_fitted", *SHOWN])
     keys, matrix = scores_matrix(rankings, labels)
     out = keys.assign(score=combine_scores(matrix, combine).astype(np.float32))
     for i, label in enumerate(labels):

@@ -69,10 +69,10 @@ class ScoreReport:
     def summary(self, max_skipped: int = 20) -> str:
         how = ("each track from all its tiles" if self.aggregate == POOLED
                else f"the {self.aggregate} of its tiles' scores")
+        on = f" on {self.workers} worker{'s' * (self.workers > 1)}" if self.workers else ""
         lines = [f"model {self.model!r} version {self.version} ({how}), "
                  f"feature set {self.feature_set}, run {self.run_id}",
-                 f"  {self.scored} tracks scored ({self.tiles} tiles)"
-                 f"{f' on {self.workers} workers' if self.workers else ''}, {self.adopted} "
+                 f"  {self.scored} tracks scored ({self.tiles} tiles){on}, {self.adopted} "
                  f"adopted from an interrupted run, {self.up_to_date} up to date, "
                  f"{self.dropped} dropped (no longer built), {len(self.skipped)} skipped; "
                  f"{self.seconds:.1f} s"]

@@ -4,6 +4,7 @@ scikit-learn's, and the CLI answers the recommendation queries."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -601,6 +602,13 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     assert [r["score"] for r in rows] == pytest.approx(best["score"].tolist(), rel=1e-6)
     assert {"film", "composer", "year", "Thriller", "Sci-Fi"} <= set(rows[0])
     assert res.stderr.strip() == pair.summary()  # beside the answer, out of its data
+    # a filter that leaves nothing: the same columns, and a misspelt genre warned of once
+    res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--label",
+                  "Thriller", "--genre", "Thriler", "--format", "csv")
+    assert res.returncode == 0, res.stderr
+    empty = pd.read_csv(io.StringIO(res.stdout))
+    assert len(empty) == 0 and set(best.columns) <= set(empty.columns) | {"Sci-Fi"}
+    assert res.stderr.count("no track has the label 'Thriler'") == 1, res.stderr
     res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--track",
                   "t00003")
     assert res.returncode == 0 and res.stdout.count("t00003") == 10, res.stderr

@@ -9,6 +9,7 @@ import resource
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -111,6 +112,9 @@ def test_settings_out_of_range_are_refused_naming_them():
         TrainConfig(dropout=(0.1, 1.0))
     with pytest.raises(TrainingError, match=r"dropout \(--dropout\) rates"):
         TrainConfig(dropout=(-0.1,))
+    for seed in (-1, 2 ** 32):  # numpy's range, checked before a model is written
+        with pytest.raises(TrainingError, match=r"seed \(--seed\) must be in \[0, 2\*\*32\)"):
+            TrainConfig(seed=seed)
     with pytest.raises(TrainingError, match=r"folds \(--folds\) must be at least 2"):
         TrainConfig(folds=1)
     with pytest.raises(TrainingError, match=r"^min_tracks \(--min-tracks\) must not be negative; "
@@ -162,6 +166,9 @@ def test_settings_the_architecture_would_ignore_are_named():
     # pooled's batches are tracks (tracks_per_batch); the statistics models weigh no classes
     assert TrainConfig(arch="pooled", batch_size=64).unused_settings() == ["batch_size"]
     assert TrainConfig(arch="kernel", balance="weights").unused_settings() == ["balance"]
+    # nor do they checkpoint: they are fitted at once
+    assert TrainConfig(arch="linear", checkpoint_seconds=5).unused_settings() == [
+        "checkpoint_seconds"]
     # auto takes what any of its candidates uses, and its own settings
     assert TrainConfig(mixup=0.5, epochs=3, folds=5).unused_settings() == []
     assert TrainConfig(dense_units=10).unused_settings() == ["dense_units"]
@@ -396,7 +403,9 @@ def test_resume_continues_where_it_stopped(demo_store):
     files = ModelFiles(featurestore.open(demo_store), "cnn-cut")
     assert not files.read_config()["complete"]
     ran = []  # the epochs the second call trains: those after its checkpoint only
-    resumed = train(demo_store, "cnn-cut", config, progress=False, on_epoch=ran.append)
+    # how often checkpoints are written is no setting of the model: it may change on resume
+    resumed = train(demo_store, "cnn-cut", replace(config, checkpoint_seconds=60),
+                    progress=False, on_epoch=ran.append)
     assert [row["epoch"] for row in ran] == [2, 3, 4]
     assert resumed.resumed and list(resumed.history["epoch"]) == list(range(5))
     np.testing.assert_allclose(resumed.history["val_loss"], whole.history["val_loss"],

@@ -89,7 +89,10 @@ def _models(args: argparse.Namespace) -> int:
 
     frame = list_models(open_store(args))
     if args.format == "table":
-        frame = frame.drop(columns=["feature_set"]).round(3)
+        # the hash is wide: shown only where a kind has several sets (64 and 128 bands, say)
+        if not (frame.groupby("kind")["feature_set"].nunique() > 1).any():
+            frame = frame.drop(columns=["feature_set"])
+        frame = frame.round(3)
     write_frames([frame], args.format, args.output)
     return 0
 

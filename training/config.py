@@ -36,7 +36,7 @@ _TILE_MODELS = ("dnn", "cnn", "ensemble", "multilabel")
 #: Settings that only some architectures use, and which (every other setting applies to all).
 USED_BY = {
     **dict.fromkeys((*(k for k in LOOP_SETTINGS if k != "batch_size"), "momentum", "lr_decay",
-                     "mixed_precision", "balance"), _NETWORKS),
+                     "mixed_precision", "balance", "checkpoint_seconds"), _NETWORKS),
     **dict.fromkeys(("batch_size", "dense_units", "dropout", "loader_workers", "buffer_chunks"),
                     _TILE_MODELS),
     **dict.fromkeys(("crop_tiles", "tracks_per_batch", "spec_augment", "mixup", "width"),
@@ -83,6 +83,8 @@ _BOUNDS = {
     "weight_decay": _NOT_NEGATIVE,
     "mixup": _NOT_NEGATIVE,
     "checkpoint_seconds": _NOT_NEGATIVE,
+    # numpy's seeds: a larger one would fail only once training has begun
+    "seed": (lambda v: 0 <= v < 2 ** 32, "must be in [0, 2**32)"),
 }
 
 

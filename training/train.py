@@ -118,11 +118,13 @@ def _prepare(files: ModelFiles, config: TrainConfig, fset_hash: str, overwrite: 
     if saved.get("feature_set") != fset_hash:
         raise TrainingError(
             f"model {files.name!r} was started on feature set {saved.get('feature_set')}, but "
-            f"the store's feature set is {fset_hash} (another spec): the model's input "
+            f"this run asks for feature set {fset_hash} (another spec): the model's input "
             "would not match; --overwrite to start over on this feature set")
     asked = saved.get("requested_config", saved.get("train_config", {}))
-    if asked != config.to_dict():
-        changed = sorted(k for k, v in config.to_dict().items() if asked.get(k) != v)
+    # how often a checkpoint is written changes no result: a resumed run may take another
+    changed = sorted(k for k, v in config.to_dict().items()
+                     if asked.get(k) != v and k != "checkpoint_seconds")
+    if changed:
         raise TrainingError(f"model {files.name!r} is an interrupted run with other settings "
                             f"({', '.join(changed)}); rerun with the same settings to resume, "
                             "or --overwrite to start over")
@@ -303,7 +305,8 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
     chosen = " (chosen by auto)" if selection else ""
     log(f"training {config.arch}{chosen} {name!r} on {device}: {len(classes)} classes, "
         f"{len(tables['train'])}/{len(tables['val'])}/{len(tables['test'])} train/val/test "
-        f"tiles from {len(tracks)} tracks")
+        f"tiles from {len(tracks)} tracks of feature set {fset.hash} ({fset.spec.kind}, "
+        f"{fset.spec.tile_shape[0]} rows)")
     test = "test" if len(tables["test"]) else "val"
     if config.track_level:
         model, history, members, metrics = _train_tracks(
