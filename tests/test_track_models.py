@@ -265,6 +265,13 @@ def test_auto_picks_the_candidate_with_the_best_validation_score(demo_store):
         train(demo_store, "auto-cnn", TrainConfig(candidates=("linear", "cnn"), **QUICK),
               progress=False)
     assert TrackLinear((40, 100), 2).track_level
+    # Without test tracks a statistics model would be measured on tracks it was fitted on:
+    # refused before anything is written (auto too, which may pick one).
+    for arch in ("kernel", "auto"):
+        with pytest.raises(TrainingError, match="no test tracks .* of tracks it learned"):
+            train(demo_store, "no-test", TrainConfig(arch=arch, **{**QUICK, "test_size": 0}),
+                  progress=False)
+    assert not ModelFiles(featurestore.open(demo_store), "no-test").exists()
 
 
 def test_cross_fitted_scores_come_from_models_that_did_not_see_the_track():

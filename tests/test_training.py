@@ -25,6 +25,7 @@ from training.models import build_model
 from training.samplers import MultiClassSampler, MultiLabelSampler, OneVsRestSampler, TileTable
 from training.selection import folds_of
 from training.split import holdout_groups, split_tracks
+from training.train import TrainReport
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -153,6 +154,17 @@ def test_settings_out_of_range_are_refused_naming_them():
     stored = {**TrainConfig(batch_size=64).to_dict(), "batch_size": "sixty-four", "width": 0}
     assert TrainConfig.from_dict(stored) == TrainConfig()
     assert TrainConfig.from_dict({**stored, "width": "64"}) == TrainConfig(width=64)
+
+
+def test_summary_says_which_tracks_its_figures_are_of():
+    metrics = {"track_lrap": 0.5, "track_coverage_error": 2.0, "mean_labels": 1.5,
+               "tile_lrap": 0.4}
+    history = pd.DataFrame({"epoch": [0, 1]})
+    for side, words in (("test", "; test: track LRAP 0.500"),
+                        ("val", "; validation (no test split): track LRAP 0.500")):
+        report = TrainReport("m", "pooled", ["A", "B"], "cpu", history,
+                             {**metrics, "evaluated_on": side})
+        assert words in report.summary(), report.summary()
 
 
 def test_settings_the_architecture_would_ignore_are_named():

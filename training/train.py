@@ -56,7 +56,9 @@ class TrainReport:
         epochs = "" if self.arch in STATISTICS_MODELS else f"; {n} epoch{'s' * (n != 1)}"
         return chosen + (f"model {self.name!r} ({self.arch}, {len(self.classes)} classes: "
                 f"{', '.join(self.classes)}) on {self.device}{epochs}"
-                f"{' (resumed)' if self.resumed else ''}; test: track LRAP "
+                f"{' (resumed)' if self.resumed else ''}; "
+                f"{'validation (no test split)' if m.get('evaluated_on') == 'val' else 'test'}"
+                f": track LRAP "
                 f"{m.get('track_lrap', float('nan')):.3f}, coverage error "
                 f"{m.get('track_coverage_error', float('nan')):.2f} (best "
                 f"{m.get('mean_labels', float('nan')):.2f}), tile LRAP "
@@ -254,6 +256,15 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
         if missing:
             raise TrainingError(_unsplittable(s, [classes[i] for i in missing], tracks,
                                               targets[:, missing], requested))
+    fitted_whole = sorted(set(STATISTICS_MODELS) & ({requested.arch} | (
+        set(requested.candidates or CANDIDATES) if requested.arch == "auto" else set())))
+    if not len(tables["test"]) and fitted_whole:
+        raise TrainingError(
+            f"no test tracks (--test-size 0, or a split without them): "
+            f"{' and '.join(fitted_whole)} would be fitted on the training and validation "
+            "tracks together, so its figures would be of tracks it learned; keep a test split "
+            "(scoring ranks the tracks it learned by cross-fitted scores anyway), or name "
+            "--arch pooled or a tile model, which is measured on the validation tracks")
 
     source = TileSource(fset.tiles_url, store.storage_options)
     base = {"name": name, "arch": requested.arch, "classes": classes,
