@@ -178,6 +178,17 @@ def test_settings_the_architecture_would_ignore_are_named():
     # pooled's batches are tracks (tracks_per_batch); the statistics models weigh no classes
     assert TrainConfig(arch="pooled", batch_size=64).unused_settings() == ["batch_size"]
     assert TrainConfig(arch="kernel", balance="weights").unused_settings() == ["balance"]
+    # values that change nothing for this request, though the setting has its uses elsewhere
+    assert TrainConfig(arch="cnn", momentum=0.5).ignored_values() == []  # sgd, the study's
+    for config, words in ((TrainConfig(arch="cnn", optimizer="adam", momentum=0.5),
+                           "momentum (--momentum) is the sgd optimizer's, and adam"),
+                          (TrainConfig(arch="pooled", momentum=0.5), "and adamw is used"),
+                          (TrainConfig(arch="pooled", balance="oversample"),
+                           "pooled's batches are tracks"),
+                          (TrainConfig(labels=("A", "B"), min_tracks=50),
+                           "picks the classes when --labels does not name them")):
+        assert len(config.ignored_values()) == 1 and words in config.ignored_values()[0]
+    assert TrainConfig(arch="ensemble", balance="oversample").ignored_values() == []
     # nor do they checkpoint: they are fitted at once
     assert TrainConfig(arch="linear", checkpoint_seconds=5).unused_settings() == [
         "checkpoint_seconds"]

@@ -112,6 +112,11 @@ _KINDS = {
 _WRONG = object()
 
 
+def _default(name: str):
+    """Field ``name``'s default value."""
+    return next(f.default for f in fields(TrainConfig) if f.name == name)
+
+
 def setting_name(name: str) -> str:
     """A setting as errors name it: the field, and the ``train`` option that sets it."""
     return f"{name} (--{name.replace('_', '-')})"
@@ -281,6 +286,27 @@ class TrainConfig:
         archs = {"auto", *(self.candidates or CANDIDATES)} if self.arch == "auto" else {self.arch}
         return [f.name for f in fields(self) if f.name in USED_BY
                 and getattr(self, f.name) != f.default and not archs & set(USED_BY[f.name])]
+
+    def ignored_values(self) -> list[str]:
+        """Why settings given a value other than their default would change nothing for this
+        request, though its architectures use them in other cases (see
+        :meth:`unused_settings` for those they never use)."""
+        archs = (set(self.candidates or CANDIDATES) if self.arch == "auto" else {self.arch})
+        out = []
+        optimizers = {self.optimizer or ARCH_DEFAULTS[a].get("optimizer")
+                      for a in archs & set(USED_BY["momentum"])}
+        if optimizers and self.momentum != _default("momentum") and "sgd" not in optimizers:
+            out.append(f"{setting_name('momentum')} is the sgd optimizer's, and "
+                       f"{', '.join(sorted(optimizers))} is used here: leave it out or give "
+                       "--optimizer sgd")
+        if self.balance == "oversample" and not archs & set(_TILE_MODELS):
+            out.append(f"{setting_name('balance')} oversample draws tiles, and pooled's "
+                       "batches are tracks, every one once an epoch: give weights or leave it "
+                       "out")
+        if self.labels and self.min_tracks != _default("min_tracks"):
+            out.append(f"{setting_name('min_tracks')} picks the classes when --labels does "
+                       "not name them: leave one of them out")
+        return out
 
     @property
     def on_gpu(self) -> bool:

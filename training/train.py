@@ -222,6 +222,9 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
     unused = requested.unused_settings()
     if unused:
         raise TrainingError(_unused_message(requested, unused))
+    ignored = requested.ignored_values()
+    if ignored:
+        raise TrainingError("; ".join(ignored))
     log = log or (lambda msg: print(msg, file=sys.stderr))
     store = store if isinstance(store, Store) else Store(store, storage_options)
     store.check_layout()
