@@ -26,8 +26,8 @@ class StoreLookupError(StoreError, ValueError):
 
 
 class UnheldLabelWarning(UserWarning):
-    """A query asked for a label that no track holds (a misspelt genre, say): its empty
-    answer is not a finding."""
+    """A query asked for a label, a film or a composer that no track holds (a misspelt genre,
+    say): its empty answer is not a finding."""
 
 
 def check_counts(**counts: int | None) -> None:

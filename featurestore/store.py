@@ -8,6 +8,7 @@ every catalog track with its build status, ``Store.tiles()`` a lazy, dask-backed
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import json
 import time
@@ -360,19 +361,28 @@ class Store:
         columns = [columns] if isinstance(columns, str) else columns  # one column, not letters
         with _where_types(query):
             out = self._tracks(query, catalog, feature_set, include_removed, lazy, columns)
-        if not lazy and out.empty and query.wanted_labels():
+        if not lazy and out.empty and (query.wanted_labels() or query.film or query.composer):
             self._warn_unheld(query, catalog, feature_set)
         return out
 
     def _warn_unheld(self, query: TrackQuery, catalog: str | None, feature_set) -> None:
-        """An :class:`UnheldLabelWarning` for each asked-for label that no track holds."""
+        """An :class:`UnheldLabelWarning` for each asked-for label, film or composer that no
+        track holds (a film or composer with the closest one held, if any is close)."""
         everything = self._tracks(TrackQuery.of(labels=query.labels), catalog, feature_set,
-                                  False, False, [query.labels])
-        held = set(label_lists(everything, query.labels).explode().dropna())
-        for label in sorted(query.wanted_labels() - held):
-            warnings.warn(f"no track{f' of catalog {catalog!r}' if catalog else ''} has the "
-                          f"label {label!r} in column {query.labels!r}", UnheldLabelWarning,
-                          stacklevel=3)
+                                  False, False, None)
+        whose = f" of catalog {catalog!r}" if catalog else ""
+        if query.wanted_labels():
+            held = set(label_lists(everything, query.labels).explode().dropna())
+            for label in sorted(query.wanted_labels() - held):
+                warnings.warn(f"no track{whose} has the label {label!r} in column "
+                              f"{query.labels!r}", UnheldLabelWarning, stacklevel=3)
+        for column, asked in (("film", query.film), ("composer", query.composer)):
+            held = set(everything[column].dropna().astype(str)) if column in everything else set()
+            for value in sorted(set(asked) - held):
+                close = difflib.get_close_matches(value, sorted(held), n=1)
+                warnings.warn(f"no track{whose} has {column} {value!r}"
+                              f"{f' (did you mean {close[0]!r}?)' if close else ''}",
+                              UnheldLabelWarning, stacklevel=3)
 
     def _tracks(self, query: TrackQuery, catalog, feature_set, include_removed: bool,
                 lazy: bool, columns: list[str] | None):
