@@ -165,6 +165,14 @@ def test_summary_says_which_tracks_its_figures_are_of():
         report = TrainReport("m", "pooled", ["A", "B"], "cpu", history,
                              {**metrics, "evaluated_on": side})
         assert words in report.summary(), report.summary()
+    # a label AP is measured where some test tracks have the label and some not
+    measured = TrainReport("m", "pooled", ["A", "B"], "cpu", history,
+                           {**metrics, "track_label_ap": 0.75, "track_label_ap_chance": 0.5})
+    assert measured.summary().endswith(", label AP 0.750 (chance 0.500)")
+    unmeasured = TrainReport("m", "pooled", ["A", "B"], "cpu", history,
+                             {**metrics, "track_label_ap": None, "track_label_ap_chance": None})
+    assert unmeasured.summary().endswith(", label AP not measurable (no label is on some of "
+                                         "the test tracks and off the others)")
 
 
 def test_settings_the_architecture_would_ignore_are_named():

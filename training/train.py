@@ -66,9 +66,12 @@ class TrainReport:
 
 
 def _label_ap(metrics: dict) -> str:
-    """The summary's words for the test tracks' mean label average precision, if measured."""
-    if metrics.get("track_label_ap") is None:
+    """The summary's words for the test tracks' mean label average precision."""
+    if "track_label_ap" not in metrics:  # a model trained before it was measured
         return ""
+    if metrics["track_label_ap"] is None:
+        return (", label AP not measurable (no label is on some of the test tracks and off "
+                "the others)")
     return (f", label AP {metrics['track_label_ap']:.3f} (chance "
             f"{metrics['track_label_ap_chance']:.3f})")
 
