@@ -283,7 +283,7 @@ class TrainConfig:
     def unused_settings(self) -> list[str]:
         """The settings given a value other than their default that ``arch`` does not use
         (for ``auto``: that none of its candidates uses), in field order."""
-        archs = {"auto", *(self.candidates or CANDIDATES)} if self.arch == "auto" else {self.arch}
+        archs = self.architectures | ({"auto"} if self.arch == "auto" else set())
         return [f.name for f in fields(self) if f.name in USED_BY
                 and getattr(self, f.name) != f.default and not archs & set(USED_BY[f.name])]
 
@@ -291,7 +291,7 @@ class TrainConfig:
         """Why settings given a value other than their default would change nothing for this
         request, though its architectures use them in other cases (see
         :meth:`unused_settings` for those they never use)."""
-        archs = (set(self.candidates or CANDIDATES) if self.arch == "auto" else {self.arch})
+        archs = self.architectures
         out = []
         optimizers = {self.optimizer or ARCH_DEFAULTS[a].get("optimizer")
                       for a in archs & set(USED_BY["momentum"])}
@@ -307,6 +307,11 @@ class TrainConfig:
             out.append(f"{setting_name('min_tracks')} picks the classes when --labels does "
                        "not name them: leave one of them out")
         return out
+
+    @property
+    def architectures(self) -> set[str]:
+        """The architectures this request may train: ``auto``'s candidates, else its own."""
+        return set(self.candidates or CANDIDATES) if self.arch == "auto" else {self.arch}
 
     @property
     def on_gpu(self) -> bool:

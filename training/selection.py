@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from scipy.special import expit
 from sklearn.metrics import label_ranking_average_precision_score
-from sklearn.model_selection import GroupKFold, KFold
 from torch import nn
 from tqdm.auto import tqdm
 
 from training.config import TRACK_LEVEL, TrainConfig, TrainingError
-from training.linear import ESTIMATORS, cross_fitted, fit_statistics_model, to_module
+from training.linear import (ESTIMATORS, cross_fitted, fit_statistics_model, fold_splits,
+                             to_module)
 from training.loop import Checkpointer
 from training.track_fit import fit_tracks, predict_tracks, tiles_of, track_set
 from training.track_models import PooledCNN, StatisticsLayout
@@ -126,19 +126,15 @@ def track_scores(model: nn.Module, data: TrackData, rows: np.ndarray,
 
 def folds_of(rows: np.ndarray, groups: np.ndarray | None, k: int,
              seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``k`` (fit, held-out) pairs of ``rows``, by track or by group, seeded."""
-    if groups is None:
-        if len(rows) < k:
-            raise TrainingError(f"{len(rows)} tracks on the training side cannot make {k} "
-                                "folds; lower --folds")
-        splitter = KFold(k, shuffle=True, random_state=seed).split(rows)
-    else:
-        n_groups = len(np.unique(groups))
-        if n_groups < k:
-            raise TrainingError(f"{n_groups} groups on the training side cannot make {k} "
-                                "folds; lower --folds")
-        splitter = GroupKFold(k, shuffle=True, random_state=seed).split(rows, groups=groups)
-    return [(rows[a], rows[b]) for a, b in splitter]
+    """``k`` (fit, held-out) pairs of ``rows``, by track or by group, seeded
+    (:func:`~training.linear.fold_splits`); too few tracks or groups for ``k`` folds raise."""
+    if groups is None and len(rows) < k:
+        raise TrainingError(f"{len(rows)} tracks on the training side cannot make {k} "
+                            "folds; lower --folds")
+    if groups is not None and len(np.unique(groups)) < k:
+        raise TrainingError(f"{len(np.unique(groups))} groups on the training side cannot "
+                            f"make {k} folds; lower --folds")
+    return [(rows[a], rows[b]) for a, b in fold_splits(len(rows), k, seed, groups)]
 
 
 def inner_split(rows: np.ndarray, val_size: float, seed: int,

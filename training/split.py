@@ -52,14 +52,6 @@ def _keeps_later_sides(carries: np.ndarray, side: np.ndarray, i: int,
     return True
 
 
-def _last_for_training(carries: np.ndarray, side: np.ndarray, i: int) -> bool:
-    """Whether group ``i`` is the last group that could still give one of its classes
-    training tracks (no group of the class is in training, and no other is unassigned)."""
-    others = carries & ((side == "") | (side == "train"))[:, None]
-    others[i] = False
-    return bool((carries[i] & ~others.any(0)).any())
-
-
 def split_tracks(tracks: pd.DataFrame, test_size: float = 0.1, val_size: float = 0.2,
                  seed: int = 0, group_by: str | None = None,
                  targets: np.ndarray | None = None) -> pd.Series:
@@ -104,7 +96,8 @@ def split_tracks(tracks: pd.DataFrame, test_size: float = 0.1, val_size: float =
                     side[pick] = name
                     taken[name] += tiles[pick]
     for i in np.flatnonzero(side == ""):  # whole groups, test first, then validation
-        if carries is not None and _last_for_training(carries, side, i):
+        # the last group that could still give one of its classes training tracks
+        if carries is not None and not _keeps_later_sides(carries, side, i, ("train",)):
             side[i] = "train"
             continue
         for name in ("test", "val"):

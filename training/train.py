@@ -262,8 +262,7 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
         if missing:
             raise TrainingError(_unsplittable(s, [classes[i] for i in missing], tracks,
                                               targets[:, missing], requested))
-    fitted_whole = sorted(set(STATISTICS_MODELS) & ({requested.arch} | (
-        set(requested.candidates or CANDIDATES) if requested.arch == "auto" else set())))
+    fitted_whole = sorted(set(STATISTICS_MODELS) & requested.architectures)
     if not len(tables["test"]) and fitted_whole:
         raise TrainingError(
             f"no test tracks (--test-size 0, or a split without them): "
