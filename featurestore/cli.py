@@ -166,11 +166,31 @@ def filters(args: argparse.Namespace) -> dict:
     return chosen
 
 
+# what an --output file's name says it holds
+OUTPUT_EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json",
+                     ".parquet": "parquet", ".pq": "parquet"}
+
+
 def add_output_args(p: argparse.ArgumentParser) -> None:
-    """``--format`` (one of :data:`TABLE_FORMATS`) and ``--output``, for :func:`write_frames`."""
-    p.add_argument("--format", choices=TABLE_FORMATS, default="table",
-                   help="table (default), csv, json (one object per line) or parquet")
+    """``--format`` (one of :data:`TABLE_FORMATS`) and ``--output``, for :func:`write_frames`;
+    :func:`main` settles the format with :func:`output_format`."""
+    p.add_argument("--format", choices=TABLE_FORMATS,
+                   help="table, csv, json (one object per line) or parquet (default: what "
+                        "--output's extension names, else table)")
     p.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+
+
+def output_format(fmt: str | None, output: str | None) -> str:
+    """The format to write: ``fmt`` if given, else the one ``output``'s extension names
+    (:data:`OUTPUT_EXTENSIONS`), else ``table``. A ``fmt`` that contradicts the extension is
+    refused, so ``-o scores.parquet --format csv`` does not leave CSV text in a .parquet file."""
+    named = OUTPUT_EXTENSIONS.get(os.path.splitext(output)[1].lower()) if output else None
+    if fmt is None:
+        return named or "table"
+    if named is not None and named != fmt:
+        raise ValueError(f"--format {fmt} contradicts --output {output}, whose name says "
+                         f"{named}: drop --format, or give the file a name for {fmt}")
+    return fmt
 
 
 def flat_lists(frame):
@@ -312,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("always", said)
         warnings.showwarning = _say_warning
         try:
+            if hasattr(args, "output"):  # the commands that write tables
+                args.format = output_format(args.format, args.output)
             return int(args.run(args))
         except BrokenPipeError:
             # The reader stopped reading (`featurestore tracks ... | head`): nothing to

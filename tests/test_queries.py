@@ -340,6 +340,28 @@ def test_cli_files_named_by_options_are_the_options_errors(hand_store, tmp_path,
     pd.testing.assert_frame_equal(featurestore.open(url).tracks(), before)
 
 
+def test_cli_output_format_follows_the_file_name(hand_store, tmp_path, capsys):
+    url = hand_store[0]
+    expected = featurestore.open(url).tracks(columns=["film"])
+    for name, read in (("x.parquet", pd.read_parquet), ("x.CSV", pd.read_csv),
+                       ("x.jsonl", lambda f: pd.read_json(f, lines=True))):
+        res = run_cli(capsys, "tracks", "--store", url, "--columns", "film", "-o",
+                      str(tmp_path / name))
+        assert res.returncode == 0, res.stderr
+        assert read(tmp_path / name)["film"].tolist() == expected["film"].tolist()
+    # no known extension: the default table; --format wins where the name says nothing
+    run_cli(capsys, "tracks", "--store", url, "-o", str(tmp_path / "x.txt"))
+    assert (tmp_path / "x.txt").read_text().split()[:2] == ["catalog", "track_id"]
+    run_cli(capsys, "tracks", "--store", url, "--format", "csv", "-o", str(tmp_path / "y.txt"))
+    assert (tmp_path / "y.txt").read_text().startswith("catalog,track_id,")
+    # a format the name contradicts is refused before anything is written
+    res = run_cli(capsys, "tracks", "--store", url, "--format", "csv", "-o",
+                  str(tmp_path / "z.parquet"))
+    assert res.returncode == 2 and not (tmp_path / "z.parquet").exists()
+    assert (f"--format csv contradicts --output {tmp_path / 'z.parquet'}, whose name says "
+            "parquet") in res.stderr
+
+
 def test_cli_empty_or_inapplicable_values_are_refused_not_defaulted(hand_store, capsys):
     url, catalog = hand_store
     before = featurestore.open(url).tracks()
