@@ -16,7 +16,8 @@ from featurestore.tile_arrays import TileSource, read_tiles, tile_rows
 from scoring.rankings import check_current, model_scores
 from scoring.score_tables import KEY, ScoreTable, scores_matrix
 from scoring.similarity import neighbour_figures
-from training.metrics import DEFAULT_TOP_K, label_precision, per_class, ranking_metrics
+from training.metrics import (DEFAULT_TOP_K, label_precision, per_class, ranking_metrics,
+                              unmeasurable_label_ap)
 from training.model_files import CROSS_FITTED, ModelFiles
 from training.targets import multi_hot
 
@@ -59,6 +60,11 @@ class Evaluation:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    @property
+    def split_tracks(self) -> str:
+        """The evaluated tracks in words: ``test tracks``, or ``tracks`` for every side."""
+        return "tracks" if self.split == "all" else f"{self.split} tracks"
+
     def summary(self) -> str:
         lines = [f"model {self.model!r} version {self.version}, {self.split} split: "
                  f"{self.track['samples']} tracks, {self.tile['samples']} tiles"]
@@ -75,6 +81,8 @@ class Evaluation:
                              for c, r in ranked["classes"].items())
             lines.append(f"  labels   tracks ranked for each label: mean average precision "
                          f"{ranked['mean']:.3f} (chance {ranked['chance']:.3f}); {each}")
+        else:
+            lines.append(f"  labels   {unmeasurable_label_ap(self.split_tracks)}")
         if self.similarity is not None:
             ours, base = self.similarity["embedding"], self.similarity["statistics"]
             lines.append(f"  similar  {ours['k']} nearest of {ours['library']} tracks for "

@@ -8,7 +8,7 @@ from catalogs.plots import pyplot, save_figure
 from featurestore.urls import atomic_write, filesystem, join
 from scoring.aggregate import POOLED
 from scoring.evaluate import Evaluation, format_figure
-from training.metrics import top_k
+from training.metrics import top_k, unmeasurable_label_ap
 
 FIGURES = ("per_class_f1.png", "score_distributions.png", "cooccurrence.png")
 
@@ -80,10 +80,11 @@ def _how_tracks_are_scored(aggregate: str) -> str:
     return f"A track's scores are the {aggregate} of its tiles' scores."
 
 
-def _mean_precision(ranked: dict) -> str:
-    """The report's words for the mean label average precision, when any label has one."""
+def _mean_precision(ranked: dict, tracks: str) -> str:
+    """The report's words for the mean label average precision over ``tracks``, or why
+    there is none."""
     if ranked["mean"] is None:
-        return ""
+        return f"; {unmeasurable_label_ap(tracks)}"
     return (f"; over the labels, mean average precision **{ranked['mean']:.3f}**, against "
             f"{ranked['chance']:.3f} for random orders")
 
@@ -109,7 +110,7 @@ def markdown(ev: Evaluation) -> str:
               "Average precision ranks the tracks by the label's score, as `rankings --label` "
               "does: 1 puts every track that has the label first; chance is the share of "
               "tracks that have it (a random order's average precision)"
-              + _mean_precision(ev.track["label_precision"]) + ".", "",
+              + _mean_precision(ev.track["label_precision"], ev.split_tracks) + ".", "",
               "| label | precision | recall | F1 | support | average precision | chance |",
               "|---|---|---|---|---|---|---|"]
     for c in ev.classes:

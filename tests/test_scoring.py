@@ -4,6 +4,7 @@ scikit-learn's, and the CLI answers the recommendation queries."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -27,9 +28,10 @@ from featurestore.urls import atomic_write
 from scoring import best_tracks, evaluate, ranking_quality, score, track_rankings
 from scoring.aggregate import aggregate, ranking_rows, ranks
 from scoring.evaluate import format_figure
+from scoring.report import markdown
 from scoring.score_tables import KEY, score_table, scores, tile_scores
 from training import TrainConfig, TrainingError, train
-from training.metrics import per_class, ranking_metrics
+from training.metrics import label_precision, per_class, ranking_metrics
 from training.model_files import ModelFiles
 from tests.helpers import cli, run_cli, wait_for, write_audio
 
@@ -686,6 +688,13 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     row = next(line for line in page.splitlines() if line.startswith("| Drama |"))
     assert row.endswith(f"| {format_figure(drama['average_precision'])} | "
                         f"{drama['chance']:.3f} |")
+    # on one track no label is on some tracks and off others: said, not left out
+    one = dataclasses.replace(ev, track={**ev.track, "label_precision": label_precision(
+        ev.truth[:1], ev.scores[:1], ev.classes)})
+    why = "label AP not measurable (no label is on some of the test tracks and off the others)"
+    assert one.summary().splitlines()[3] == f"  labels   {why}"
+    assert f"; {why}." in markdown(one)
+    assert "some of the tracks and" in dataclasses.replace(one, split="all").summary()
     # by default the report goes into the store, beside the scores
     res = run_cli(capsys, "evaluate", "--store", store_copy, "--model", MODEL, "--split",
                   "val", "--top-k", "3")

@@ -60,6 +60,12 @@ def label_precision(truth: np.ndarray, scores: np.ndarray, classes: list[str]) -
             "chance": float(np.mean([r["chance"] for r in measured])) if measured else None}
 
 
+def unmeasurable_label_ap(tracks: str) -> str:
+    """Why no label's ranking of ``tracks`` (e.g. ``"test tracks"``) has an average precision:
+    each label is on all of them or on none."""
+    return f"label AP not measurable (no label is on some of the {tracks} and off the others)"
+
+
 def held_out_metrics(scores: np.ndarray, table: TileTable,
                      track_scores: np.ndarray | None = None) -> dict:
     """Tile- and track-level LRAP and coverage error of a model's tile ``scores`` on the

@@ -23,7 +23,7 @@ from training.inference import resolve_device
 from training.loader import BlockShuffleTiles, tile_moments
 from training.loop import Checkpointer, fit, predict
 from training.memory_budget import budget_bytes, tile_bytes
-from training.metrics import held_out_metrics
+from training.metrics import held_out_metrics, unmeasurable_label_ap
 from training.model_files import CROSS_FITTED, ModelFiles
 from training.models import Ensemble, build_model, is_softmax
 from training.samplers import (MultiClassSampler, MultiLabelSampler, OneVsRestSampler,
@@ -70,8 +70,7 @@ def _label_ap(metrics: dict) -> str:
     if "track_label_ap" not in metrics:  # a model trained before it was measured
         return ""
     if metrics["track_label_ap"] is None:
-        return (", label AP not measurable (no label is on some of the test tracks and off "
-                "the others)")
+        return ", " + unmeasurable_label_ap("test tracks")
     return (f", label AP {metrics['track_label_ap']:.3f} (chance "
             f"{metrics['track_label_ap_chance']:.3f})")
 
