@@ -18,8 +18,8 @@ from featurestore.cli import commands, parser
 from featurestore.errors import StoreBusyError
 from featurestore.exit_codes import ExitCode, describe, exit_code_for
 from scoring.score import ScoreReport
-from tests.helpers import cli, cli_modules, small_library
-from training.cli import TRAIN, config_from
+from tests.helpers import cli, cli_modules, run_cli, small_library
+from training.cli import TRAIN, config_from, given_settings
 from training.config import ARCHITECTURES, BALANCING, FIELD_HELP, OPTIMIZERS, TrainConfig
 
 #: What a training or scoring run, or a build, needs; the store's queries and help do not.
@@ -60,7 +60,7 @@ def test_queries_load_neither_training_nor_build_libraries(tmp_path, dask_client
     assert "error" not in err and "Traceback" not in err, err
 
 
-def test_train_options_are_train_config_fields(monkeypatch):
+def test_train_options_are_train_config_fields(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("COLUMNS", "1000")  # help on one line per option
     p = parser(commands(), "train")
     base = ["train", "--store", "s", "--name", "m"]
@@ -80,6 +80,18 @@ def test_train_options_are_train_config_fields(monkeypatch):
         lr_decay="constant", dense_units=64, dropout=(0.1, 0.2), device="cpu",
         mixed_precision=False, loader_workers=2, memory_budget_mb=64.0, buffer_chunks=4,
         feature_set="abc")
+    # an option given at its default value is given all the same: refused where it is ignored
+    again = p.parse_args(base + ["--arch", "linear", "--mixup", "0.2", "--momentum", "0.9"])
+    assert given_settings(again) == {"arch", "mixup", "momentum"}
+    assert config_from(again) == TrainConfig(arch="linear") and TrainConfig().refusal() is None
+    assert config_from(again).refusal(given_settings(again)).startswith(
+        "momentum (--momentum), mixup (--mixup) do not apply to 'linear'")
+    adam = p.parse_args(base + ["--arch", "cnn", "--optimizer", "adam", "--momentum", "0.9"])
+    assert "is the sgd optimizer's, and adam" in config_from(adam).refusal(given_settings(adam))
+    res = run_cli(capsys, "train", "--store", str(tmp_path / "s"), "--name", "m", "--arch",
+                  "linear", "--mixup", "0.2")  # refused before the store is opened
+    assert res.returncode == 2 and "mixup (--mixup) does not apply to 'linear'" in res.stderr
+    assert not (tmp_path / "s").exists()
     shown = argparse.ArgumentParser()
     TRAIN.arguments(shown)
     text = " ".join(shown.format_help().split())

@@ -25,7 +25,9 @@ def _items(kind: type):
 
 def config_options(parser: argparse.ArgumentParser) -> None:
     """One option per :class:`TrainConfig` field (``--min-tracks`` for ``min_tracks``);
-    fields of no command-line type (``extra``) are left to Python callers."""
+    fields of no command-line type (``extra``) are left to Python callers. An option not
+    given leaves no attribute (:func:`config_from` takes the field's default), so the options
+    given at their default value are known too (:func:`given_settings`)."""
     group = parser.add_argument_group("training (TrainConfig's fields; unset ones take the "
                                       "architecture's defaults)")
     hints = typing.get_type_hints(TrainConfig)
@@ -35,24 +37,29 @@ def config_options(parser: argparse.ArgumentParser) -> None:
             kind = next(k for k in typing.get_args(kind) if k is not type(None))
         flag = "--" + field.name.replace("_", "-")
         help_text = FIELD_HELP.get(field.name, "")
+        unset = {"default": argparse.SUPPRESS}
         if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction,
-                               default=field.default, help=help_text)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text,
+                               **unset)
         elif typing.get_origin(kind) is tuple:
-            group.add_argument(flag, type=_items(typing.get_args(kind)[0]), default=field.default,
-                               metavar="A,B,...", help=help_text)
+            group.add_argument(flag, type=_items(typing.get_args(kind)[0]), metavar="A,B,...",
+                               help=help_text, **unset)
         elif kind in (str, int, float):
             if field.default not in (None, ""):
-                help_text += " (default %(default)s)"
-            group.add_argument(flag, type=kind, default=field.default, help=help_text.strip(),
+                help_text += f" (default {field.default})"
+            group.add_argument(flag, type=kind, help=help_text.strip(),
                                choices=FIELD_CHOICES.get(field.name),
-                               metavar={int: "N", float: "X"}.get(kind))
+                               metavar={int: "N", float: "X"}.get(kind), **unset)
+
+
+def given_settings(args: argparse.Namespace) -> set[str]:
+    """The :class:`TrainConfig` fields whose options were given, at any value."""
+    return {f.name for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
 
 
 def config_from(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of the parsed options."""
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                          if hasattr(args, f.name)})
+    return TrainConfig(**{name: getattr(args, name) for name in given_settings(args)})
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -64,9 +71,15 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from training.config import TrainingError
     from training.train import train
 
-    report = train(open_store(args), args.name, config_from(args), overwrite=args.overwrite,
+    config = config_from(args)
+    # an option given at its default value that the model ignores is refused too
+    refused = config.refusal(given_settings(args))
+    if refused:
+        raise TrainingError(refused)
+    report = train(open_store(args), args.name, config, overwrite=args.overwrite,
                    progress=not args.no_progress)
     print(report.summary())
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields, replace
 
 #: ``auto`` selects among :data:`CANDIDATES` by cross-validation on the training side.
@@ -280,22 +281,31 @@ class TrainConfig:
                     GPU_BATCH / _STUDY["batch_size"]) ** 0.5
         return replace(self, arch=arch, **{**unused, **fill})
 
-    def unused_settings(self) -> list[str]:
-        """The settings given a value other than their default that ``arch`` does not use
-        (for ``auto``: that none of its candidates uses), in field order."""
-        archs = self.architectures | ({"auto"} if self.arch == "auto" else set())
-        return [f.name for f in fields(self) if f.name in USED_BY
-                and getattr(self, f.name) != f.default and not archs & set(USED_BY[f.name])]
+    def given(self, named: Collection[str] | None = None) -> set[str]:
+        """The settings the request gives: ``named`` where the caller knows them (the command
+        line knows an option given at its default value), else those that differ from their
+        default."""
+        if named is not None:
+            return set(named)
+        return {f.name for f in fields(self) if getattr(self, f.name) != f.default}
 
-    def ignored_values(self) -> list[str]:
-        """Why settings given a value other than their default would change nothing for this
-        request, though its architectures use them in other cases (see
-        :meth:`unused_settings` for those they never use)."""
-        archs = self.architectures
+    def unused_settings(self, named: Collection[str] | None = None) -> list[str]:
+        """The settings given (:meth:`given`) that ``arch`` does not use (for ``auto``: that
+        none of its candidates uses), in field order."""
+        archs = self.architectures | ({"auto"} if self.arch == "auto" else set())
+        given = self.given(named)
+        return [f.name for f in fields(self) if f.name in USED_BY and f.name in given
+                and not archs & set(USED_BY[f.name])]
+
+    def ignored_values(self, named: Collection[str] | None = None) -> list[str]:
+        """Why settings given (:meth:`given`) would change nothing for this request, though
+        its architectures use them in other cases (see :meth:`unused_settings` for those they
+        never use)."""
+        archs, given = self.architectures, self.given(named)
         out = []
         optimizers = {self.optimizer or ARCH_DEFAULTS[a].get("optimizer")
                       for a in archs & set(USED_BY["momentum"])}
-        if optimizers and self.momentum != _default("momentum") and "sgd" not in optimizers:
+        if optimizers and "momentum" in given and "sgd" not in optimizers:
             out.append(f"{setting_name('momentum')} is the sgd optimizer's, and "
                        f"{', '.join(sorted(optimizers))} is used here: leave it out or give "
                        "--optimizer sgd")
@@ -303,10 +313,28 @@ class TrainConfig:
             out.append(f"{setting_name('balance')} oversample draws tiles, and pooled's "
                        "batches are tracks, every one once an epoch: give weights or leave it "
                        "out")
-        if self.labels and self.min_tracks != _default("min_tracks"):
+        if self.labels and "min_tracks" in given:
             out.append(f"{setting_name('min_tracks')} picks the classes when --labels does "
                        "not name them: leave one of them out")
         return out
+
+    def refusal(self, named: Collection[str] | None = None) -> str | None:
+        """Why this request is refused before anything is read: settings given
+        (:meth:`given`) that it would ignore (:meth:`unused_settings`,
+        :meth:`ignored_values`); ``None`` when there are none."""
+        unused = self.unused_settings(named)
+        if unused:
+            what = (f"auto's candidates ({', '.join(self.candidates or CANDIDATES)})"
+                    if self.arch == "auto" else repr(self.arch))
+            groups: dict[tuple, list[str]] = {}
+            for name in unused:
+                groups.setdefault(USED_BY[name], []).append(name)
+            uses = "; ".join(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} used "
+                             f"only by {', '.join(archs)}" for archs, names in groups.items())
+            one = len(unused) == 1
+            return (f"{', '.join(map(setting_name, unused))} do{'es' * one} not apply to "
+                    f"{what}: {uses}; leave {'it' if one else 'them'} out")
+        return "; ".join(self.ignored_values(named)) or None
 
     @property
     def architectures(self) -> set[str]:

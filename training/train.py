@@ -15,8 +15,7 @@ from featurestore.spec import FeatureSpec
 from featurestore.statuses import OK
 from featurestore.store import Store
 from featurestore.tile_arrays import TileSource, read_tiles
-from training.config import (CANDIDATES, LOOP_SETTINGS, STATISTICS_MODELS, USED_BY, TrainConfig,
-                             TrainingError, setting_name)
+from training.config import LOOP_SETTINGS, STATISTICS_MODELS, USED_BY, TrainConfig, TrainingError
 from training.fused import train_ensemble
 from training.heap import heap_reuse
 from training.inference import resolve_device
@@ -73,20 +72,6 @@ def _label_ap(metrics: dict) -> str:
         return ", " + unmeasurable_label_ap("test tracks")
     return (f", label AP {metrics['track_label_ap']:.3f} (chance "
             f"{metrics['track_label_ap_chance']:.3f})")
-
-
-def _unused_message(config: TrainConfig, unused: list[str]) -> str:
-    """Why ``unused`` settings are refused: which architectures they are for."""
-    what = (f"auto's candidates ({', '.join(config.candidates or CANDIDATES)})"
-            if config.arch == "auto" else repr(config.arch))
-    groups: dict[tuple, list[str]] = {}
-    for name in unused:
-        groups.setdefault(USED_BY[name], []).append(name)
-    uses = "; ".join(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} used only by "
-                     f"{', '.join(archs)}" for archs, names in groups.items())
-    one = len(unused) == 1
-    return (f"{', '.join(map(setting_name, unused))} do{'es' * one} not apply to {what}: "
-            f"{uses}; leave {'it' if one else 'them'} out")
 
 
 def _unsplittable(side: str, labels: list[str], tracks: pd.DataFrame, targets: np.ndarray,
@@ -221,12 +206,9 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
     """
     requested = config or TrainConfig()
     device = resolve_device(requested.device)  # before anything is read or removed
-    unused = requested.unused_settings()
-    if unused:
-        raise TrainingError(_unused_message(requested, unused))
-    ignored = requested.ignored_values()
-    if ignored:
-        raise TrainingError("; ".join(ignored))
+    refused = requested.refusal()
+    if refused:
+        raise TrainingError(refused)
     log = log or (lambda msg: print(msg, file=sys.stderr))
     store = store if isinstance(store, Store) else Store(store, storage_options)
     store.check_layout()
