@@ -6,6 +6,9 @@ one, never half; an object store's single PUT is atomic by itself.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import os
 import posixpath
 import uuid
@@ -36,10 +39,49 @@ def join(base: str, *parts: str) -> str:
     return posixpath.join(base, *parts)
 
 
+#: Protocols whose filesystem keeps keyword arguments it does not take without using them
+#: (they reach only fsspec's base class), so a misspelt option would change nothing, silently.
+KEEPS_UNKNOWN_OPTIONS = ("s3", "s3a")
+#: Options fsspec's base class takes for every filesystem (listings and instance caches).
+_BASE_OPTIONS = ("use_listings_cache", "listings_expiry_time", "max_paths",
+                 "skip_instance_cache")
+
+
+@functools.lru_cache
+def _option_names(cls: type) -> frozenset[str]:
+    """The keyword arguments ``cls`` (a filesystem class) names in its constructors."""
+    names = set(_BASE_OPTIONS)
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            names.update(p.name for p in inspect.signature(vars(klass)["__init__"])
+                         .parameters.values()
+                         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return frozenset(names - {"self"})
+
+
+def check_storage_options(url: str, storage_options: dict | None) -> None:
+    """Refuse top-level ``storage_options`` keys that ``url``'s filesystem would keep unused
+    (for the protocols of :data:`KEEPS_UNKNOWN_OPTIONS`), naming the closest it takes: a
+    misspelt ``endpoint_url`` would otherwise send the requests elsewhere without a word."""
+    protocol = fsspec.core.split_protocol(url)[0]
+    if not storage_options or protocol not in KEEPS_UNKNOWN_OPTIONS:
+        return
+    cls = fsspec.get_filesystem_class(protocol)
+    known = _option_names(cls)
+    for key in storage_options:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"storage option {key!r} is not one that {cls.__name__} takes, "
+                             f"for {url}{hint}")
+
+
 def filesystem(url: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """``(fs, path)`` for ``url``; local filesystems create parent folders on write."""
+    """``(fs, path)`` for ``url``; local filesystems create parent folders on write. Options
+    that the filesystem would keep unused are refused (:func:`check_storage_options`)."""
     if is_local(url):
         return LocalFileSystem(auto_mkdir=True), normalize_url(url)
+    check_storage_options(url, storage_options)
     return fsspec.core.url_to_fs(url, **(storage_options or {}))
 
 

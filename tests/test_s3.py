@@ -11,10 +11,11 @@ import numpy as np
 import featurestore
 from featurestore.info import store_info
 from scoring.score_tables import score_table, tile_scores
-from tests.helpers import cli, copy_demo_library, small_library
+from tests.helpers import cli, copy_demo_library, run_cli, small_library
 
 
-def test_s3_store_builds_and_answers_like_a_local_one(tmp_path, s3_bucket, dask_client):
+def test_s3_store_builds_and_answers_like_a_local_one(tmp_path, s3_bucket, dask_client,
+                                                      capsys):
     bucket, options = s3_bucket
     lib = small_library(tmp_path / "lib", n=6, seconds=12.0)
     url = f"{bucket}/store"
@@ -50,6 +51,13 @@ def test_s3_store_builds_and_answers_like_a_local_one(tmp_path, s3_bucket, dask_
     assert res.returncode == 0, res.stderr
     assert [json.loads(line)["track_id"] for line in res.stdout.splitlines()] == list(
         local.tracks(genres="Comedy")["track_id"])
+    # a misspelt option, which s3fs would keep unused, is refused with the one it resembles
+    res = run_cli(capsys, "tracks", "--store", url, "--storage-option",
+                  f"client_kwargs.endpoint_url={endpoint}", "--storage-option", "key=test",
+                  "--storage-option", "secrett=test")
+    assert res.returncode == 2 and not res.stdout
+    assert ("storage option 'secrett' is not one that S3FileSystem takes, for "
+            f"{url} (did you mean 'secret'?)") in res.stderr
 
 
 def test_s3_whole_flow_build_train_score_evaluate(tmp_path, s3_bucket, dask_client,
