@@ -23,8 +23,8 @@ from training.loader import BlockShuffleTiles, make_loader
 from training.model_files import ModelFiles
 from training.models import build_model
 from training.samplers import MultiClassSampler, MultiLabelSampler, OneVsRestSampler, TileTable
-from training.selection import folds_of
-from training.split import holdout_groups, split_tracks
+from training.selection import TrackData, folds_of
+from training.split import groups_among, holdout_groups, split_tracks
 from training.train import TrainReport
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,6 +105,15 @@ def test_copies_of_a_recording_are_held_out_together():
         assert not set(groups[fit]) & set(groups[held])
     by_film = holdout_groups(both, "film")  # a group_by column decides alone
     assert list(by_film) == list(both["film"])
+    # among some tracks: their groups where copies meet there, else each stands alone (the
+    # copy of a test track leaves the training side's folds the ones by track)
+    assert (groups_among(groups, np.arange(len(both))) == groups).all()
+    assert groups_among(groups, np.arange(len(frame))) is None
+    assert groups_among(None, np.arange(3)) is None
+    data = TrackData(torch.zeros(len(both), 1, 1), np.arange(len(both)),
+                     np.ones(len(both), int), np.zeros((len(both), 2)), groups=groups)
+    assert list(data.groups_of(np.array([0, 1, len(frame)]))) == list(groups[[0, 1, 0]])
+    assert data.groups_of(np.array([0, 1, 2])) is None
 
 
 def test_settings_out_of_range_are_refused_naming_them():

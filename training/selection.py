@@ -23,6 +23,7 @@ from training.config import TRACK_LEVEL, TrainConfig, TrainingError
 from training.linear import (ESTIMATORS, cross_fitted, fit_statistics_model, fold_splits,
                              to_module)
 from training.loop import Checkpointer
+from training.split import groups_among
 from training.track_fit import fit_tracks, predict_tracks, tiles_of, track_set
 from training.track_models import PooledCNN, StatisticsLayout
 
@@ -44,8 +45,9 @@ class TrackData:
     groups: np.ndarray | None = None
 
     def groups_of(self, rows: np.ndarray) -> np.ndarray | None:
-        """The groups of the tracks at ``rows`` (``None`` when tracks stand alone)."""
-        return None if self.groups is None else self.groups[rows]
+        """The groups of the tracks at ``rows`` (``None`` when they stand alone there:
+        :func:`training.split.groups_among`)."""
+        return groups_among(self.groups, rows)
 
     def subset(self, rows: np.ndarray):
         """The tracks at ``rows`` as a track set (starts, counts, targets)."""

@@ -39,6 +39,16 @@ def holdout_groups(tracks: pd.DataFrame, group_by: str | None) -> np.ndarray | N
     return keys if len(set(keys)) < len(keys) else None
 
 
+def groups_among(groups: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    """The :func:`holdout_groups` of the tracks at ``rows``; ``None`` when each of them stands
+    alone there (copies of a recording on the test side and in training leave the training
+    side's tracks alone), so its folds are the ones by track."""
+    if groups is None:
+        return None
+    chosen = groups[rows]
+    return chosen if len(np.unique(chosen)) < len(chosen) else None
+
+
 def _keeps_later_sides(carries: np.ndarray, side: np.ndarray, i: int,
                        later: tuple[str, ...]) -> bool:
     """Whether group ``i`` can be taken and still leave each class it carries a free group for

@@ -29,7 +29,7 @@ from training.samplers import (MultiClassSampler, MultiLabelSampler, OneVsRestSa
                                TileTable)
 from training.selection import (TrackData, check_selection, cross_fitted_scores,
                                 fit_track_model, select, track_scores)
-from training.split import SIDES, holdout_groups, split_tracks
+from training.split import SIDES, groups_among, holdout_groups, split_tracks
 from training.targets import multi_hot, select_classes
 from training.track_models import TrackKernel
 
@@ -179,14 +179,13 @@ def _mib(size: float) -> str:
 
 
 def _track_data(source: TileSource, tracks: pd.DataFrame, targets: np.ndarray,
-                spec: FeatureSpec, device, group_by: str | None) -> TrackData:
+                spec: FeatureSpec, device, groups: np.ndarray | None) -> TrackData:
     """Every usable track's tiles, read once (chunk by chunk) onto the training device, with
-    what inner validation holds out together (``group_by``, else copies of a recording)."""
+    what inner validation holds out together (:func:`holdout_groups` of ``tracks``)."""
     counts = tracks["n_tiles"].to_numpy(np.int64)
     table = TileTable.of(tracks, targets)
     tiles = torch.from_numpy(read_tiles(source, table.index)).to(device)
-    return TrackData(tiles, np.cumsum(counts) - counts, counts, targets, spec.kind,
-                     holdout_groups(tracks, group_by))
+    return TrackData(tiles, np.cumsum(counts) - counts, counts, targets, spec.kind, groups)
 
 
 @heap_reuse()  # the whole run: reading tiles, model selection's fits, training
@@ -260,7 +259,8 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
             "softmax": False, "complete": False}
     # the training side: what auto cross-validates, and what a statistics model is fitted on
     fitted = np.flatnonzero(side.to_numpy() != "test")
-    groups = holdout_groups(tracks.iloc[fitted], requested.group_by)
+    held_together = holdout_groups(tracks, requested.group_by)
+    groups = groups_among(held_together, fitted)
     takes_tracks = requested.arch == "auto" or requested.track_level
     if takes_tracks:
         _check_track_memory(tracks, requested, fset.spec, device)
@@ -276,7 +276,7 @@ def train(store: Store | str, name: str, config: TrainConfig | None = None, *,
     data, selection = None, None
     config = requested.resolved()
     if takes_tracks:
-        data = _track_data(source, tracks, targets, fset.spec, device, requested.group_by)
+        data = _track_data(source, tracks, targets, fset.spec, device, held_together)
     if requested.arch == "auto":
         selection = files.read_json("selection.json") if files.has("selection.json") else None
         if selection is None:
