@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
 from featurestore.cli import (Command, add_cluster_args, add_filter_args, add_output_args,
                               add_store_args, filters, open_store, option_file, positive_int,
@@ -72,8 +71,7 @@ def _rankings_arguments(p: argparse.ArgumentParser) -> None:
 
 def _rankings(args: argparse.Namespace) -> int:
     from catalogs.labels import DEFAULT_LABELS
-    from scoring.rankings import DEFAULT_COMBINE, best_tracks, ranking_quality, track_rankings
-    from training.model_files import ModelFiles
+    from scoring.rankings import DEFAULT_COMBINE, label_answer, track_rankings
 
     store = open_store(args)
     if bool(args.track) == bool(args.label):
@@ -95,15 +93,11 @@ def _rankings(args: argparse.Namespace) -> int:
         write_frames([frame], args.format, args.output)
         return 0
     combine = args.combine or DEFAULT_COMBINE
-    frame = best_tracks(store, args.model, args.label, args.top or _TOP, combine, args.version,
-                        **chosen)
+    frame, quality = label_answer(store, args.model, args.label, args.top or _TOP, combine,
+                                  args.version, **chosen)
     write_frames([frame], args.format, args.output)
-    # how far to trust the answer, beside it (stderr: the table may be piped as data); the
-    # model's files say which tracks it learned, for its current version only
-    if args.version in (None, ModelFiles(store, args.model).version()):
-        with warnings.catch_warnings():  # the same filters: their warnings are out already
-            warnings.simplefilter("ignore")
-            quality = ranking_quality(store, args.model, args.label, combine, **chosen)
+    # how far to trust the answer, beside it (stderr: the table may be piped as data)
+    if quality is not None:
         print(quality.summary(), file=sys.stderr)
     else:
         print(f"held out: not measured for version {args.version}, which a retrain has "

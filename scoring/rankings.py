@@ -56,10 +56,9 @@ def scored_tracks(store: Store, feature_set: str, filters: dict | None = None,
     return store.tracks(feature_set=feature_set, status=OK, columns=columns, **(filters or {}))
 
 
-def _current(store: Store, table: ScoreTable, rankings: pd.DataFrame,
-             filters: dict | None = None) -> pd.DataFrame:
-    """``rankings`` of tracks built and unchanged since scoring, joined with their metadata."""
-    tracks = scored_tracks(store, table.info().feature_set, filters)
+def _current(rankings: pd.DataFrame, tracks: pd.DataFrame) -> pd.DataFrame:
+    """``rankings`` of ``tracks`` (:func:`scored_tracks`: built) unchanged since scoring,
+    joined with their metadata."""
     shown = [c for c in SHOWN if c in tracks.columns]
     tracks = tracks[[*KEY, "content_hash", *shown]]
     return rankings.merge(tracks, on=[*KEY, "content_hash"])
@@ -76,7 +75,7 @@ def track_rankings(store: Store, model: str, track_id: str | list[str],
     rankings = rankings[rankings["track_id"].isin(ids)]
     if catalog is not None:
         rankings = rankings[rankings["catalog"] == catalog]
-    out = _current(store, table, rankings)
+    out = _current(rankings, scored_tracks(store, table.info().feature_set))
     missing = sorted(set(ids) - set(out["track_id"]))
     if missing:
         raise ValueError(f"no current scores of model {model!r} for track(s) "
@@ -112,11 +111,23 @@ def check_current(table: ScoreTable, files: ModelFiles, why: str) -> None:
                          f"one ({current}): {why}")
 
 
-def _label_scores(store: Store, model: str, fit: list[str] | str,
-                  version: str | None) -> tuple[ScoreTable, list[str], pd.DataFrame]:
+@dataclass
+class _LabelRead:
+    """What a question about labels reads, once: the version's score ``table``, the
+    ``labels`` as the model scores them, their committed ``rankings``, and the scored
+    ``tracks`` the filters leave (every column)."""
+
+    table: ScoreTable
+    labels: list[str]
+    rankings: pd.DataFrame
+    tracks: pd.DataFrame
+
+
+def _read_labels(store: Store, model: str, fit: list[str] | str, version: str | None,
+                 filters: dict) -> _LabelRead:
     """The version's score table, ``fit`` as the labels the model scores ("sci-fi", "Science
     Fiction": the IMDB name, when that is what it scores; each once; an error naming the ones
-    it does not score), and those labels' committed rankings."""
+    it does not score), those labels' committed rankings, and the tracks ``filters`` leave."""
     labels = list(dict.fromkeys([fit] if isinstance(fit, str) else fit))
     if not labels:
         raise ValueError("name at least one label")
@@ -130,7 +141,8 @@ def _label_scores(store: Store, model: str, fit: list[str] | str,
     labels = list(dict.fromkeys(labels))
     rankings = scores(store, model, table.version, labels=labels,
                       columns=[*KEY, "label", "score", "cross_fitted", "content_hash"])
-    return table, labels, rankings
+    return _LabelRead(table, labels, rankings,
+                      scored_tracks(store, table.info().feature_set, filters))
 
 
 def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
@@ -143,8 +155,29 @@ def best_tracks(store: Store, model: str, fit: list[str], top: int = 20,
     ``composer``, ``year``, ``where`` ...)."""
     _check_combine(combine)  # before any read
     check_counts(top=top)
-    table, labels, rankings = _label_scores(store, model, fit, version)
-    rankings = _current(store, table, rankings, filters)
+    return _best(_read_labels(store, model, fit, version, filters), top, combine)
+
+
+def label_answer(store: Store, model: str, fit: list[str], top: int = 20,
+                 combine: str = DEFAULT_COMBINE, version: str | None = None,
+                 **filters) -> tuple[pd.DataFrame, RankingQuality | None]:
+    """:func:`best_tracks` and, for the model's current version, :func:`ranking_quality`
+    (``None`` for a version a retrain has replaced: the model's split is its current
+    version's), from one read of the scores and the tracks: what ``rankings --label``
+    prints."""
+    _check_combine(combine)
+    check_counts(top=top)
+    read = _read_labels(store, model, fit, version, filters)
+    files = ModelFiles(store, model)
+    quality = (_quality(files, read, combine) if read.table.version == files.version()
+               else None)
+    return _best(read, top, combine), quality
+
+
+def _best(read: _LabelRead, top: int, combine: str) -> pd.DataFrame:
+    """:func:`best_tracks` of what :func:`_read_labels` read."""
+    labels = read.labels
+    rankings = _current(read.rankings, read.tracks)
     if not len(rankings):
         return pd.DataFrame(columns=["rank", *KEY, "score", *labels, "cross_fitted", *SHOWN])
     keys, matrix = scores_matrix(rankings, labels)
@@ -209,10 +242,16 @@ def ranking_quality(store: Store, model: str, fit: list[str] | str,
     not fitted on (its test split, tracks added since, tracks with none of its classes) or
     ranks by cross-fitted scores, against the catalog's labels."""
     _check_combine(combine)
-    table, labels, rankings = _label_scores(store, model, fit, version)
+    read = _read_labels(store, model, fit, version, filters)
     files = ModelFiles(store, model)
-    check_current(table, files, "what its rankings are worth is measured for the current "
-                                "version only")
+    check_current(read.table, files, "what its rankings are worth is measured for the current "
+                                     "version only")
+    return _quality(files, read, combine)
+
+
+def _quality(files: ModelFiles, read: _LabelRead, combine: str) -> RankingQuality:
+    """:func:`ranking_quality` of what :func:`_read_labels` read, for the current version."""
+    labels, rankings = read.labels, read.rankings
     label_column = files.read_complete_config()["label_column"]
     sides = files.read_frame("split.parquet")
     fitted = rankings[KEY].merge(sides, on=KEY, how="left")["side"].isin(["train", "val"])
@@ -221,7 +260,7 @@ def ranking_quality(store: Store, model: str, fit: list[str] | str,
         rankings.loc[fitted.to_numpy(), "content_hash"]).to_numpy()) & ~rankings[
         "cross_fitted"].fillna(False).to_numpy(bool)
     # every column, as best_tracks reads them: a catalog without the label column is allowed
-    tracks = scored_tracks(store, table.info().feature_set, filters)
+    tracks = read.tracks
     if label_column not in tracks:  # the filters left only catalogs without it
         tracks = tracks.assign(**{label_column: None})
     # a track without any label is unlabelled, not a track without these
@@ -232,5 +271,6 @@ def ranking_quality(store: Store, model: str, fit: list[str] | str,
     truth = multi_hot(keys.merge(tracks, on=KEY, how="left"), labels, label_column).all(1)
     measured = ranking_precision(truth, combine_scores(matrix, combine))
     crossed = rankings.drop_duplicates(KEY)["cross_fitted"].fillna(False).sum()
-    return RankingQuality(model, labels, combine, measured["samples"], measured["positives"],
-                          measured["average_precision"], measured["chance"], int(crossed))
+    return RankingQuality(files.name, labels, combine, measured["samples"],
+                          measured["positives"], measured["average_precision"],
+                          measured["chance"], int(crossed))

@@ -25,7 +25,8 @@ import featurestore
 from catalogs.writer import write_catalog
 from featurestore.parquet_files import parquet_bytes
 from featurestore.urls import atomic_write
-from scoring import best_tracks, evaluate, ranking_quality, score, track_rankings
+from scoring import (best_tracks, evaluate, label_answer, ranking_quality, score,
+                     track_rankings)
 from scoring.aggregate import aggregate, ranking_rows, ranks
 from scoring.evaluate import format_figure
 from scoring.report import markdown
@@ -508,6 +509,9 @@ def test_versions_aggregation_and_refusals(store_copy, dask_client):
     with pytest.raises(ValueError, match="measured for the current version only"):
         ranking_quality(store, MODEL, "Drama", version=first_version)
     assert len(best_tracks(store, MODEL, "Drama", version=first_version)) == 20
+    old_best, unmeasured = label_answer(store, MODEL, "Drama", version=first_version)
+    assert unmeasured is None and old_best.equals(best_tracks(store, MODEL, "Drama",
+                                                              version=first_version))
     with pytest.raises(featurestore.StoreError, match=r"version 0123456789abcdef \(scored "
                                                       r"versions: [0-9a-f, ]+\)$"):
         score_table(store, MODEL, "0123456789abcdef")  # no "run score": it cannot make that
@@ -591,6 +595,10 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     assert quality.chance == pytest.approx(len(has_drama) / len(unseen))
     assert f"average precision there is {quality.average_precision:.3f}" in quality.summary()
     assert ranking_quality(store, MODEL, "Drama", year="1970:1979").tracks < quality.tracks
+    # both from one read: the same as each alone
+    answer, same = label_answer(store, MODEL, ["drama"], top=7, year="1970:1979")
+    assert answer.equals(best_tracks(store, MODEL, ["Drama"], top=7, year="1970:1979"))
+    assert same == ranking_quality(store, MODEL, "Drama", year="1970:1979")
     # no held-out track has both: nothing to measure, and it says so
     pair = ranking_quality(store, MODEL, ["thriller", "science fiction"], combine="min")
     assert (pair.tracks, pair.positives, pair.average_precision) == (len(unseen), 0, None)
