@@ -368,8 +368,11 @@ class Store:
     def _warn_unheld(self, query: TrackQuery, catalog: str | None, feature_set) -> None:
         """An :class:`UnheldLabelWarning` for each asked-for label, film or composer that no
         track holds (a film or composer with the closest one held, if any is close)."""
+        # the asked-for columns only: the query's own checks found them in every catalog
+        asked = ([query.labels] if query.wanted_labels() else []) + [
+            column for column in ("film", "composer") if getattr(query, column)]
         everything = self._tracks(TrackQuery.of(labels=query.labels), catalog, feature_set,
-                                  False, False, None)
+                                  False, False, asked)
         whose = f" of catalog {catalog!r}" if catalog else ""
         if query.wanted_labels():
             held = set(label_lists(everything, query.labels).explode().dropna())
