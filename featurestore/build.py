@@ -73,11 +73,13 @@ class BuildReport:
     def summary(self, max_failures: int = 20) -> str:
         lines = [
             f"catalog {self.catalog!r}, feature set {self.feature_set}, run {self.run_id}",
-            f"  {self.n_tracks} tracks: {self.built} extracted, {self.failed} failed, "
+            f"  {self.n_tracks} track{'s' * (self.n_tracks != 1)}: {self.built} extracted, "
+            f"{self.failed} failed, "
             f"{self.refreshed} touched but unchanged, {self.unchanged} skipped (up to date); "
             f"{self.removed} removed",
-            f"  {self.audio_seconds / 3600:.3f} h of audio, {self.tiles_written} tiles written, "
-            f"{self.commits} commits, {self.wall_seconds:.1f} s",
+            f"  {self.audio_seconds / 3600:.3f} h of audio, {self.tiles_written} "
+            f"tile{'s' * (self.tiles_written != 1)} written, {self.commits} "
+            f"commit{'s' * (self.commits != 1)}, {self.wall_seconds:.1f} s",
         ]
         if self.built == 0 and self.failed == 0 and self.removed == 0 and self.refreshed == 0:
             lines.append("  nothing to do: the store is up to date")

@@ -100,7 +100,7 @@ def _tracks(args: argparse.Namespace) -> int:
     else:
         frames = [tracks.head(args.limit) if args.limit is not None else tracks]
     rows = write_frames(frames, args.format, args.output)
-    print(f"{rows} tracks", file=sys.stderr)
+    print(f"{rows} track{'s' * (rows != 1)}", file=sys.stderr)
     if args.lazy and not rows:  # read eagerly, an empty answer says which labels no track has
         store.tracks(columns=["track_id"], **filters(args))
     return 0

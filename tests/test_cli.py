@@ -119,6 +119,8 @@ def test_exit_codes_are_defined_once():
     failed = BuildReport("c", "f", "r", failures=[("t1", "corrupt", "truncated")])
     assert failed.exit_code is ExitCode.TRACKS_FAILED
     assert BuildReport("c", "f", "r").exit_code is ExitCode.OK
+    one = BuildReport("c", "f", "r", n_tracks=1, built=1, tiles_written=1, commits=1).summary()
+    assert "  1 track: 1 extracted" in one and "1 tile written, 1 commit, " in one
     assert ScoreReport("m", "v", "f", "r", "mean").exit_code is ExitCode.OK
 
 

@@ -350,7 +350,8 @@ def test_cli_output_format_follows_the_file_name(hand_store, tmp_path, capsys):
         assert res.returncode == 0, res.stderr
         assert read(tmp_path / name)["film"].tolist() == expected["film"].tolist()
     # no known extension: the default table; --format wins where the name says nothing
-    run_cli(capsys, "tracks", "--store", url, "-o", str(tmp_path / "x.txt"))
+    res = run_cli(capsys, "tracks", "--store", url, "-o", str(tmp_path / "x.txt"), "--limit", "1")
+    assert res.stderr == "1 track\n"
     assert (tmp_path / "x.txt").read_text().split()[:2] == ["catalog", "track_id"]
     run_cli(capsys, "tracks", "--store", url, "--format", "csv", "-o", str(tmp_path / "y.txt"))
     assert (tmp_path / "y.txt").read_text().startswith("catalog,track_id,")

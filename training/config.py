@@ -394,8 +394,10 @@ FIELD_HELP = {
     "labels": "classes (default: every label with at least --min-tracks tracks)",
     "min_tracks": "a label needs this many tracks to be a class",
     "label_column": "catalog column holding the labels",
-    "test_size": "share of tracks (or groups) held out for the test",
-    "val_size": "share of tracks (or groups) for validation and early stopping",
+    "test_size": "share of the tiles held out for the test, whole tracks (or groups) at a "
+                 "time",
+    "val_size": "share of the other tiles for validation and early stopping, whole tracks "
+                "(or groups) at a time",
     "group_by": "split whole groups, e.g. film: no film on two sides",
     "seed": "seed of the split, the samplers and the initial weights",
     "balance": "equal tiles per class each epoch, class-weighted loss, oversampling to the "
