@@ -164,12 +164,12 @@ def score_batch(tracks: list[dict], batch: int, job: ScoreJob) -> dict:
     tile_scores, track_scores, embeddings = track_outputs(
         model, tiles, counts, job.softmax, device, job.aggregate, job.batch_size,
         job.mixed_precision)
-    # A track the model was fitted on, with the audio it was fitted on, ranks by its
-    # cross-fitted scores: the model's own would be scores of data it learned.
-    track_keys = list(zip(frame["catalog"], frame["track_id"], frame["content_hash"]))
-    fitted = np.array([key in cross_fitted for key in track_keys], dtype=bool)
+    # A track of the audio the model was fitted on (under its key or as a copy) ranks by
+    # the cross-fitted scores: the model's own would be scores of data it learned.
+    audio = frame["content_hash"].tolist()
+    fitted = np.array([content in cross_fitted for content in audio], dtype=bool)
     for row in np.flatnonzero(fitted):
-        track_scores[row] = cross_fitted[track_keys[row]]
+        track_scores[row] = cross_fitted[audio[row]]
     keys = frame[["catalog", "track_id", "n_tiles", "content_hash"]].assign(cross_fitted=fitted)
     lineage = {"model": job.model, "version": job.version, "feature_set": job.feature_set,
                "aggregate": job.aggregate, "run_id": job.run_id,

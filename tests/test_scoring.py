@@ -412,6 +412,32 @@ def test_copies_of_learned_audio_do_not_measure_the_rankings(two_catalogs):
     assert ranking_quality(store, MODEL, "Drama", catalog="more").tracks == len(unseen)
 
 
+def test_copies_of_fitted_audio_rank_by_the_cross_fitted_scores(trained, tmp_path, dask_client):
+    """A statistics model ranks the tracks it was fitted on by cross-fitted scores; a copy of
+    one of them added later, in another catalog, is audio it learned too: the same scores,
+    not the model's own (which would lift copies of its training cues in every answer)."""
+    url = _copy_store(trained["store"], tmp_path)
+    train(url, "lin", TrainConfig(arch="linear", min_tracks=6, test_size=0.25), progress=False)
+    sides = ModelFiles(featurestore.open(url), "lin").read_frame("split.parquet")
+    chosen = pd.concat([sides[sides["side"] == "train"].head(3),
+                        sides[sides["side"] == "test"].head(2)])
+    catalog = pd.read_csv(trained["catalog"])
+    catalog = catalog[catalog["track_id"].isin(chosen["track_id"])].assign(
+        path=lambda f: [os.path.join(os.path.dirname(trained["catalog"]), p) for p in f["path"]])
+    catalog.to_csv(tmp_path / "copies.csv", index=False)
+    featurestore.build(str(tmp_path / "copies.csv"), url, name="more", client=dask_client,
+                       progress=False)
+    report = score(url, "lin", client=dask_client, progress=False)
+    ranked = scores(featurestore.open(url), "lin")
+    wide = ranked.pivot_table(index=KEY, columns="label", values="score")
+    flags = ranked.drop_duplicates(KEY).set_index(KEY)["cross_fitted"]
+    (first,) = set(sides["catalog"])
+    for track_id, side in zip(chosen["track_id"], chosen["side"]):
+        np.testing.assert_allclose(wide.loc[("more", track_id)], wide.loc[(first, track_id)])
+        assert flags[("more", track_id)] == flags[(first, track_id)] == (side == "train")
+    assert report.cross_fitted == (sides["side"] != "test").sum() + 3
+
+
 @pytest.mark.parametrize("point", ["lock", "staged"])
 def test_killed_run_keeps_old_results_and_rerun_completes_it(two_catalogs, two_catalogs_copy,
                                                             dask_client, capsys, point):

@@ -434,11 +434,9 @@ def test_track_level_model_scores_ranks_and_rescores_nightly(demo_store, dask_cl
                                _own(store, model, test), atol=1e-5)
     cross = files.cross_fitted_scores()
     ok = store.tracks(status="ok").reset_index(drop=True)
-    assert sorted(k[:2] for k in cross) == sorted(
-        zip(ok["catalog"][sides["train"] + sides["val"]],
-            ok["track_id"][sides["train"] + sides["val"]]))
+    assert sorted(cross) == sorted(ok["content_hash"][sides["train"] + sides["val"]])
     for i in (sides["train"][0], sides["val"][0]):
-        held = cross[tuple(ok.loc[i, ["catalog", "track_id", "content_hash"]])]
+        held = cross[ok.loc[i, "content_hash"]]
         np.testing.assert_allclose(_ranked(store, "nightly", i, classes), held, atol=1e-6)
         assert np.abs(held - _own(store, model, i)).max() > 1e-3
     # each row says which of the two its score is, and so does the answer to "which tracks

@@ -91,16 +91,18 @@ class ModelFiles:
     def write_bytes(self, data: bytes, name: str) -> None:
         atomic_write(self.fs, self.path(name), data)
 
-    def cross_fitted_scores(self) -> dict[tuple[str, str, str], np.ndarray]:
-        """``{(catalog, track_id, content_hash): class probabilities}`` of the tracks a
-        statistics model was fitted on, each from a model fitted without it
-        (:data:`CROSS_FITTED`); empty for other models and for models saved before it."""
+    def cross_fitted_scores(self) -> dict[str, np.ndarray]:
+        """``{content_hash: class probabilities}`` of the audio a statistics model was fitted
+        on, each from a model fitted without it (:data:`CROSS_FITTED`); empty for other models
+        and for models saved before it. Keyed by the audio, not the track: a copy of a fitted
+        recording under another key (another catalog, added since) is audio the model learned
+        too, and ranks by the same scores."""
         if not self.has(CROSS_FITTED):
             return {}
         frame = self.read_frame(CROSS_FITTED)
-        return {(catalog, track_id, content): np.asarray(scores, dtype=np.float32)
-                for catalog, track_id, content, scores in zip(
-                    frame["catalog"], frame["track_id"], frame["content_hash"], frame["scores"])}
+        # copies of one recording are cross-fitted in one fold: their scores are the same
+        return {content: np.asarray(scores, dtype=np.float32)
+                for content, scores in zip(frame["content_hash"], frame["scores"])}
 
     def read_complete_config(self) -> dict:
         """The config of a finished model; a clear error for a missing or unfinished one."""
