@@ -342,6 +342,7 @@ class Store:
             Whose build status to join (default: see :meth:`feature_set`).
         include_removed : bool
             Add tracks marked removed (no catalog metadata; only ``status`` filters them).
+            A ``status`` filter that names ``removed`` adds them too.
         lazy : bool
             Return a dask DataFrame, one partition per surviving row group, read when computed.
         columns : list of str, optional
@@ -358,6 +359,8 @@ class Store:
         """
         self.check_layout()
         query = TrackQuery.of(**filters)
+        # asked for by status, removed tracks are asked for (`tracks --status removed`)
+        include_removed = include_removed or REMOVED in (query.status or ())
         columns = [columns] if isinstance(columns, str) else columns  # one column, not letters
         with _where_types(query):
             out = self._tracks(query, catalog, feature_set, include_removed, lazy, columns)

@@ -106,6 +106,10 @@ def test_statistics_follow_live_tiles_exactly(tmp_path, dask_client):
     everything = store.tracks(include_removed=True)
     assert everything.set_index("track_id").loc["s003", "status"] == "removed"
     assert "s003" not in set(store.tracks()["track_id"])
+    # a status filter naming removed asks for them: `tracks --status removed`
+    assert list(store.tracks(status="removed")["track_id"]) == ["s003"]
+    assert set(store.tracks(status=["removed", "ok"])["track_id"]) == set(
+        everything["track_id"])
 
 
 def _catalog_rows(path: str) -> list[dict]:
