@@ -302,12 +302,24 @@ def _chosen(argv: list[str], available: list[Command]) -> str | None:
     return word if word in {c.name for c in available} else None
 
 
-def _explain(exc: BaseException, code: ExitCode, store: str | None) -> str:
-    """The message for a command that failed with ``exc``."""
+#: Options after which a rerun of the interrupted command starts over, and what it redoes.
+_STARTS_OVER = {"rebuild": ("extracts", "tiles"), "rescore": ("scores", "scores")}
+
+
+def _explain(exc: BaseException, code: ExitCode, args: argparse.Namespace) -> str:
+    """The message for a command (parsed as ``args``) that failed with ``exc``."""
+    store = getattr(args, "store", None)
     refusal = storage_refusal(exc)
     if code == ExitCode.INTERRUPTED:
-        return ("interrupted: what was committed is kept (built tracks, scored batches, a "
-                "model's last checkpoint); run the same command again to go on from there")
+        kept = ("interrupted: what was committed is kept (built tracks, scored batches, a "
+                "model's last checkpoint)")
+        redo = next((name for name in _STARTS_OVER if getattr(args, name, False)), None)
+        if redo:
+            verb, what = _STARTS_OVER[redo]
+            return (f"{kept}; run again with --{redo}, it {verb} every track again, those "
+                    f"this run reached too; without it, the tracks this run did not reach "
+                    f"keep their earlier {what}")
+        return f"{kept}; run the same command again to go on from there"
     if code == ExitCode.CATALOG:
         return f"error: invalid catalog: {exc}"
     if code == ExitCode.STORE and refusal is not None:
@@ -343,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             return int(ExitCode.ERROR)
         except (Exception, KeyboardInterrupt) as exc:  # the last line of defence
             code = exit_code_for(exc)
-            print(_explain(exc, code, getattr(args, "store", None)), file=sys.stderr)
+            print(_explain(exc, code, args), file=sys.stderr)
             return int(code)
 
 

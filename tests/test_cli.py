@@ -14,7 +14,7 @@ import pytest
 import featurestore
 from catalogs.reader import CatalogError
 from featurestore.build import BuildReport
-from featurestore.cli import commands, parser
+from featurestore.cli import _explain, commands, parser
 from featurestore.errors import StoreBusyError
 from featurestore.exit_codes import ExitCode, describe, exit_code_for
 from scoring.score import ScoreReport
@@ -113,6 +113,15 @@ def test_exit_codes_are_defined_once():
     assert exit_code_for(OSError(28, "No space left on device")) == ExitCode.STORE
     assert exit_code_for(ValueError("bad --year")) == ExitCode.USAGE == 2
     assert exit_code_for(KeyboardInterrupt()) == ExitCode.INTERRUPTED == 130
+    # Ctrl-C: a rerun goes on from what was committed, except after an option that redoes all
+    said = [_explain(KeyboardInterrupt(), ExitCode.INTERRUPTED, argparse.Namespace(**given))
+            for given in ({"store": "s"}, {"rebuild": False}, {"rebuild": True},
+                          {"rescore": True})]
+    assert said[0] == said[1] and said[0].endswith("run the same command again to go on from "
+                                                   "there")
+    assert "run again with --rebuild, it extracts every track again, those this run reached " \
+        "too; without it, the tracks this run did not reach keep their earlier tiles" in said[2]
+    assert "--rescore, it scores every track again" in said[3] and said[3].endswith("scores")
     assert exit_code_for(OSError(5, "Input/output error")) == ExitCode.ERROR == 1
     assert exit_code_for(RuntimeError("bug")) == ExitCode.ERROR
     assert all(f"{code.value} {code.meaning}" in describe() for code in ExitCode)
