@@ -82,7 +82,9 @@ class BuildReport:
             f"commit{'s' * (self.commits != 1)}, {self.wall_seconds:.1f} s",
         ]
         if self.built == 0 and self.failed == 0 and self.removed == 0 and self.refreshed == 0:
-            lines.append("  nothing to do: the store is up to date")
+            # the catalog's metadata is written on every run: "nothing" is about the audio
+            lines.append("  nothing to do: every track's tiles are up to date" + (
+                " but for the failed tracks below" if self.failures else ""))
         if self.failures:
             n = len(self.failures)
             lines.append(f"  {n} track{' has' if n == 1 else 's have'} no tiles (failed in "

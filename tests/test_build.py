@@ -143,6 +143,11 @@ def test_catalogs_the_store_cannot_hold_are_refused_before_anything_is_written(t
     report = featurestore.build(lib, store, client=dask_client, progress=False)
     assert [f[:2] for f in report.failures] == [("s001", "missing")]
     assert featurestore.open(store).tiles().sizes["tile"] == 2  # one tile a track
+    # still missing on the next run: looked for, not up to date, and the summary says so
+    again = featurestore.build(lib, store, client=dask_client, progress=False)
+    assert [f[:2] for f in again.failures] == [("s001", "missing")] and again.built == 0
+    assert ("nothing to do: every track's tiles are up to date but for the failed tracks "
+            "below\n  1 track has no tiles") in again.summary()
 
 
 def test_two_catalogs_do_not_touch_each_other(tmp_path, dask_client):
