@@ -79,11 +79,26 @@ def track_rankings(store: Store, model: str, track_id: str | list[str],
     missing = sorted(set(ids) - set(out["track_id"]))
     if missing:
         raise ValueError(f"no current scores of model {model!r} for track(s) "
-                       f"{', '.join(missing)} (not in the store, not built, or changed since "
-                       "the last scoring run)")
+                         f"{_why_unscored(store, table, missing, catalog)}")
     out = out.sort_values([*KEY, "rank"], kind="stable").reset_index(drop=True)
     return out[[*KEY, "rank", "label", "score", "cross_fitted",
                 *[c for c in SHOWN if c in out.columns], "version", "scored_at"]]
+
+
+def _why_unscored(store: Store, table: ScoreTable, ids: list[str],
+                  catalog: str | None) -> str:
+    """``ids`` with why each has no current score: not in the store, its build's failure
+    status, or built but new or changed since the last scoring run."""
+    built = store.tracks(catalog=catalog, feature_set=table.info().feature_set,
+                         columns=["status"]).drop_duplicates("track_id").set_index("track_id")
+    said = []
+    for track_id in ids:
+        status = built["status"].get(track_id)
+        said.append(f"{track_id} (" + (
+            "not in the store" if status is None else
+            "built, new or changed since the last scoring run" if status == OK else
+            f"build status {status}: not scored") + ")")
+    return ", ".join(said)
 
 
 def _check_combine(combine: str) -> None:

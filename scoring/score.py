@@ -72,8 +72,8 @@ class ScoreReport:
         on = f" on {self.workers} worker{'s' * (self.workers > 1)}" if self.workers else ""
         lines = [f"model {self.model!r} version {self.version} ({how}), "
                  f"feature set {self.feature_set}, run {self.run_id}",
-                 f"  {self.scored} tracks scored ({self.tiles} tiles){on}, {self.adopted} "
-                 f"adopted from an interrupted run, {self.up_to_date} up to date, "
+                 f"  {self.scored} track{'s' * (self.scored != 1)} scored ({self.tiles} "
+                 f"tiles){on}, {self.adopted} adopted from an interrupted run, {self.up_to_date} up to date, "
                  f"{self.dropped} dropped (no longer built), {len(self.skipped)} skipped; "
                  f"{self.seconds:.1f} s"]
         if self.cross_fitted:

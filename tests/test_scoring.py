@@ -370,6 +370,10 @@ def test_failed_and_other_feature_set_tracks_are_skipped_and_reported(store_copy
     assert "SKIPPED extra/broken" in report.summary()
     scored = set(scores(featurestore.open(store_copy), MODEL)["track_id"])
     assert "fine" in scored and not scored & {"broken", "gone", "elsewhere"}
+    # asked for by id, each says why it has no score
+    with pytest.raises(ValueError, match=r"broken \(build status not_audio: not scored\), "
+                                         r"elsewhere \(build status pending: not scored\)"):
+        track_rankings(featurestore.open(store_copy), MODEL, ["broken", "elsewhere", "fine"])
 
 
 def _add_second_catalog(url: str, trained: dict, client) -> None:
@@ -678,6 +682,7 @@ def test_rankings_queries_and_cli(store_copy, dask_client, tmp_path, capsys):
     assert res.returncode == 2 and "--combine applies to --label" in res.stderr
     res = run_cli(capsys, "rankings", "--store", store_copy, "--model", MODEL, "--track", "zzz")
     assert res.returncode == 2 and "no current scores" in res.stderr
+    assert "zzz (not in the store)" in res.stderr
     # a model the store lacks is a usage error naming the store's models, not a storage fault
     res = run_cli(capsys, "rankings", "--store", store_copy, "--model", "nope", "--label",
                   "Drama")
