@@ -73,9 +73,9 @@ class ScoreReport:
         lines = [f"model {self.model!r} version {self.version} ({how}), "
                  f"feature set {self.feature_set}, run {self.run_id}",
                  f"  {self.scored} track{'s' * (self.scored != 1)} scored ({self.tiles} "
-                 f"tiles){on}, {self.adopted} adopted from an interrupted run, {self.up_to_date} up to date, "
-                 f"{self.dropped} dropped (no longer built), {len(self.skipped)} skipped; "
-                 f"{self.seconds:.1f} s"]
+                 f"tiles){on}, {self.adopted} adopted from an interrupted run, "
+                 f"{self.up_to_date} up to date, {self.dropped} dropped (no longer built), "
+                 f"{len(self.skipped)} skipped; {self.seconds:.1f} s"]
         if self.cross_fitted:
             lines.append(f"  {self.cross_fitted} of them fitted by the model: ranked by their "
                          "cross-fitted scores, from the model fitted without each")
