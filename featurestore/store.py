@@ -502,8 +502,18 @@ def _where_types(query: TrackQuery):
     except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         if not query.where:
             raise
-        raise QueryError(f"--where {query.where!r}: the types do not fit "
-                         f"({str(exc).splitlines()[0]})") from None
+        said = str(exc).splitlines()[0]
+        types = said.rpartition("input types (")[2].rstrip(")")
+        if "list<" in types:
+            hint = ("a list column (genres, say) holds several values and is not compared "
+                    "with one: filter labels with --genre, --all-genres or --exclude-genre "
+                    "(--labels COLUMN for another list column)")
+        elif "string" in types and any(n in types for n in ("int", "float", "double")):
+            hint = ("a number is compared with text: numbers without quotes (year > 1990), "
+                    "text in quotes (film == 'Alien')")
+        else:
+            hint = said
+        raise QueryError(f"--where {query.where!r}: the types do not fit: {hint}") from None
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -181,8 +181,12 @@ def test_clear_errors_for_unknown_columns_and_bad_expressions(hand_store):
         store.tracks(columns=["tempo"])
     assert list(store.tracks(columns="film").columns) == ["catalog", "track_id", "film"]
     # values of other types, and a status no track can have, are the query's error
-    with pytest.raises(QueryError, match=r"--where \"year > '1990'\": the types do not fit"):
+    with pytest.raises(QueryError, match=r"--where \"year > '1990'\": the types do not fit: "
+                                         "a number is compared with text"):
         store.tracks(where="year > '1990'")
+    for where in ("genres == 'Drama'", "contains(genres, 'dram')"):  # a list is not a value
+        with pytest.raises(QueryError, match="a list column .* filter labels with --genre"):
+            store.tracks(where=where)
     with pytest.raises(QueryError, match="status 'okk': choose among ok, pending"):
         store.tracks(status="okk")
     with pytest.raises(featurestore.StoreError, match="is not a feature store"):
