@@ -8,6 +8,7 @@ output equals its one-shot output.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,6 +26,26 @@ _NOT_AUDIO = ("format not recognised", "unknown format", "file contains data in 
               "unimplemented format", "bad format",
               # what libsndfile says of an existing file that its MPEG reader cannot sync on
               "is not a regular file")
+
+
+# libsndfile's log of a WAV whose data chunk announces more bytes than the file holds: it
+# decodes what is there without an error and counts only those frames, so the shortfall is
+# read from its log. 0 and 0xFFFFFFFF are streaming writers' placeholders, not sizes.
+_DATA_SIZE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+
+
+def check_complete(sound: sf.SoundFile) -> None:
+    """Raise :class:`TrackFailure` ``corrupt`` for a WAV cut short (a copy interrupted, say):
+    its header announces more audio than the file holds (more than 2% more)."""
+    found = _DATA_SIZE.search(sound.extra_info)
+    if found is None:
+        return
+    announced, held = int(found[1]), int(found[2])
+    if announced not in _UNKNOWN_SIZES and announced > held * 1.02:
+        raise TrackFailure("corrupt", f"truncated: the file holds {held} of the {announced} "
+                                      f"bytes of audio its header announces "
+                                      f"({held / announced:.0%})")
 
 
 @dataclass
@@ -61,8 +82,10 @@ def mono_blocks(sound: sf.SoundFile, target_rate: int, info: AudioInfo,
     """Yield float32 mono blocks of ``sound`` resampled to ``target_rate``.
 
     ``info`` is updated as blocks pass (frames, peak, min, max), so that silence is judged on the
-    source samples. Raises :class:`TrackFailure` for NaN/Inf samples and decode errors.
+    source samples. Raises :class:`TrackFailure` for a file cut short
+    (:func:`check_complete`), NaN/Inf samples and decode errors.
     """
+    check_complete(sound)
     channels = sound.channels
     downmix = np.full((channels, 1), 1.0 / channels, dtype=np.float32)
     resampler = (None if sound.samplerate == target_rate else

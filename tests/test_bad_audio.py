@@ -36,6 +36,11 @@ def make_bad_files(d) -> dict[str, tuple[str, str]]:
     with open(os.path.join(d, "truncated.flac"), "wb") as f:
         f.write(data[: len(data) // 3])
     out["truncated"] = (os.path.join(d, "truncated.flac"), "corrupt")
+    # a PCM WAV cut short: libsndfile decodes what is there without complaint
+    data = open(write_audio(os.path.join(d, "full.wav"), 30.0, 22050, 1), "rb").read()
+    with open(os.path.join(d, "truncated.wav"), "wb") as f:
+        f.write(data[: len(data) * 6 // 10])
+    out["truncated_wav"] = (os.path.join(d, "truncated.wav"), "corrupt")
     data = open(write_audio(os.path.join(d, "full.mp3"), 30.0, 44100, 2), "rb").read()
     with open(os.path.join(d, "truncated.mp3"), "wb") as f:
         f.write(data[: len(data) // 2])
@@ -88,6 +93,7 @@ def test_bad_tracks_recorded_rest_built_exit_code_4(tmp_path, dask_client, capsy
     assert tracks.loc["folder", "error"] == f"a folder, not an audio file: {bad['folder'][0]}"
     assert "truncated" in tracks.loc["truncated", "error"] or "decod" in tracks.loc[
         "truncated", "error"]
+    assert "truncated: the file holds" in tracks.loc["truncated_wav", "error"]
     assert (tracks.loc[["s000", "s001", "s002"], "status"] == "ok").all()
     good = track_tiles(store)
 
