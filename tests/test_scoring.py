@@ -437,7 +437,9 @@ def test_copies_of_fitted_audio_rank_by_the_cross_fitted_scores(trained, tmp_pat
     flags = ranked.drop_duplicates(KEY).set_index(KEY)["cross_fitted"]
     (first,) = set(sides["catalog"])
     for track_id, side in zip(chosen["track_id"], chosen["side"]):
-        np.testing.assert_allclose(wide.loc[("more", track_id)], wide.loc[(first, track_id)])
+        # the same numbers (a test track's own scores, from another batch: to float error)
+        np.testing.assert_allclose(wide.loc[("more", track_id)], wide.loc[(first, track_id)],
+                                   rtol=1e-5, atol=1e-7)
         assert flags[("more", track_id)] == flags[(first, track_id)] == (side == "train")
     assert report.cross_fitted == (sides["side"] != "test").sum() + 3
 
