@@ -372,19 +372,19 @@ class Store:
         """An :class:`UnheldLabelWarning` for each asked-for label, film or composer that no
         track holds (a film or composer with the closest one held, if any is close)."""
         # the asked-for columns only: the query's own checks found them in every catalog
-        asked = ([query.labels] if query.wanted_labels() else []) + [
-            column for column in ("film", "composer") if getattr(query, column)]
+        named = [column for column in ("film", "composer") if getattr(query, column)]
         everything = self._tracks(TrackQuery.of(labels=query.labels), catalog, feature_set,
-                                  False, False, asked)
+                                  False, False,
+                                  ([query.labels] if query.wanted_labels() else []) + named)
         whose = f" of catalog {catalog!r}" if catalog else ""
         if query.wanted_labels():
             held = set(label_lists(everything, query.labels).explode().dropna())
             for label in sorted(query.wanted_labels() - held):
                 warnings.warn(f"no track{whose} has the label {label!r} in column "
                               f"{query.labels!r}", UnheldLabelWarning, stacklevel=3)
-        for column, asked in (("film", query.film), ("composer", query.composer)):
-            held = set(everything[column].dropna().astype(str)) if column in everything else set()
-            for value in sorted(set(asked) - held):
+        for column in named:
+            held = set(everything[column].dropna().astype(str))
+            for value in sorted(set(getattr(query, column)) - held):
                 close = difflib.get_close_matches(value, sorted(held), n=1)
                 warnings.warn(f"no track{whose} has {column} {value!r}"
                               f"{f' (did you mean {close[0]!r}?)' if close else ''}",

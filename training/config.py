@@ -113,11 +113,6 @@ _KINDS = {
 _WRONG = object()
 
 
-def _default(name: str):
-    """Field ``name``'s default value."""
-    return next(f.default for f in fields(TrainConfig) if f.name == name)
-
-
 def setting_name(name: str) -> str:
     """A setting as errors name it: the field, and the ``train`` option that sets it."""
     return f"{name} (--{name.replace('_', '-')})"
